@@ -1,0 +1,38 @@
+"""flask-fennec-cache: safe, fast and observable Redis caching for Flask."""
+
+from .backend import MISSING, RedisCache
+from .decorators import CachedFunction, CacheLookup, cache, current_backend
+from .errors import (
+    CacheUnavailable,
+    ConfigurationError,
+    FennecCacheError,
+    KeyBuildError,
+    LockTimeout,
+    NoBackendError,
+    SerializationError,
+)
+from .extension import FennecCache
+from .serializers import CachedResponse
+from .strategies import CacheAside, WriteThrough
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MISSING",
+    "CacheAside",
+    "CacheLookup",
+    "CacheUnavailable",
+    "CachedFunction",
+    "CachedResponse",
+    "ConfigurationError",
+    "FennecCache",
+    "FennecCacheError",
+    "KeyBuildError",
+    "LockTimeout",
+    "NoBackendError",
+    "RedisCache",
+    "SerializationError",
+    "WriteThrough",
+    "cache",
+    "current_backend",
+]

@@ -1,0 +1,70 @@
+"""A circuit breaker: after repeated connection failures, stop calling Redis for a cool-down."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from ._forksafe import reset_after_fork
+
+__all__ = ["CircuitBreaker"]
+
+
+class CircuitBreaker:
+    """Closed, open for *cooldown* seconds after *threshold* consecutive failures, then one probe.
+
+    While open, :meth:`allow` answers False at once, so no request waits on a dead server. After
+    the cool-down one caller is let through as a probe: its success closes the breaker, its failure
+    opens it for another cool-down. A probe that never reports back expires after a cool-down.
+    """
+
+    def __init__(
+        self, threshold: int, cooldown: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._clock = clock
+        self._failures = 0
+        self._open_until = 0.0
+        self._probe_until = 0.0
+        self._lock = threading.Lock()
+        reset_after_fork(self)
+
+    @property
+    def state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"`` (cool-down over, a probe may run)."""
+        if not self._open_until:
+            return "closed"
+        return "open" if self._clock() < self._open_until else "half-open"
+
+    def allow(self) -> bool:
+        """May this call go to Redis?"""
+        if not self._open_until:
+            return True
+        now = self._clock()
+        if now < self._open_until:
+            return False
+        with self._lock:
+            if now < self._probe_until:
+                return False
+            self._probe_until = now + self.cooldown
+            return True
+
+    def success(self) -> None:
+        """A call to Redis worked."""
+        if self._failures or self._open_until:
+            with self._lock:
+                self._failures = 0
+                self._open_until = self._probe_until = 0.0
+
+    def failure(self) -> None:
+        """A call to Redis failed to connect or timed out."""
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self.threshold or self._open_until:
+                self._open_until = self._clock() + self.cooldown
+                self._probe_until = 0.0
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()

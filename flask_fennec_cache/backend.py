@@ -1,0 +1,405 @@
+"""RedisCache: the one object that talks to Redis, with namespacing, statistics and fail-open."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Final, cast
+
+import redis
+from redis.exceptions import RedisError
+
+from ._breaker import CircuitBreaker
+from ._connect import backend_name, make_client
+from ._ratelog import RateLimitedLog
+from ._stats import StatsBuffer, summarize
+from .errors import CacheUnavailable, ConfigurationError
+from .serializers import CorruptEntry, decode, encode
+
+__all__ = ["MISSING", "RedisCache"]
+
+DEFAULT_URL: Final = "redis://localhost:6379/0"
+DEFAULT_PREFIX: Final = "fennec:"
+RESERVED: Final = "__fennec__:"
+SCAN_BATCH: Final = 500
+MAX_PATTERN_LENGTH: Final = 512
+
+
+class _Missing:
+    """The marker for "no entry", distinct from a cached ``None``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing()
+
+_BREAKER_ERRORS = (redis.ConnectionError, redis.TimeoutError)
+
+
+class RedisCache:
+    """A Redis-backed cache under one key prefix, usable with or without Flask.
+
+    :param url: ``redis://``, ``rediss://`` (TLS), ``unix://`` or ``memory://`` (an in-process
+        server for development and tests; per process, so not shared by gunicorn workers).
+    :param prefix: prepended to every key; :meth:`clear` never reaches keys outside it.
+    :param default_ttl: seconds an entry lives when ``set`` is given no ``ttl``; None keeps it.
+    :param fail_open: when Redis fails, treat reads as misses and skip writes (True), or raise
+        :class:`~flask_fennec_cache.CacheUnavailable` (False).
+    :param client: an existing redis-py client to use instead of building one from *url*.
+
+    The remaining keyword arguments tune timeouts, the connection pool, the circuit breaker, the
+    largest value stored and how often statistics are flushed; their defaults and meaning are in
+    the configuration table (``flask_fennec_cache.config``).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        default_ttl: int | None = None,
+        socket_timeout: float = 0.25,
+        connect_timeout: float = 0.25,
+        max_connections: int = 50,
+        health_check_interval: int = 15,
+        fail_open: bool = True,
+        breaker_threshold: int = 3,
+        breaker_cooldown: float = 1.0,
+        max_value_bytes: int = 1_048_576,
+        stats_flush_interval: float = 1.0,
+        client: redis.Redis | None = None,
+    ) -> None:
+        if not isinstance(prefix, str) or not prefix:
+            raise ConfigurationError(
+                "prefix must be a non-empty string, so that clear() cannot reach other keys"
+            )
+        if RESERVED in prefix:
+            raise ConfigurationError(f"prefix must not contain the reserved {RESERVED!r}")
+        self.url = url or DEFAULT_URL
+        self.prefix = prefix
+        self.default_ttl = _check_ttl(default_ttl)
+        self.fail_open = fail_open
+        self.max_value_bytes = max_value_bytes
+        self.backend_name = backend_name(self.url) if client is None else "redis"
+        self._client = client if client is not None else make_client(
+            self.url,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            health_check_interval=health_check_interval,
+        )
+        self._reserved = prefix + RESERVED
+        self._stats_key = self._reserved + "stats"
+        self._breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
+        self._stats = StatsBuffer(self._flush_stats, stats_flush_interval)
+        self._log = RateLimitedLog()
+
+    def __repr__(self) -> str:
+        return f"RedisCache(url={_redact(self.url)!r}, prefix={self.prefix!r})"
+
+    @property
+    def client(self) -> redis.Redis:
+        """The underlying redis-py client (keys you use on it directly are not prefixed)."""
+        return self._client
+
+    @property
+    def breaker_state(self) -> str:
+        """The circuit breaker's state: ``"closed"``, ``"open"`` or ``"half-open"``."""
+        return self._breaker.state
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value stored under *key*, or *default* on a miss (or when Redis is unreachable)."""
+        value = self.lookup(key)
+        return default if value is MISSING else value
+
+    def lookup(self, key: str) -> Any:
+        """The value under *key*, or :data:`MISSING`; tells a cached ``None`` from a miss."""
+        if not self._breaker.allow():
+            self._skipped("get")
+            self._stats.add("misses")
+            return MISSING
+        try:
+            data = cast(bytes | None, self._client.get(self.prefix + key))
+        except RedisError as exc:
+            self._failed(exc, "get")
+            self._stats.add("misses")
+            return MISSING
+        self._breaker.success()
+        value = self._decode(key, data)
+        self._stats.add("misses" if value is MISSING else "hits")
+        return value
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The entries found among *keys* (misses are left out), in one round trip."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        datas = self._run("get_many", lambda c: c.mget([self.prefix + k for k in keys]))
+        found: dict[str, Any] = {}
+        for key, data in zip(keys, datas or [None] * len(keys), strict=True):
+            value = self._decode(key, data)
+            if value is not MISSING:
+                found[key] = value
+        self._stats.add("hits", len(found))
+        self._stats.add("misses", len(keys) - len(found))
+        return found
+
+    def ttl(self, key: str) -> int | None:
+        """Seconds *key* has left; -1 if it never expires; None if it does not exist."""
+        seconds = self._run("ttl", lambda c: c.ttl(self.prefix + key))
+        return None if seconds is None or seconds == -2 else int(seconds)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
+        """Store *value* under *key* for *ttl* seconds (default: the cache's ``default_ttl``).
+
+        Returns True when stored; False when the value was too large or Redis failed (fail-open).
+        A value the format cannot hold raises :class:`~flask_fennec_cache.SerializationError`.
+        """
+        return self._set_encoded(key, self._encode(key, value), ttl)
+
+    def _set_encoded(self, key: str, data: bytes | None, ttl: float | None) -> bool:
+        if data is None:
+            return False
+        ttl_ms = self._ttl_ms(ttl)
+        done = self._run("set", lambda c: c.set(self.prefix + key, data, px=ttl_ms))
+        if done:
+            self._stats.add("sets")
+        return done is not None and bool(done)
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> bool:
+        """Store every entry of *mapping* in one round trip; True when all were stored."""
+        ttl_ms = self._ttl_ms(ttl)
+        encoded = {key: self._encode(key, value) for key, value in mapping.items()}
+        ready = {key: data for key, data in encoded.items() if data is not None}
+        if not ready:
+            return not encoded
+
+        def write(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for key, data in ready.items():
+                pipe.set(self.prefix + key, data, px=ttl_ms)
+            return pipe.execute()
+
+        results = self._run("set_many", write)
+        stored = sum(1 for ok in results or () if ok)
+        self._stats.add("sets", stored)
+        return stored == len(encoded)
+
+    def delete(self, *keys: str) -> int:
+        """Remove *keys*; returns how many existed (0 when Redis failed and fail-open is on)."""
+        removed = self.try_delete(*keys)
+        return removed or 0
+
+    def try_delete(self, *keys: str) -> int | None:
+        """Like :meth:`delete`, but None when Redis could not be reached (fail-open)."""
+        if not keys:
+            return 0
+        removed = self._run("delete", lambda c: c.unlink(*[self.prefix + k for k in keys]))
+        if removed is not None:
+            self._stats.add("deletes", int(removed))
+            return int(removed)
+        return None
+
+    def clear(self, pattern: str = "*") -> int:
+        """Remove the keys under this cache's prefix that match the glob *pattern*.
+
+        Walks the keyspace with SCAN and removes matches with UNLINK in batches (never KEYS or
+        FLUSHDB). Only keys under the prefix are reachable, and the library's own bookkeeping
+        (``{prefix}__fennec__:…``) is never removed. Returns the number of keys removed.
+        """
+        _check_pattern(pattern)
+        match = _glob_escape(self.prefix) + pattern
+        removed = 0
+        try:
+            for batch in self._scan_batches(match):
+                removed += int(self._client.unlink(*batch))
+        except RedisError as exc:
+            self._failed(exc, "clear")
+        self._stats.add("deletes", removed)
+        return removed
+
+    def keys(self, pattern: str = "*", limit: int = 1000) -> list[str]:
+        """Up to *limit* keys (relative to the prefix) matching *pattern*, found with SCAN."""
+        _check_pattern(pattern)
+        found: list[str] = []
+        try:
+            for batch in self._scan_batches(_glob_escape(self.prefix) + pattern):
+                found.extend(k.decode("utf-8", "replace")[len(self.prefix):] for k in batch)
+                if len(found) >= limit:
+                    break
+        except RedisError as exc:
+            self._failed(exc, "keys")
+        return found[:limit]
+
+    # -- health and statistics -----------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """True when Redis answers PING; never raises (bounded by the socket timeout)."""
+        return bool(self.health()["status"] == "healthy")
+
+    def health(self) -> dict[str, Any]:
+        """``status`` (healthy or unhealthy), ``backend``, ``latency_ms``; ``error`` when down."""
+        started = time.perf_counter()
+        report: dict[str, Any] = {"backend": self.backend_name}
+        try:
+            self._client.ping()
+        except RedisError as exc:
+            if isinstance(exc, _BREAKER_ERRORS):
+                self._breaker.failure()
+            report.update(status="unhealthy", error=f"{type(exc).__name__}: {exc}")
+        else:
+            self._breaker.success()
+            report["status"] = "healthy"
+        report["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        report["breaker"] = self._breaker.state
+        return report
+
+    def get_stats(self) -> dict[str, Any]:
+        """Hits, misses, sets, deletes, errors, total_requests and hit_rate (percent, 2 decimals).
+
+        The counters are shared by every process using this Redis and prefix: each process
+        flushes its own counts at least once a second. This call flushes this process's counts
+        first, so its own work is always included. When Redis is unreachable, the counts of this
+        process alone are returned, with ``"shared": False``.
+        """
+        self._stats.flush()
+        try:
+            shared = cast(dict[bytes, bytes], self._client.hgetall(self._stats_key))
+        except RedisError as exc:
+            self._failed(exc, "get_stats")
+            return {**summarize(self._stats.pending()), "shared": False}
+        return {**summarize({k.decode(): int(v) for k, v in shared.items()}), "shared": True}
+
+    def reset_stats(self) -> None:
+        """Set the shared counters to zero (and forget this process's unflushed counts)."""
+        self._stats.discard()
+        self._run("reset_stats", lambda c: c.delete(self._stats_key))
+
+    def close(self) -> None:
+        """Flush statistics and release the connection pool."""
+        self._stats.close()
+        self._client.close()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _encode(self, key: str, value: Any) -> bytes | None:
+        data = encode(value, key)
+        if len(data) > self.max_value_bytes:
+            self._log.warning(
+                "too-large",
+                f"not caching {key!r}: {len(data)} bytes is over the "
+                f"{self.max_value_bytes}-byte limit (FENNEC_CACHE_MAX_VALUE_BYTES)",
+            )
+            return None
+        return data
+
+    def _decode(self, key: str, data: bytes | None) -> Any:
+        if data is None:
+            return MISSING
+        try:
+            return decode(data)
+        except CorruptEntry as exc:
+            self._stats.add("errors")
+            self._log.warning("corrupt", f"treating {key!r} as a miss: {exc}")
+            return MISSING
+
+    def _ttl_ms(self, ttl: float | None) -> int | None:
+        seconds = self.default_ttl if ttl is None else _check_ttl(ttl)
+        return None if seconds is None else max(1, int(seconds * 1000))
+
+    def _run(self, op: str, command: Any) -> Any:
+        """Run ``command(client)``; on a Redis failure count it and return None (fail-open)."""
+        if not self._breaker.allow():
+            self._skipped(op)
+            return None
+        try:
+            result = command(self._client)
+        except RedisError as exc:
+            self._failed(exc, op)
+            return None
+        self._breaker.success()
+        return result
+
+    def _scan_batches(self, match: str) -> Iterator[list[bytes]]:
+        reserved = self._reserved.encode()
+        cursor = 0
+        while True:
+            cursor, found = cast(
+                tuple[int, list[bytes]],
+                self._client.scan(cursor=cursor, match=match, count=SCAN_BATCH),
+            )
+            batch = [k for k in found if not k.startswith(reserved)]
+            if batch:
+                yield batch
+            if not cursor:
+                return
+
+    def _failed(self, exc: RedisError, op: str) -> None:
+        self._stats.add("errors")
+        if isinstance(exc, _BREAKER_ERRORS):
+            self._breaker.failure()
+        else:
+            self._breaker.success()  # the server answered: it is up, the command was refused
+        if not self.fail_open:
+            raise CacheUnavailable(f"{op} failed: {type(exc).__name__}: {exc}") from exc
+        self._log.warning(
+            f"error:{op}:{type(exc).__name__}",
+            f"cache {op} failed, continuing without the cache: {type(exc).__name__}: {exc}",
+        )
+
+    def _skipped(self, op: str) -> None:
+        if not self.fail_open:
+            raise CacheUnavailable(f"{op} skipped: the circuit breaker is open after failures")
+
+    def _flush_stats(self, counts: Mapping[str, int]) -> bool:
+        if not self._breaker.allow():
+            return False
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for field, amount in counts.items():
+                pipe.hincrby(self._stats_key, field, amount)
+            pipe.execute()
+        except RedisError as exc:
+            if isinstance(exc, _BREAKER_ERRORS):
+                self._breaker.failure()
+            return False
+        self._breaker.success()
+        return True
+
+
+def _check_ttl(ttl: float | None) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise ConfigurationError(f"ttl must be a number of seconds > 0 (or None), got {ttl!r}")
+    return ttl
+
+
+def _check_pattern(pattern: str) -> None:
+    if not isinstance(pattern, str) or not pattern:
+        raise ConfigurationError(f"pattern must be a non-empty string, got {pattern!r}")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ConfigurationError(f"pattern is longer than {MAX_PATTERN_LENGTH} characters")
+    if any(ord(ch) < 32 for ch in pattern):
+        raise ConfigurationError("pattern must not contain control characters")
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"

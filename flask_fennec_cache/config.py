@@ -1,0 +1,159 @@
+"""Every ``FENNEC_CACHE_*`` configuration key, its default and meaning, defined once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = ["CONFIG_KEYS", "ConfigKey", "Settings", "apply_defaults", "read_settings"]
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off", ""}:
+        return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"expected a boolean, got {value!r}")
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"expected a number > 0, got {value!r}")
+    return number
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or float(value) != int(value):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    number = int(value)
+    if number <= 0:
+        raise ValueError(f"expected a whole number > 0, got {value!r}")
+    return number
+
+
+def _optional_ttl(value: Any) -> int | None:
+    return None if value is None or value == 0 else _positive_int(value)
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One configuration key: its name, default, one-line description and parser."""
+
+    name: str
+    default: Any
+    description: str
+    parse: Callable[[Any], Any]
+    field: str
+
+
+CONFIG_KEYS: tuple[ConfigKey, ...] = (
+    ConfigKey("FENNEC_CACHE_URL", "redis://localhost:6379/0",
+              "Where the cache lives: redis://, rediss://, unix:// or memory:// "
+              "(an in-process server, per process; for development and tests).",
+              _text, "url"),
+    ConfigKey("FENNEC_CACHE_PREFIX", "fennec:",
+              "Prepended to every key; clear() never reaches keys outside it. Must not be empty.",
+              _text, "prefix"),
+    ConfigKey("FENNEC_CACHE_DEFAULT_TTL", 300,
+              "Seconds an entry lives when no ttl is given; 0 or None keeps it until evicted.",
+              _optional_ttl, "default_ttl"),
+    ConfigKey("FENNEC_CACHE_SOCKET_TIMEOUT", 0.25,
+              "Seconds one Redis command may take before it counts as a failure.",
+              _positive_float, "socket_timeout"),
+    ConfigKey("FENNEC_CACHE_CONNECT_TIMEOUT", 0.25,
+              "Seconds a new connection to Redis may take.",
+              _positive_float, "connect_timeout"),
+    ConfigKey("FENNEC_CACHE_POOL_SIZE", 50,
+              "Most connections one process keeps open to Redis.",
+              _positive_int, "max_connections"),
+    ConfigKey("FENNEC_CACHE_HEALTH_CHECK_INTERVAL", 15,
+              "Seconds a pooled connection may sit idle before it is checked with PING on reuse.",
+              _positive_int, "health_check_interval"),
+    ConfigKey("FENNEC_CACHE_FAIL_OPEN", True,
+              "When Redis fails: True treats reads as misses and skips writes; "
+              "False raises CacheUnavailable.",
+              _bool, "fail_open"),
+    ConfigKey("FENNEC_CACHE_BREAKER_THRESHOLD", 3,
+              "Consecutive connection failures that open the circuit breaker.",
+              _positive_int, "breaker_threshold"),
+    ConfigKey("FENNEC_CACHE_BREAKER_COOLDOWN", 1.0,
+              "Seconds the open breaker skips Redis before one request probes it again.",
+              _positive_float, "breaker_cooldown"),
+    ConfigKey("FENNEC_CACHE_MAX_VALUE_BYTES", 1_048_576,
+              "Largest encoded value stored; larger ones are skipped and logged.",
+              _positive_int, "max_value_bytes"),
+    ConfigKey("FENNEC_CACHE_STATS_FLUSH_INTERVAL", 1.0,
+              "Seconds between flushes of this process's counters to the shared ones in Redis.",
+              _positive_float, "stats_flush_interval"),
+    ConfigKey("FENNEC_CACHE_ADMIN_URL_PREFIX", None,
+              "Mount point of the admin blueprint (e.g. /cache); None mounts nothing.",
+              _optional_text, "admin_url_prefix"),
+    ConfigKey("FENNEC_CACHE_ADMIN_TOKEN", None,
+              "Bearer token required by admin endpoints that change state.",
+              _optional_text, "admin_token"),
+    ConfigKey("FENNEC_CACHE_ADMIN_OPEN", False,
+              "Allow state-changing admin endpoints without a token (development only).",
+              _bool, "admin_open"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed, validated configuration of one app."""
+
+    url: str
+    prefix: str
+    default_ttl: int | None
+    socket_timeout: float
+    connect_timeout: float
+    max_connections: int
+    health_check_interval: int
+    fail_open: bool
+    breaker_threshold: int
+    breaker_cooldown: float
+    max_value_bytes: int
+    stats_flush_interval: float
+    admin_url_prefix: str | None
+    admin_token: str | None
+    admin_open: bool
+
+    def backend_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~flask_fennec_cache.RedisCache`."""
+        admin = {"admin_url_prefix", "admin_token", "admin_open"}
+        return {k.field: getattr(self, k.field) for k in CONFIG_KEYS if k.field not in admin}
+
+
+def apply_defaults(config: MutableMapping[str, Any]) -> None:
+    """Fill every missing key with its default so the effective values are visible."""
+    for key in CONFIG_KEYS:
+        config.setdefault(key.name, key.default)
+
+
+def read_settings(config: Mapping[str, Any]) -> Settings:
+    """Parse and validate every key; a bad value raises ConfigurationError naming the key."""
+    values: dict[str, Any] = {}
+    for key in CONFIG_KEYS:
+        raw = config.get(key.name, key.default)
+        try:
+            values[key.field] = key.parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{key.name}: {exc}") from exc
+    return Settings(**values)

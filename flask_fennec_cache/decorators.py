@@ -1,0 +1,227 @@
+"""``@cache``: memoise functions, and cache whole responses when the function is a Flask view."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast
+
+from flask import current_app, has_app_context, has_request_context, make_response, request
+from werkzeug.wrappers import Response
+
+from ._ratelog import RateLimitedLog
+from .backend import MISSING, RedisCache
+from .errors import NoBackendError, SerializationError
+from .keys import FunctionKeys, KeySpec, variant_key, view_key
+from .serializers import CachedResponse, VaryMarker
+
+__all__ = ["CacheLookup", "CachedFunction", "cache", "current_backend"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXTENSION_KEY = "fennec_cache"
+_UNSTORED_HEADERS = frozenset({"set-cookie", "x-cache"})
+_MAX_VARY_MEMO = 10_000
+_log = RateLimitedLog()
+
+
+class CacheLookup(NamedTuple, Generic[R]):
+    """The result of a cached call, and whether it came from the cache."""
+
+    value: R
+    hit: bool
+    key: str
+
+
+class CachedFunction(Protocol[P, R]):
+    """What ``@cache`` returns: the function, plus helpers to inspect and invalidate its entries."""
+
+    __wrapped__: Callable[P, R]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def lookup(self, *args: P.args, **kwargs: P.kwargs) -> CacheLookup[R]:
+        """Call through the cache and say whether the value was a hit."""
+        ...
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The key (relative to the backend's prefix) this call is cached under."""
+        ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Remove this call's entry; True if there was one."""
+        ...
+
+
+def current_backend() -> RedisCache:
+    """The backend of the current Flask app (``app.extensions["fennec_cache"]``)."""
+    if not has_app_context():
+        raise NoBackendError(
+            "no cache backend: pass backend= to @cache, or call inside a Flask app context "
+            "of an app initialised with FennecCache"
+        )
+    backend = current_app.extensions.get(EXTENSION_KEY)
+    if backend is None:
+        raise NoBackendError(
+            f"app {current_app.name!r} has no cache backend: "
+            "did you forget FennecCache.init_app(app)?"
+        )
+    return cast(RedisCache, backend)
+
+
+def cache(
+    ttl: float | None = None,
+    backend: RedisCache | None = None,
+    key: KeySpec = None,
+    unless: Callable[[], bool] | None = None,
+    cache_none: bool = False,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+    """Cache a function's results, or a Flask view's whole responses.
+
+    :param ttl: seconds an entry lives; None uses the backend's default TTL.
+    :param backend: the :class:`RedisCache` to use; None uses the current Flask app's.
+    :param key: the key, as a template of the function's parameters (``"user:{user_id}"``) or a
+        callable taking the function's arguments; None builds one from the module, qualified
+        name and normalised arguments (positional and keyword spellings share a key).
+    :param unless: a callable with no arguments; when it returns True the cache is bypassed.
+    :param cache_none: also cache a ``None`` result (by default ``None`` is never stored).
+
+    Exceptions are never cached. When the decorated function is the view of the current request,
+    the response is cached whole (status, headers, body bytes) for GET and HEAD requests with a
+    2xx status, unless it sets a cookie, says ``no-store`` or ``private``, varies on ``*``, or
+    the request carries ``Authorization``. Such responses get ``X-Cache: HIT`` or ``MISS``.
+    """
+    resolve: Callable[[], RedisCache] = current_backend
+    if backend is not None:
+        resolve = lambda: backend  # noqa: E731
+
+    def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
+        cached = _Cached(func, resolve, ttl, key, unless, cache_none)
+        return cast(CachedFunction[P, R], cached.wrapper)
+
+    return decorate
+
+
+class _Cached:
+    """The state of one decorated function; everything independent of a call is computed here."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        resolve: Callable[[], RedisCache],
+        ttl: float | None,
+        key: KeySpec,
+        unless: Callable[[], bool] | None,
+        cache_none: bool,
+    ) -> None:
+        self.func = func
+        self.resolve = resolve
+        self.ttl = ttl
+        self.keys = FunctionKeys(func, key)
+        self.unless = unless
+        self.cache_none = cache_none
+        self.vary_memo: dict[str, tuple[str, ...]] = {}
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if unless is not None and unless():
+                return func(*args, **kwargs)
+            if has_request_context() and self.is_current_view():
+                return self.view(args, kwargs)
+            return self.call(args, kwargs).value
+
+        def lookup(*args: Any, **kwargs: Any) -> CacheLookup[Any]:
+            if unless is not None and unless():
+                return CacheLookup(func(*args, **kwargs), False, self.keys.key(args, kwargs))
+            return self.call(args, kwargs)
+
+        def invalidate(*args: Any, **kwargs: Any) -> bool:
+            return self.resolve().delete(self.keys.key(args, kwargs)) > 0
+
+        wrapper.lookup = lookup  # type: ignore[attr-defined]
+        wrapper.cache_key = lambda *a, **kw: self.keys.key(a, kw)  # type: ignore[attr-defined]
+        wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+        self.wrapper = wrapper
+
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheLookup[Any]:
+        backend = self.resolve()
+        key = self.keys.key(args, kwargs)
+        value = backend.lookup(key)
+        if value is not MISSING:
+            return CacheLookup(value, True, key)
+        value = self.func(*args, **kwargs)
+        if value is not None or self.cache_none:
+            self.store(backend, key, value)
+        return CacheLookup(value, False, key)
+
+    def store(self, backend: RedisCache, key: str, value: Any) -> None:
+        try:
+            backend.set(key, value, self.ttl)
+        except SerializationError as exc:
+            _log.warning(f"unserializable:{key}", f"not caching: {exc}")
+
+    def is_current_view(self) -> bool:
+        view = current_app.view_functions.get(request.endpoint or "")
+        while view is not None:
+            if view is self.wrapper:
+                return True
+            view = getattr(view, "__wrapped__", None)
+        return False
+
+    def view(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:
+        if request.method not in ("GET", "HEAD") or "Authorization" in request.headers:
+            return make_response(self.func(*args, **kwargs))
+        backend = self.resolve()
+        base = view_key(
+            request.endpoint or "", request.host, request.path, request.args.items(multi=True)
+        )
+        vary = self.vary_memo.get(base)
+        key = self.variant(base, vary) if vary else base
+        entry = backend.lookup(key)
+        if isinstance(entry, VaryMarker):
+            self.remember_vary(base, entry.headers)
+            key = self.variant(base, entry.headers)
+            entry = backend.lookup(key)
+        if isinstance(entry, CachedResponse):
+            hit = Response(entry.body, entry.status, list(entry.headers))
+            hit.headers["X-Cache"] = "HIT"
+            return hit
+        response = make_response(self.func(*args, **kwargs))
+        if _cacheable(response):
+            self.store_response(backend, base, response)
+        response.headers["X-Cache"] = "MISS"
+        return response
+
+    def store_response(self, backend: RedisCache, base: str, response: Response) -> None:
+        headers = tuple(
+            (name, value) for name, value in response.headers.items()
+            if name.lower() not in _UNSTORED_HEADERS
+        )
+        entry = CachedResponse(response.status_code, headers, response.get_data(), time.time())
+        vary = tuple(sorted(h.title() for h in response.vary))
+        if not vary:
+            self.store(backend, base, entry)
+            return
+        self.remember_vary(base, vary)
+        self.store(backend, base, VaryMarker(vary))
+        self.store(backend, self.variant(base, vary), entry)
+
+    def remember_vary(self, base: str, headers: tuple[str, ...]) -> None:
+        if len(self.vary_memo) >= _MAX_VARY_MEMO:
+            self.vary_memo.clear()
+        self.vary_memo[base] = headers
+
+    @staticmethod
+    def variant(base: str, headers: tuple[str, ...]) -> str:
+        return variant_key(base, [request.headers.get(name, "") for name in headers])
+
+
+def _cacheable(response: Response) -> bool:
+    if not 200 <= response.status_code < 300:
+        return False
+    if response.is_streamed or response.direct_passthrough or "Set-Cookie" in response.headers:
+        return False
+    control = response.cache_control
+    return not (control.no_store or control.private or "*" in response.vary)

@@ -1,0 +1,76 @@
+"""FennecCache: the Flask extension that builds each app's backend from its configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from flask import Flask
+
+from .backend import RedisCache
+from .config import Settings, apply_defaults, read_settings
+from .decorators import EXTENSION_KEY, CachedFunction, current_backend
+from .decorators import cache as _cache
+from .errors import FennecCacheError
+from .keys import KeySpec
+
+__all__ = ["FennecCache"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+SETTINGS_KEY = "fennec_cache_settings"
+
+
+class FennecCache:
+    """Redis caching for Flask apps.
+
+    ``FennecCache(app)`` or, with an app factory, ``fennec = FennecCache()`` then
+    ``fennec.init_app(app)``. One extension object serves any number of apps: each app gets its
+    own :class:`RedisCache`, built from its ``FENNEC_CACHE_*`` configuration and kept in
+    ``app.extensions["fennec_cache"]``. When ``FENNEC_CACHE_ADMIN_URL_PREFIX`` is set, the admin
+    blueprint (stats, clear, health) is mounted there.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Configure caching for *app*; raises ConfigurationError for a bad setting."""
+        if EXTENSION_KEY in app.extensions:
+            raise FennecCacheError(
+                f"FennecCache is already initialised on app {app.name!r}: "
+                "call init_app once per app"
+            )
+        apply_defaults(app.config)
+        settings = read_settings(app.config)
+        backend = RedisCache(**settings.backend_options())
+        app.extensions[EXTENSION_KEY] = backend
+        app.extensions[SETTINGS_KEY] = settings
+        if settings.admin_url_prefix:
+            from .admin import make_blueprint
+
+            app.register_blueprint(make_blueprint(), url_prefix=settings.admin_url_prefix)
+
+    @property
+    def backend(self) -> RedisCache:
+        """The :class:`RedisCache` of the current app (needs an app context)."""
+        return current_backend()
+
+    def cache(
+        self,
+        ttl: float | None = None,
+        *,
+        key: KeySpec = None,
+        unless: Callable[[], bool] | None = None,
+        cache_none: bool = False,
+    ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+        """:func:`~flask_fennec_cache.cache` using the current app's backend."""
+        return _cache(ttl=ttl, key=key, unless=unless, cache_none=cache_none)
+
+
+def settings_of(app: Flask) -> Settings:
+    """The parsed configuration FennecCache read for *app*."""
+    settings: Settings = app.extensions[SETTINGS_KEY]
+    return settings

@@ -1,0 +1,140 @@
+"""Build every cache key: functions from their name and arguments, views from the request."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import inspect
+import string
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from .errors import ConfigurationError, KeyBuildError
+
+__all__ = ["FunctionKeys", "KeySpec", "canonical", "hashed_if_long", "variant_key", "view_key"]
+
+MAX_READABLE_KEY = 200
+KeySpec = str | Callable[..., str] | None
+
+
+def hashed_if_long(head: str, tail: str) -> str:
+    """Join *head* and *tail*, hashing *tail* when the whole would be longer than is readable."""
+    if len(head) + len(tail) <= MAX_READABLE_KEY:
+        return head + tail
+    return head + "#" + hashlib.sha256(tail.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def canonical(value: Any, where: str = "value") -> str:
+    """A stable text for *value*, equal across processes for equal values.
+
+    Containers are normalised (dicts and sets are sorted); an object can choose its own text by
+    defining ``__cache_key__()``. An object whose ``repr`` is the default one (it contains its
+    memory address) raises :class:`KeyBuildError` naming *where* it was found.
+    """
+    if value is None or isinstance(value, (str, int, float, bytes, enum.Enum)):
+        return repr(value)
+    own = getattr(value, "__cache_key__", None)
+    if own is not None:
+        return canonical(own(), where)
+    if isinstance(value, tuple):
+        return "(" + ",".join(canonical(item, where) for item in value) + ")"
+    if isinstance(value, list):
+        return "[" + ",".join(canonical(item, where) for item in value) + "]"
+    if isinstance(value, (set, frozenset)):
+        return "{" + ",".join(sorted(canonical(item, where) for item in value)) + "}"
+    if isinstance(value, Mapping):
+        pairs = sorted(
+            (canonical(k, where), canonical(v, where)) for k, v in value.items()
+        )
+        return "{" + ",".join(f"{k}:{v}" for k, v in pairs) + "}"
+    text = repr(value)
+    if " at 0x" in text:
+        raise KeyBuildError(
+            f"{where} is {text}, which has no stable text for a cache key: give "
+            f"{type(value).__qualname__} a __cache_key__() or __repr__, or pass key= to @cache"
+        )
+    return text
+
+
+class FunctionKeys:
+    """Builds the keys of one decorated function; everything independent of a call is done once."""
+
+    def __init__(self, func: Callable[..., Any], spec: KeySpec = None) -> None:
+        self._signature = inspect.signature(func)
+        params = list(self._signature.parameters.values())
+        kinds = {p.kind for p in params}
+        self._simple = not kinds & {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
+        self._names = tuple(p.name for p in params)
+        self._positional = sum(
+            p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
+        )
+        self._keyword = frozenset(p.name for p in params if p.kind is not p.POSITIONAL_ONLY)
+        self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
+        self._spec = spec
+        self._head = f"fn:{func.__module__}.{func.__qualname__}:"
+        if isinstance(spec, str):
+            self._check_template(spec, kinds)
+
+    def _check_template(self, template: str, kinds: set[inspect._ParameterKind]) -> None:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        except ValueError as exc:
+            raise ConfigurationError(f"key template {template!r}: {exc}") from exc
+        for field in fields:
+            name = field.split(".", 1)[0].split("[", 1)[0]
+            if not name or name.isdigit():
+                raise ConfigurationError(
+                    f"key template {template!r}: use parameter names, like {{user_id}}"
+                )
+            if name not in self._names and inspect.Parameter.VAR_KEYWORD not in kinds:
+                raise ConfigurationError(
+                    f"key template {template!r} names {name!r}, which is not a parameter "
+                    f"of {self._head[3:-1]} (parameters: {', '.join(self._names) or 'none'})"
+                )
+
+    def arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Map a call's arguments to parameter names, defaults filled in (positional or not)."""
+        if self._simple and len(args) <= self._positional:
+            bound = dict(zip(self._names, args, strict=False))
+            for name, value in kwargs.items():
+                if name in bound or name not in self._keyword:
+                    break
+                bound[name] = value
+            else:
+                if len(bound) < len(self._names):
+                    for name, default in self._defaults.items():
+                        bound.setdefault(name, default)
+                if len(bound) == len(self._names):
+                    return bound
+        full = self._signature.bind(*args, **kwargs)  # raises the TypeError the call would
+        full.apply_defaults()
+        return dict(full.arguments)
+
+    def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+        """The cache key, relative to the backend's prefix, for one call."""
+        bound = self.arguments(args, kwargs)
+        spec = self._spec
+        if isinstance(spec, str):
+            return spec.format(**bound)
+        if spec is not None:
+            return spec(*args, **kwargs)
+        parts = ",".join(
+            f"{name}={canonical(value, f'argument {name!r}')}" for name, value in bound.items()
+        )
+        return hashed_if_long(self._head, parts)
+
+
+def view_key(endpoint: str, host: str, path: str, query: Iterable[tuple[str, str]]) -> str:
+    """The key of a cached view response: endpoint, host, path and the query in sorted order."""
+    query_text = urlencode(sorted(query))
+    tail = quote(host.lower() + path, safe="/:@!$&'()*+,;=-._~")
+    if query_text:
+        tail += "?" + query_text
+    return hashed_if_long(f"view:{endpoint}:", tail)
+
+
+def variant_key(base: str, vary_values: Iterable[str]) -> str:
+    """The key of one variant of a view whose response varies on request headers."""
+    digest = hashlib.sha256("\0".join(vary_values).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{base}|vary:{digest[:32]}"
