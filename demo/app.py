@@ -81,18 +81,12 @@ def load_user(user_id: int) -> db.User | None:
 def _timed_aside(key: str, loader: Callable[[], _T]) -> tuple[_T, bool, float]:
     """Cache-aside read of ``key``: ``(value, cached, duration_ms)``.
 
-    ``cached`` is the truth: it is ``False`` exactly when the loader ran.
+    ``cached`` is the cache's own answer (``CacheAside.lookup``): ``False`` exactly when the
+    loader ran, with no second round trip to find out.
     """
-    loaded = False
-
-    def counting_loader() -> _T:
-        nonlocal loaded
-        loaded = True
-        return loader()
-
     start = time.perf_counter()
-    value: _T = CacheAside(fennec.backend, ttl=USER_TTL).get(key, loader=counting_loader)
-    return value, not loaded, _ms(start)
+    result = CacheAside(fennec.backend, ttl=USER_TTL).lookup(key, loader)
+    return result.value, result.hit, _ms(start)
 
 
 def _validate_user(payload: Any) -> db.User | str:
@@ -168,20 +162,18 @@ def benchmark() -> tuple[Response, int]:
     """``GET /benchmark``: the slow query, then a cache miss and a cache hit on a private key."""
     start = time.perf_counter()
     fetch_user(1)
-    uncached = time.perf_counter() - start
+    uncached_ms = _ms(start)
     fennec.backend.delete(BENCHMARK_KEY)
-    start = time.perf_counter()
-    _timed_aside(BENCHMARK_KEY, lambda: fetch_user(1))
-    miss = time.perf_counter() - start
-    start = time.perf_counter()
-    _timed_aside(BENCHMARK_KEY, lambda: fetch_user(1))
-    hit = time.perf_counter() - start
+    _, _, miss_ms = _timed_aside(BENCHMARK_KEY, lambda: fetch_user(1))
+    _, _, hit_ms = _timed_aside(BENCHMARK_KEY, lambda: fetch_user(1))
+    # Like the seed, the speedup is the ratio of the numbers shown (a 0.00 ms hit counts as 0.01).
+    speedup = round(uncached_ms / max(hit_ms, 0.01), 2)
     return (
         jsonify(
-            uncached_ms=round(uncached * 1000.0, 2),
-            cache_miss_ms=round(miss * 1000.0, 2),
-            cache_hit_ms=round(hit * 1000.0, 2),
-            speedup=round(uncached / max(hit, 1e-9), 2),
+            uncached_ms=uncached_ms,
+            cache_miss_ms=miss_ms,
+            cache_hit_ms=hit_ms,
+            speedup=speedup,
         ),
         200,
     )

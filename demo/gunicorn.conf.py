@@ -5,7 +5,8 @@
 Environment knobs: ``FENNEC_DEMO_BIND`` (default ``127.0.0.1:8000``), ``FENNEC_DEMO_WORKERS``
 (default 2), ``FENNEC_DEMO_THREADS`` (default 4), ``FENNEC_DEMO_PRELOAD`` (``1`` to preload),
 ``FENNEC_DEMO_ACCESSLOG`` (default ``-`` = stdout; empty disables it),
-``FENNEC_DEMO_LOG_LEVEL`` (default ``info``). The app itself reads ``FLASK_*`` variables
+``FENNEC_DEMO_LOG_LEVEL`` (default ``info``), ``FENNEC_DEMO_CONTROL_SOCKET`` (``1`` to open
+gunicorn's control socket). The app itself reads ``FLASK_*`` variables
 (see ``demo/app.py``).
 """
 
@@ -54,6 +55,12 @@ errorlog = "-"
 loglevel = os.environ.get("FENNEC_DEMO_LOG_LEVEL", "info")
 # The default format plus the worker's pid and the request time in milliseconds.
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(p)s %(M)sms'
+
+# gunicorn >= 25.1 opens a control socket for `gunicornc` at one fixed per-user path
+# ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl), which two instances (a dev copy
+# and a test run, say) would fight over. Off unless FENNEC_DEMO_CONTROL_SOCKET=1; older gunicorn
+# versions ignore the setting.
+control_socket_disable = not _env_bool("FENNEC_DEMO_CONTROL_SOCKET", False)
 
 # Bound request lines and headers (the app itself caps bodies at 16 KiB).
 limit_request_line = 4094

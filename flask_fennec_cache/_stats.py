@@ -11,7 +11,7 @@ from ._forksafe import reset_after_fork
 
 __all__ = ["FIELDS", "StatsBuffer", "summarize"]
 
-FIELDS = ("hits", "misses", "sets", "deletes", "errors")
+FIELDS = ("hits", "misses", "sets", "deletes", "errors", "stale_hits", "lock_waits")
 
 Flush = Callable[[Mapping[str, int]], bool]
 

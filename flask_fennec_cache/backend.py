@@ -12,9 +12,20 @@ from redis.exceptions import RedisError
 from ._breaker import CircuitBreaker
 from ._connect import backend_name, make_client
 from ._ratelog import RateLimitedLog
+from ._scripts import Scripts
 from ._stats import StatsBuffer, summarize
 from .errors import CacheUnavailable, ConfigurationError
-from .serializers import CorruptEntry, decode, encode
+from .locks import SingleFlight
+from .serializers import (
+    CorruptEntry,
+    Envelope,
+    Lease,
+    decode,
+    encode,
+    encode_envelope,
+    lease_bytes,
+    new_version,
+)
 
 __all__ = ["MISSING", "RedisCache"]
 
@@ -73,6 +84,7 @@ class RedisCache:
         breaker_cooldown: float = 1.0,
         max_value_bytes: int = 1_048_576,
         stats_flush_interval: float = 1.0,
+        ttl_jitter: float = 0.1,
         client: redis.Redis | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not prefix:
@@ -86,6 +98,9 @@ class RedisCache:
         self.default_ttl = _check_ttl(default_ttl)
         self.fail_open = fail_open
         self.max_value_bytes = max_value_bytes
+        if not 0 <= ttl_jitter < 1:
+            raise ConfigurationError(f"ttl_jitter must be a fraction in [0, 1), got {ttl_jitter!r}")
+        self.ttl_jitter = ttl_jitter
         self.backend_name = backend_name(self.url) if client is None else "redis"
         self._client = client if client is not None else make_client(
             self.url,
@@ -94,9 +109,11 @@ class RedisCache:
             max_connections=max_connections,
             health_check_interval=health_check_interval,
         )
+        self._scripts = Scripts(self._client)
         self._reserved = prefix + RESERVED
         self._stats_key = self._reserved + "stats"
         self._breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
+        self._flights = SingleFlight()
         self._stats = StatsBuffer(self._flush_stats, stats_flush_interval)
         self._log = RateLimitedLog()
 
@@ -121,19 +138,12 @@ class RedisCache:
         return default if value is MISSING else value
 
     def lookup(self, key: str) -> Any:
-        """The value under *key*, or :data:`MISSING`; tells a cached ``None`` from a miss."""
-        if not self._breaker.allow():
-            self._skipped("get")
-            self._stats.add("misses")
-            return MISSING
-        try:
-            data = cast(bytes | None, self._client.get(self.prefix + key))
-        except RedisError as exc:
-            self._failed(exc, "get")
-            self._stats.add("misses")
-            return MISSING
-        self._breaker.success()
-        value = self._decode(key, data)
+        """The value under *key*, or :data:`MISSING`; tells a cached ``None`` from a miss.
+
+        An entry past its soft expiry (see ``stale_ttl``), or written before one of its tags was
+        invalidated, or a placeholder of a load in progress, is a miss here.
+        """
+        value = self._usable(self._read(key))
         self._stats.add("misses" if value is MISSING else "hits")
         return value
 
@@ -143,9 +153,13 @@ class RedisCache:
         if not keys:
             return {}
         datas = self._run("get_many", lambda c: c.mget([self.prefix + k for k in keys]))
+        datas = datas or [None] * len(keys)
+        entries = [self._decode(k, d) for k, d in zip(keys, datas, strict=True)]
+        tags = {t for e in entries if isinstance(e, Envelope) for t in e.tags}
+        current = self.tag_versions(tags) if tags else {}
         found: dict[str, Any] = {}
-        for key, data in zip(keys, datas or [None] * len(keys), strict=True):
-            value = self._decode(key, data)
+        for key, entry in zip(keys, entries, strict=True):
+            value = self._usable(entry, current)
             if value is not MISSING:
                 found[key] = value
         self._stats.add("hits", len(found))
@@ -159,13 +173,37 @@ class RedisCache:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
+    def set(
+        self,
+        key: str,
+        value: Any,
+        ttl: float | None = None,
+        *,
+        tags: Iterable[str] = (),
+        stale_ttl: float | None = None,
+    ) -> bool:
         """Store *value* under *key* for *ttl* seconds (default: the cache's ``default_ttl``).
+
+        :param tags: names whose :meth:`invalidate_tags` drops this entry (checked on read).
+        :param stale_ttl: seconds past *ttl* during which loaders may serve the stale value
+            while one of them refreshes it.
 
         Returns True when stored; False when the value was too large or Redis failed (fail-open).
         A value the format cannot hold raises :class:`~flask_fennec_cache.SerializationError`.
+        Setting a key also cancels any load of it in progress, so a slower loader cannot
+        overwrite this newer value.
         """
-        return self._set_encoded(key, self._encode(key, value), ttl)
+        tags = tuple(tags)
+        if not tags and stale_ttl is None:
+            return self._set_encoded(key, self._encode(key, value), ttl)
+        versions = self.tag_versions(tags, create=True) if tags else {}
+        if versions is None:
+            return False
+        seconds = self.default_ttl if ttl is None else _check_ttl(ttl)
+        fresh_until = None if seconds is None or stale_ttl is None else time.time() + seconds
+        envelope = Envelope(value, new_version(), fresh_until, 0.0, versions)
+        total = None if seconds is None else seconds + (_check_ttl(stale_ttl) or 0)
+        return self._set_encoded(key, self._encode(key, envelope), total)
 
     def _set_encoded(self, key: str, data: bytes | None, ttl: float | None) -> bool:
         if data is None:
@@ -241,6 +279,125 @@ class RedisCache:
             self._failed(exc, "keys")
         return found[:limit]
 
+    # -- tags, leases and compare-and-set ------------------------------------------------------
+
+    def invalidate_tags(self, *tags: str) -> bool:
+        """Drop every entry carrying any of *tags*, in one round trip whatever their number.
+
+        Each tag has a version; entries remember the versions they were loaded under and are
+        misses once a version changed. Returns False when Redis could not be reached.
+        """
+        if not tags:
+            return True
+
+        def bump(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for tag in tags:
+                pipe.set(self._tag_key(tag), new_version())
+            return pipe.execute()
+
+        return self._run("invalidate_tags", bump) is not None
+
+    def tag_versions(self, tags: Iterable[str], create: bool = False) -> dict[str, str] | None:
+        """The current version of each tag (creating missing ones when *create*); None on error.
+
+        A tag without a version (never used, or evicted) is left out, so entries carrying it
+        are misses: losing a version can only drop entries, never revive stale ones.
+        """
+        names = sorted(set(tags))
+        if not names:
+            return {}
+        keys = [self._tag_key(t) for t in names]
+        if create:
+            fresh = [new_version() for _ in names]
+            values = self._run("tag_versions", lambda c: self._scripts.tags(keys, fresh, c))
+        else:
+            values = self._run("tag_versions", lambda c: c.mget(keys))
+        if values is None:
+            return None
+        return {t: v.decode() for t, v in zip(names, values, strict=True) if v is not None}
+
+    def _tag_key(self, tag: str) -> str:
+        # One hash tag for all of a prefix's tag keys keeps multi-key scripts in one cluster slot.
+        return f"{self._reserved}{{{self.prefix}tags}}:{tag}"
+
+    def _read(self, key: str) -> Any:
+        """The decoded entry under *key* (value, Envelope, Lease, ...) or MISSING; not counted."""
+        if not self._breaker.allow():
+            self._skipped("get")
+            return MISSING
+        try:
+            data = cast(bytes | None, self._client.get(self.prefix + key))
+        except RedisError as exc:
+            self._failed(exc, "get")
+            return MISSING
+        self._breaker.success()
+        return self._decode(key, data)
+
+    def _read_tagged(self, key: str, tags: tuple[str, ...]) -> tuple[Any, dict[str, str] | None]:
+        """The entry under *key* and the current versions of *tags*, in one round trip."""
+        names = sorted(set(tags))
+        keys = [self.prefix + key] + [self._tag_key(t) for t in names]
+        found = self._run("get", lambda c: c.mget(keys))
+        if found is None:
+            return MISSING, None
+        versions = {t: v.decode() for t, v in zip(names, found[1:], strict=True) if v is not None}
+        return self._decode(key, found[0]), versions
+
+    def _usable(self, entry: Any, current_tags: Mapping[str, str] | None = None) -> Any:
+        """The value a plain read may return from *entry*, or MISSING."""
+        if isinstance(entry, Lease):
+            return MISSING
+        if not isinstance(entry, Envelope):
+            return entry
+        if entry.fresh_until is not None and time.time() >= entry.fresh_until:
+            return MISSING
+        if entry.tags and not self._tags_current(entry, current_tags):
+            return MISSING
+        return entry.value
+
+    def _tags_current(self, entry: Envelope, current: Mapping[str, str] | None = None) -> bool:
+        if current is None or not set(entry.tags) <= set(current):
+            current = self.tag_versions(entry.tags)
+        if current is None:
+            return False
+        return all(current.get(tag) == version for tag, version in entry.tags.items())
+
+    def _acquire_lease(self, key: str, replacing: bytes | None, lease_ms: int) -> str | bool | None:
+        """Put a lease placeholder on *key* if it is empty (or still starts with *replacing*).
+
+        Returns the lease token, False when the key is taken, None when Redis failed.
+        """
+        token = new_version() + new_version()
+        acquired = self._run(
+            "lease",
+            lambda c: self._scripts.lease(
+                [self.prefix + key], [replacing or b"", lease_bytes(token), lease_ms], c
+            ),
+        )
+        return None if acquired is None else (token if acquired else False)
+
+    def _try_lock(self, name: str, token: str, timeout: float) -> bool | None:
+        """``SET name token NX PX``: True when taken, False when held, None when Redis failed."""
+        ms = max(1, int(timeout * 1000))
+        taken = self._run("lock", lambda c: bool(c.set(self.prefix + name, token, nx=True, px=ms)))
+        return None if taken is None else bool(taken)
+
+    def _compare_and_set(
+        self, key: str, expected: bytes, data: bytes | None, ttl: float | None
+    ) -> bool:
+        """Replace (or, with *data* None, delete) *key* only if it still starts with *expected*."""
+        ttl_ms = self._ttl_ms(ttl) if data is not None else None
+        done = self._run(
+            "compare_and_set",
+            lambda c: self._scripts.cas(
+                [self.prefix + key], [expected, data or b"", ttl_ms or b""], c
+            ),
+        )
+        if done and data is not None:
+            self._stats.add("sets")
+        return bool(done)
+
     # -- health and statistics -----------------------------------------------------------------
 
     def ping(self) -> bool:
@@ -293,7 +450,7 @@ class RedisCache:
     # -- internals -----------------------------------------------------------------------------
 
     def _encode(self, key: str, value: Any) -> bytes | None:
-        data = encode(value, key)
+        data = encode_envelope(value, key) if isinstance(value, Envelope) else encode(value, key)
         if len(data) > self.max_value_bytes:
             self._log.warning(
                 "too-large",

@@ -8,7 +8,14 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["CONFIG_KEYS", "ConfigKey", "Settings", "apply_defaults", "read_settings"]
+__all__ = [
+    "CONFIG_KEYS",
+    "ConfigKey",
+    "Settings",
+    "apply_defaults",
+    "markdown_table",
+    "read_settings",
+]
 
 
 def _text(value: Any) -> str:
@@ -46,6 +53,15 @@ def _positive_int(value: Any) -> int:
     number = int(value)
     if number <= 0:
         raise ValueError(f"expected a whole number > 0, got {value!r}")
+    return number
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a fraction, got {value!r}")
+    number = float(value)
+    if not 0 <= number < 1:
+        raise ValueError(f"expected a fraction in [0, 1), got {value!r}")
     return number
 
 
@@ -103,6 +119,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("FENNEC_CACHE_STATS_FLUSH_INTERVAL", 1.0,
               "Seconds between flushes of this process's counters to the shared ones in Redis.",
               _positive_float, "stats_flush_interval"),
+    ConfigKey("FENNEC_CACHE_TTL_JITTER", 0.1,
+              "Fraction by which loaders shorten a TTL at random, so entries filled together "
+              "do not expire together (0 disables; explicit set() calls are exact).",
+              _fraction, "ttl_jitter"),
     ConfigKey("FENNEC_CACHE_ADMIN_URL_PREFIX", None,
               "Mount point of the admin blueprint (e.g. /cache); None mounts nothing.",
               _optional_text, "admin_url_prefix"),
@@ -131,6 +151,7 @@ class Settings:
     breaker_cooldown: float
     max_value_bytes: int
     stats_flush_interval: float
+    ttl_jitter: float
     admin_url_prefix: str | None
     admin_token: str | None
     admin_open: bool
@@ -157,3 +178,11 @@ def read_settings(config: Mapping[str, Any]) -> Settings:
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"{key.name}: {exc}") from exc
     return Settings(**values)
+
+
+def markdown_table() -> str:
+    """The configuration table as Markdown, as the README shows it."""
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{k.name}` | `{k.default!r}` | {k.description} |" for k in CONFIG_KEYS]
+    return "\n".join(rows)
+

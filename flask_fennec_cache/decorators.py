@@ -11,9 +11,10 @@ from flask import current_app, has_app_context, has_request_context, make_respon
 from werkzeug.wrappers import Response
 
 from ._ratelog import RateLimitedLog
-from .backend import MISSING, RedisCache
+from .backend import RedisCache
 from .errors import NoBackendError, SerializationError
 from .keys import FunctionKeys, KeySpec, variant_key, view_key
+from .loading import LoadPolicy, get_or_load
 from .serializers import CachedResponse, VaryMarker
 
 __all__ = ["CacheLookup", "CachedFunction", "cache", "current_backend"]
@@ -77,6 +78,13 @@ def cache(
     key: KeySpec = None,
     unless: Callable[[], bool] | None = None,
     cache_none: bool = False,
+    *,
+    none_ttl: float | None = None,
+    lock: bool = True,
+    lock_timeout: float = 10.0,
+    stale_ttl: float | None = None,
+    beta: float = 0.0,
+    tags: tuple[str, ...] = (),
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Cache a function's results, or a Flask view's whole responses.
 
@@ -87,18 +95,28 @@ def cache(
         name and normalised arguments (positional and keyword spellings share a key).
     :param unless: a callable with no arguments; when it returns True the cache is bypassed.
     :param cache_none: also cache a ``None`` result (by default ``None`` is never stored).
+    :param none_ttl: seconds a cached ``None`` lives ("not found" results; needs *cache_none*).
+    :param lock: single-flight loading: when many callers miss at once, one runs the function
+        and the others wait for its value (across threads, processes and hosts).
+    :param lock_timeout: seconds a loader may take before a waiter takes over.
+    :param stale_ttl: seconds past *ttl* a stale value is served while one caller refreshes it.
+    :param beta: probabilistic early refresh (XFetch) strength; 0 disables, 1 is typical.
+    :param tags: tag names; ``backend.invalidate_tags(*names)`` drops every entry carrying them.
 
-    Exceptions are never cached. When the decorated function is the view of the current request,
-    the response is cached whole (status, headers, body bytes) for GET and HEAD requests with a
-    2xx status, unless it sets a cookie, says ``no-store`` or ``private``, varies on ``*``, or
-    the request carries ``Authorization``. Such responses get ``X-Cache: HIT`` or ``MISS``.
+    Exceptions are never cached. A value that is written or deleted while a call is loading it
+    is not overwritten by that call's (older) result. When the decorated function is the view
+    of the current request, the response is cached whole (status, headers, body bytes) for GET
+    and HEAD requests with a 2xx status, unless it sets a cookie, says ``no-store`` or
+    ``private``, varies on ``*``, or the request carries ``Authorization``. Such responses get
+    ``X-Cache: HIT`` or ``MISS``.
     """
     resolve: Callable[[], RedisCache] = current_backend
     if backend is not None:
         resolve = lambda: backend  # noqa: E731
+    policy = LoadPolicy(ttl, cache_none, none_ttl, lock, lock_timeout, stale_ttl, beta, tuple(tags))
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
-        cached = _Cached(func, resolve, ttl, key, unless, cache_none)
+        cached = _Cached(func, resolve, key, unless, policy)
         return cast(CachedFunction[P, R], cached.wrapper)
 
     return decorate
@@ -111,17 +129,14 @@ class _Cached:
         self,
         func: Callable[..., Any],
         resolve: Callable[[], RedisCache],
-        ttl: float | None,
         key: KeySpec,
         unless: Callable[[], bool] | None,
-        cache_none: bool,
+        policy: LoadPolicy,
     ) -> None:
         self.func = func
         self.resolve = resolve
-        self.ttl = ttl
         self.keys = FunctionKeys(func, key)
-        self.unless = unless
-        self.cache_none = cache_none
+        self.policy = policy
         self.vary_memo: dict[str, tuple[str, ...]] = {}
 
         @functools.wraps(func)
@@ -146,19 +161,15 @@ class _Cached:
         self.wrapper = wrapper
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheLookup[Any]:
-        backend = self.resolve()
         key = self.keys.key(args, kwargs)
-        value = backend.lookup(key)
-        if value is not MISSING:
-            return CacheLookup(value, True, key)
-        value = self.func(*args, **kwargs)
-        if value is not None or self.cache_none:
-            self.store(backend, key, value)
-        return CacheLookup(value, False, key)
+        value, hit = get_or_load(
+            self.resolve(), key, lambda: self.func(*args, **kwargs), self.policy
+        )
+        return CacheLookup(value, hit, key)
 
     def store(self, backend: RedisCache, key: str, value: Any) -> None:
         try:
-            backend.set(key, value, self.ttl)
+            backend.set(key, value, self.policy.ttl)
         except SerializationError as exc:
             _log.warning(f"unserializable:{key}", f"not caching: {exc}")
 

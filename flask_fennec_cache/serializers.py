@@ -1,20 +1,47 @@
-"""Encode values for Redis and decode them back; every stored value starts with a format tag."""
+"""Encode values for Redis and decode them back; every stored value starts with a format tag.
+
+=====  ==================================================================================
+tag    layout
+=====  ==================================================================================
+``j``  UTF-8 JSON of the value (the default: one byte over plain JSON)
+``r``  a cached HTTP response: JSON head (status, headers, time), newline, raw body bytes
+``v``  a view's vary marker: JSON list of the request headers its responses vary on
+``e``  an envelope: 16-character version, JSON metadata (soft expiry, load time, tag
+       versions), newline, then an inner entry with its own tag
+``L``  a lease: a loader is filling this key; the rest is its random token
+=====  ==================================================================================
+"""
 
 from __future__ import annotations
 
 import codecs
 import json
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SerializationError
 
-__all__ = ["CachedResponse", "CorruptEntry", "VaryMarker", "decode", "encode"]
+__all__ = [
+    "CachedResponse",
+    "CorruptEntry",
+    "Envelope",
+    "Lease",
+    "VaryMarker",
+    "decode",
+    "encode",
+    "encode_envelope",
+    "lease_bytes",
+    "new_version",
+    "version_prefix",
+]
 
-TAG_JSON = 0x6A  # "j": UTF-8 JSON follows
-TAG_RESPONSE = 0x72  # "r": a cached HTTP response: JSON head, newline, raw body bytes
-TAG_VARY = 0x76  # "v": a JSON list of the request headers a view's responses vary on
-
+TAG_JSON = 0x6A
+TAG_RESPONSE = 0x72
+TAG_VARY = 0x76
+TAG_ENVELOPE = 0x65
+TAG_LEASE = 0x4C
+VERSION_LENGTH = 16
 
 
 class _Unencodable(TypeError):
@@ -50,10 +77,35 @@ class VaryMarker:
     headers: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Lease:
+    """A placeholder: some process is loading this key and holds the lease *token*."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A value with freshness metadata.
+
+    :param version: random id of this write, for compare-and-set refreshes.
+    :param fresh_until: Unix time after which the value is stale (served only while refreshing).
+    :param load_seconds: how long the loader took (for probabilistic early refresh).
+    :param tags: the tag versions current when the value was loaded.
+    """
+
+    value: Any
+    version: str
+    fresh_until: float | None = None
+    load_seconds: float = 0.0
+    tags: dict[str, str] = field(default_factory=dict)
+
+
 def encode(value: Any, key: str) -> bytes:
     """Encode *value* with its format tag; raise SerializationError naming the type and key."""
     if isinstance(value, CachedResponse):
-        return _encode_response(value)
+        head = {"s": value.status, "h": value.headers, "t": value.stored_at}
+        return b"r" + _json_encoder.encode(head).encode("utf-8") + b"\n" + value.body
     if isinstance(value, VaryMarker):
         return b"v" + _json_encoder.encode(value.headers).encode("utf-8")
     try:
@@ -70,8 +122,31 @@ def encode(value: Any, key: str) -> bytes:
     return b"j" + text.encode("utf-8")
 
 
+def encode_envelope(envelope: Envelope, key: str) -> bytes:
+    """Encode an :class:`Envelope` (its version must be 16 characters)."""
+    fresh = None if envelope.fresh_until is None else round(envelope.fresh_until, 3)
+    meta = {"f": fresh, "d": round(envelope.load_seconds, 4), "t": envelope.tags}
+    head = b"e" + envelope.version.encode("ascii") + _json_encoder.encode(meta).encode("utf-8")
+    return head + b"\n" + encode(envelope.value, key)
+
+
+def new_version() -> str:
+    """A random 16-character id for one write (envelope versions, lease tokens, tag versions)."""
+    return secrets.token_hex(VERSION_LENGTH // 2)
+
+
+def lease_bytes(token: str) -> bytes:
+    """The stored form of a lease placeholder."""
+    return b"L" + token.encode("ascii")
+
+
+def version_prefix(version: str) -> bytes:
+    """The leading bytes that identify one envelope write (for compare-and-set)."""
+    return b"e" + version.encode("ascii")
+
+
 def decode(data: bytes) -> Any:
-    """Decode bytes written by :func:`encode`; raise CorruptEntry for anything else."""
+    """Decode bytes written by this module; raise CorruptEntry for anything else."""
     if not data:
         raise CorruptEntry("empty value")
     tag = data[0]
@@ -80,6 +155,10 @@ def decode(data: bytes) -> Any:
             return _json_decoder.decode(codecs.decode(memoryview(data)[1:], "utf-8"))
         if tag == TAG_RESPONSE:
             return _decode_response(data)
+        if tag == TAG_ENVELOPE:
+            return _decode_envelope(data)
+        if tag == TAG_LEASE:
+            return Lease(codecs.decode(memoryview(data)[1:], "ascii"))
         if tag == TAG_VARY:
             headers = _json_decoder.decode(codecs.decode(memoryview(data)[1:], "utf-8"))
             return VaryMarker(tuple(str(name) for name in headers))
@@ -88,14 +167,20 @@ def decode(data: bytes) -> Any:
     raise CorruptEntry(f"unknown format tag {data[:1]!r}")
 
 
-def _encode_response(response: CachedResponse) -> bytes:
-    head = {"s": response.status, "h": response.headers, "t": response.stored_at}
-    return b"r" + _json_encoder.encode(head).encode("utf-8") + b"\n" + response.body
-
-
 def _decode_response(data: bytes) -> CachedResponse:
     end = data.index(b"\n")
     head = _json_decoder.decode(codecs.decode(memoryview(data)[1:end], "utf-8"))
     headers = tuple((str(name), str(value)) for name, value in head["h"])
     return CachedResponse(int(head["s"]), headers, data[end + 1 :], float(head["t"]))
 
+
+def _decode_envelope(data: bytes) -> Envelope:
+    end = data.index(b"\n")
+    version = codecs.decode(memoryview(data)[1 : 1 + VERSION_LENGTH], "ascii")
+    meta = _json_decoder.decode(codecs.decode(memoryview(data)[1 + VERSION_LENGTH : end], "utf-8"))
+    inner = decode(data[end + 1 :])
+    if isinstance(inner, (Envelope, Lease)):
+        raise ValueError("an envelope cannot hold another envelope or a lease")
+    fresh = meta["f"]
+    tags = {str(k): str(v) for k, v in meta["t"].items()}
+    return Envelope(inner, version, None if fresh is None else float(fresh), float(meta["d"]), tags)

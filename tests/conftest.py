@@ -98,3 +98,64 @@ def redis_server_factory() -> Iterator[RedisServerFactory]:
 # ==================================================================================
 # End of real redis-server fixtures
 # ==================================================================================
+
+
+
+# ==================================================================================
+# Core-suite fixtures (test_backend, test_decorators, test_admin, ...)
+#
+#   prefix          function a unique key prefix ("t-<hex>:")
+#   memory_url      function a unique memory:// URL (a private in-process fakeredis)
+#   cache_factory   function make(prefix=None, **options) -> RedisCache, all on ONE server;
+#                            parametrised over "fake" (memory://) and "real" (redis_server,
+#                            marked ``real``); every cache it made is closed at teardown
+#   backend         function cache_factory() with the test's prefix
+#   fake_backend    function a RedisCache on a private memory:// server (not parametrised)
+# Helpers (CacheFactory, CallCounter, wait_for) are in tests/_support.py.
+# ==================================================================================
+
+import uuid  # noqa: E402
+
+from _support import CacheFactory, Factory  # noqa: E402
+
+from flask_fennec_cache import RedisCache  # noqa: E402
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def memory_url() -> str:
+    return f"memory://test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.real)])
+def cache_factory(
+    request: pytest.FixtureRequest, prefix: str, memory_url: str
+) -> Iterator[CacheFactory]:
+    if request.param == "real":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        factory = Factory("real", server.url, prefix)
+    else:
+        factory = Factory("fake", memory_url, prefix)
+    yield factory
+    factory.close_all()
+
+
+@pytest.fixture
+def backend(cache_factory: CacheFactory) -> RedisCache:
+    return cache_factory()
+
+
+@pytest.fixture
+def fake_backend(memory_url: str, prefix: str) -> Iterator[RedisCache]:
+    made = RedisCache(memory_url, prefix=prefix)
+    yield made
+    made.close()
+
+
+# ==================================================================================
+# End of core-suite fixtures
+# ==================================================================================

@@ -85,8 +85,8 @@ def stats_eventually(client: FlaskClient, total: int, timeout: float = 3.0) -> d
 
 
 def post_user(client: FlaskClient, payload: Any) -> TestResponse:
-    """``POST /users`` with ``payload`` as JSON."""
-    return client.post("/users", json=payload)
+    """``POST /users`` with ``payload`` as JSON (``None`` is sent as ``null``)."""
+    return client.post("/users", data=json.dumps(payload), content_type="application/json")
 
 
 # --- GET /users/<id> (@cache) --------------------------------------------------------------
@@ -314,6 +314,7 @@ def test_benchmark_shape(make_app: AppFactory) -> None:
         assert data["uncached_ms"] >= 20 and data["cache_miss_ms"] >= 20
         assert data["cache_hit_ms"] < 20
         assert data["speedup"] > 1
+        assert data["speedup"] == round(data["uncached_ms"] / max(data["cache_hit_ms"], 0.01), 2)
         # A second run measures a real miss again (the key is deleted first) ...
         assert body(client.get("/benchmark"))["cache_miss_ms"] >= 20
         # ... and user entries are left alone.

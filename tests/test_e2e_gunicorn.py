@@ -224,8 +224,8 @@ def test_seed_session_under_gunicorn(demo_server: DemoServer) -> None:
     assert bad.status == 400 and "id" in bad.json["error"]
 
     # 4. Statistics (shape; the numbers are checked below, after a flush).
-    stats = server.get("/cache/stats")
-    assert stats.status == 200 and STATS_KEYS <= set(stats.json)
+    shape = server.get("/cache/stats")
+    assert shape.status == 200 and STATS_KEYS <= set(shape.json)
 
     # 6. Health.
     health = server.get("/cache/health")

@@ -1,0 +1,68 @@
+"""The Lua scripts that make compare-and-set steps atomic in Redis (each touches one slot)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+__all__ = ["Scripts"]
+
+# KEYS[1] holds a value; ARGV[1] the bytes it must start with; ARGV[2] the new value, or ''
+# to delete it; ARGV[3] the expiry in milliseconds, or '' for none.
+COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"""
+
+# Put a lease placeholder ARGV[2] on KEYS[1] for ARGV[3] ms if the key is empty, or if it
+# still starts with ARGV[1] (a value known to be unusable, e.g. its tags were invalidated).
+ACQUIRE_LEASE = """
+local current = redis.call('GET', KEYS[1])
+if current and (ARGV[1] == '' or string.sub(current, 1, #ARGV[1]) ~= ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
+# The value of each tag key in KEYS, setting a missing one to its fresh version in ARGV.
+TAG_VERSIONS = """
+local versions = {}
+for i, key in ipairs(KEYS) do
+  local version = redis.call('GET', key)
+  if not version then
+    version = ARGV[i]
+    redis.call('SET', key, version)
+  end
+  versions[i] = version
+end
+return versions
+"""
+
+
+class Scripts:
+    """The scripts registered on one client; each call is one EVALSHA round trip."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._cas = client.register_script(COMPARE_AND_SET)
+        self._lease = client.register_script(ACQUIRE_LEASE)
+        self._tags = client.register_script(TAG_VERSIONS)
+
+    def cas(self, keys: Sequence[str], args: Sequence[Any], client: redis.Redis) -> Any:
+        return self._cas(keys=keys, args=args, client=client)
+
+    def lease(self, keys: Sequence[str], args: Sequence[Any], client: redis.Redis) -> Any:
+        return self._lease(keys=keys, args=args, client=client)
+
+    def tags(self, keys: Sequence[str], args: Sequence[Any], client: redis.Redis) -> Any:
+        return self._tags(keys=keys, args=args, client=client)

@@ -1,0 +1,238 @@
+"""Get-or-load: the read path shared by ``@cache`` and ``CacheAside``.
+
+On a miss exactly one caller loads (single flight: coalesced within a process, a lease across
+processes); the others wait for its value. The loader's value is stored only if nothing wrote
+or deleted the key since the miss (the lease is still in place), so a slow loader can never
+overwrite a newer value. Entries can be served stale while one caller refreshes them, and can
+be refreshed early with probability rising towards expiry (XFetch).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ._ratelog import RateLimitedLog
+from .backend import MISSING, RESERVED, RedisCache
+from .errors import ConfigurationError, SerializationError
+from .locks import FIRST_POLL, MAX_POLL, RedisLock
+from .serializers import Envelope, Lease, lease_bytes, new_version, version_prefix
+
+__all__ = ["LoadPolicy", "get_or_load"]
+
+T = TypeVar("T")
+
+_log = RateLimitedLog()
+
+
+@dataclass(frozen=True)
+class LoadPolicy:
+    """How a loader's results are cached.
+
+    :param ttl: seconds a value is fresh; None uses the backend's default TTL.
+    :param cache_none: also cache a ``None`` result.
+    :param none_ttl: seconds a cached ``None`` lives (negative caching); None uses *ttl*.
+    :param lock: single-flight loading: concurrent misses wait for one loader (default True).
+    :param lock_timeout: seconds a loader may hold the key's lease; waiters take over after it.
+    :param stale_ttl: seconds past *ttl* a stale value may be served while it is refreshed.
+    :param beta: XFetch early refresh strength (0 disables; 1 is the usual choice).
+    :param tags: tag names; :meth:`RedisCache.invalidate_tags` drops entries carrying them.
+    """
+
+    ttl: float | None = None
+    cache_none: bool = False
+    none_ttl: float | None = None
+    lock: bool = True
+    lock_timeout: float = 10.0
+    stale_ttl: float | None = None
+    beta: float = 0.0
+    tags: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("ttl", "none_ttl", "stale_ttl"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if not self.lock_timeout > 0:
+            raise ConfigurationError(f"lock_timeout must be > 0, got {self.lock_timeout!r}")
+        if self.beta < 0:
+            raise ConfigurationError(f"beta must be >= 0, got {self.beta!r}")
+        if isinstance(self.tags, str):
+            raise ConfigurationError("tags must be a sequence of names, e.g. tags=('users',)")
+
+    @property
+    def enveloped(self) -> bool:
+        """Whether entries need freshness metadata (stale serving, early refresh or tags)."""
+        return bool(self.stale_ttl or self.beta or self.tags)
+
+
+def get_or_load(
+    backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy
+) -> tuple[T, bool]:
+    """``(value, hit)``: the cached value of *key*, or the loader's; *hit* when no load ran here."""
+    entry, current = _read(backend, key, policy)
+    value, refresh = _classify(backend, entry, policy, current)
+    if value is not MISSING:
+        if refresh is None:
+            backend._stats.add("hits")
+            return value, True
+        return _refresh(backend, key, loader, policy, value, refresh)
+    if not policy.lock:
+        return _fill(backend, key, loader, policy, entry, wait=False), False
+    result, led = backend._flights.run(
+        key, lambda: _fill(backend, key, loader, policy, entry, wait=True), policy.lock_timeout
+    )
+    if not led:
+        backend._stats.add("hits")
+        backend._stats.add("lock_waits")
+    return result, not led
+
+
+def _read(
+    backend: RedisCache, key: str, policy: LoadPolicy
+) -> tuple[Any, dict[str, str] | None]:
+    if policy.tags:
+        return backend._read_tagged(key, policy.tags)
+    return backend._read(key), None
+
+
+def _classify(
+    backend: RedisCache, entry: Any, policy: LoadPolicy, current: dict[str, str] | None
+) -> tuple[Any, Envelope | None]:
+    """``(value or MISSING, envelope to refresh or None)`` for a read entry."""
+    if entry is MISSING or isinstance(entry, Lease):
+        return MISSING, None
+    if not isinstance(entry, Envelope):
+        return entry, None
+    if entry.tags and not backend._tags_current(entry, current):
+        return MISSING, None
+    now = time.time()
+    if entry.fresh_until is None:
+        return entry.value, None
+    if now >= entry.fresh_until:
+        return entry.value, entry
+    if policy.beta and now - entry.load_seconds * policy.beta * math.log(
+        1.0 - random.random()
+    ) >= entry.fresh_until:
+        return entry.value, entry
+    return entry.value, None
+
+
+def _refresh(
+    backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy,
+    stale: Any, envelope: Envelope,
+) -> tuple[T, bool]:
+    """One caller refreshes a stale (or soon stale) entry; the others are served it at once."""
+    lock = RedisLock(backend, f"{RESERVED}refresh:{key}", policy.lock_timeout)
+    if not lock.acquire():
+        backend._stats.add("hits")
+        if envelope.fresh_until is not None and time.time() >= envelope.fresh_until:
+            backend._stats.add("stale_hits")
+        return stale, True
+    try:
+        versions = _tag_versions(backend, policy)
+        value, elapsed = _timed(loader)
+        _store(backend, key, value, elapsed, policy, versions, version_prefix(envelope.version))
+    finally:
+        lock.release()
+    backend._stats.add("misses")
+    return value, False
+
+
+def _fill(
+    backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy,
+    entry: Any, wait: bool,
+) -> T:
+    """Take the key's lease and load, or wait for the lease holder's value."""
+    deadline = time.monotonic() + policy.lock_timeout
+    delay = FIRST_POLL
+    waited = False
+    while True:
+        if not isinstance(entry, Lease):
+            replacing = version_prefix(entry.version) if isinstance(entry, Envelope) else None
+            token = backend._acquire_lease(key, replacing, int(policy.lock_timeout * 1000))
+            if token is None:  # Redis failed: load without storing (fail-open)
+                backend._stats.add("misses")
+                return loader()
+            if token:
+                assert isinstance(token, str)
+                return _load_leased(backend, key, loader, policy, token)
+        if not wait or time.monotonic() + delay > deadline:
+            if wait:
+                _log.warning(
+                    "lock-timeout",
+                    f"gave up waiting {policy.lock_timeout}s for another loader of {key!r}; "
+                    "loading without the lock",
+                )
+            backend._stats.add("misses")
+            return loader()
+        if not waited:
+            backend._stats.add("lock_waits")
+            waited = True
+        time.sleep(delay)
+        delay = min(delay * 1.5, MAX_POLL)
+        entry, current = _read(backend, key, policy)
+        value, _ = _classify(backend, entry, policy, current)
+        if value is not MISSING:
+            backend._stats.add("hits")
+            return value  # type: ignore[no-any-return]
+
+
+def _load_leased(
+    backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy, token: str
+) -> T:
+    lease = lease_bytes(token)
+    stored = False
+    try:
+        versions = _tag_versions(backend, policy)
+        value, elapsed = _timed(loader)
+        stored = _store(backend, key, value, elapsed, policy, versions, lease)
+    finally:
+        if not stored:
+            backend._compare_and_set(key, lease, None, None)
+    backend._stats.add("misses")
+    return value
+
+
+def _tag_versions(backend: RedisCache, policy: LoadPolicy) -> dict[str, str] | None:
+    """Tag versions to store with a value, read before loading it (so a concurrent
+    invalidation is seen as newer than the value); None when Redis failed."""
+    return backend.tag_versions(policy.tags, create=True) if policy.tags else {}
+
+
+def _store(
+    backend: RedisCache, key: str, value: Any, elapsed: float, policy: LoadPolicy,
+    versions: dict[str, str] | None, expected: bytes,
+) -> bool:
+    """Store a loaded value if *key* still starts with *expected* (nobody wrote since)."""
+    if versions is None or (value is None and not policy.cache_none):
+        return False
+    ttl = policy.ttl if policy.ttl is not None else backend.default_ttl
+    if value is None and policy.none_ttl is not None:
+        ttl = policy.none_ttl
+    if ttl is not None and backend.ttl_jitter:
+        ttl *= 1.0 - backend.ttl_jitter * random.random()
+    entry: Any = value
+    if policy.enveloped:
+        fresh_until = None if ttl is None else time.time() + ttl
+        if ttl is not None and policy.stale_ttl:
+            ttl += policy.stale_ttl
+        entry = Envelope(value, new_version(), fresh_until, elapsed, versions)
+    try:
+        data = backend._encode(key, entry)
+    except SerializationError as exc:
+        _log.warning(f"unserializable:{key}", f"not caching: {exc}")
+        return False
+    if data is None:
+        return False
+    return backend._compare_and_set(key, expected, data, ttl)
+
+
+def _timed(loader: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    value = loader()
+    return value, time.perf_counter() - started

@@ -1,0 +1,92 @@
+"""Helpers shared by the core test modules (the fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import pytest
+
+from flask_fennec_cache import RedisCache
+
+
+class CacheFactory(Protocol):
+    """Type of the ``cache_factory`` fixture: caches on one server, fake or real."""
+
+    kind: str
+    url: str
+
+    def __call__(self, prefix: str | None = None, **options: Any) -> RedisCache: ...
+
+
+class Factory:
+    """Builds RedisCache objects on one URL and closes them all at teardown."""
+
+    def __init__(self, kind: str, url: str, prefix: str) -> None:
+        self.kind = kind
+        self.url = url
+        self.default_prefix = prefix
+        self.made: list[RedisCache] = []
+
+    def __call__(self, prefix: str | None = None, **options: Any) -> RedisCache:
+        made = RedisCache(self.url, prefix=prefix or self.default_prefix, **options)
+        self.made.append(made)
+        return made
+
+    def close_all(self) -> None:
+        for made in self.made:
+            made.close()
+
+
+class CallCounter:
+    """Counts the round trips of one redis-py client: plain commands and pipeline executes.
+
+    :meth:`install` wraps the client's ``execute_command`` and ``pipeline`` in place (instance
+    attributes), so everything a :class:`RedisCache` sends through that client is seen.
+    """
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+        self.pipelines = 0
+
+    @property
+    def round_trips(self) -> int:
+        return len(self.commands) + self.pipelines
+
+    def install(self, client: Any, monkeypatch: pytest.MonkeyPatch) -> CallCounter:
+        execute = client.execute_command
+        make_pipeline = client.pipeline
+
+        def counting_execute(*args: Any, **kwargs: Any) -> Any:
+            self.commands.append(str(args[0]))
+            return execute(*args, **kwargs)
+
+        def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = make_pipeline(*args, **kwargs)
+            run = pipe.execute
+
+            def counting_run(*a: Any, **kw: Any) -> Any:
+                self.pipelines += 1
+                return run(*a, **kw)
+
+            pipe.execute = counting_run
+            return pipe
+
+        monkeypatch.setattr(client, "execute_command", counting_execute)
+        monkeypatch.setattr(client, "pipeline", counting_pipeline)
+        return self
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 3.0, step: float = 0.01) -> bool:
+    """Poll *condition* until it is truthy or *timeout* passes; True if it became truthy.
+
+    The timeout is a deadline for slow machines, never a pass condition on speed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
