@@ -32,6 +32,9 @@ def make_client(
     connect_timeout: float,
     max_connections: int,
     health_check_interval: int,
+    tls_ca_certs: str | None = None,
+    tls_certfile: str | None = None,
+    tls_keyfile: str | None = None,
 ) -> redis.Redis:
     """A client for *url*; raises ConfigurationError for a URL it cannot use."""
     scheme = urlsplit(url).scheme
@@ -44,6 +47,19 @@ def make_client(
         return _memory_client(url)
     # One quick retry for a connection that went stale in the pool; a timeout is not retried,
     # because a cache must not double the wait on a slow server.
+    tls: dict[str, Any] = {}
+    if scheme == "rediss":
+        tls = {
+            name: value
+            for name, value in (
+                ("ssl_ca_certs", tls_ca_certs),
+                ("ssl_certfile", tls_certfile),
+                ("ssl_keyfile", tls_keyfile),
+            )
+            if value
+        }
+    elif tls_ca_certs or tls_certfile or tls_keyfile:
+        raise ConfigurationError(f"TLS files are set but the cache URL {url!r} is not rediss://")
     retry = Retry(ExponentialBackoff(cap=0.05, base=0.005), retries=1,
                   supported_errors=(redis.ConnectionError,))
     try:
@@ -54,6 +70,7 @@ def make_client(
             max_connections=max_connections,
             health_check_interval=health_check_interval,
             retry=retry,
+            **tls,
         )
     except ValueError as exc:
         raise ConfigurationError(f"cache URL {url!r}: {exc}") from exc

@@ -62,6 +62,12 @@ class RedisCache:
     :param default_ttl: seconds an entry lives when ``set`` is given no ``ttl``; None keeps it.
     :param fail_open: when Redis fails, treat reads as misses and skip writes (True), or raise
         :class:`~flask_fennec_cache.CacheUnavailable` (False).
+    :param serializer: ``"json"`` (the default: safe and readable) or ``"pickle"``, which
+        needs *secret_key*: every entry is signed with HMAC-SHA256 and an entry whose
+        signature does not verify is a miss, never unpickled.
+    :param tls_ca_certs: for ``rediss://``: the CA bundle that signed the server's certificate.
+    :param tls_certfile: for ``rediss://``: a client certificate (mutual TLS) ...
+    :param tls_keyfile: ... and its private key.
     :param client: an existing redis-py client to use instead of building one from *url*.
 
     The remaining keyword arguments tune timeouts, the connection pool, the circuit breaker, the
@@ -85,6 +91,11 @@ class RedisCache:
         max_value_bytes: int = 1_048_576,
         stats_flush_interval: float = 1.0,
         ttl_jitter: float = 0.1,
+        serializer: str = "json",
+        secret_key: str | bytes | None = None,
+        tls_ca_certs: str | None = None,
+        tls_certfile: str | None = None,
+        tls_keyfile: str | None = None,
         client: redis.Redis | None = None,
     ) -> None:
         if not isinstance(prefix, str) or not prefix:
@@ -101,6 +112,7 @@ class RedisCache:
         if not 0 <= ttl_jitter < 1:
             raise ConfigurationError(f"ttl_jitter must be a fraction in [0, 1), got {ttl_jitter!r}")
         self.ttl_jitter = ttl_jitter
+        self._pickle_secret = _pickle_secret(serializer, secret_key)
         self.backend_name = backend_name(self.url) if client is None else "redis"
         self._client = client if client is not None else make_client(
             self.url,
@@ -108,6 +120,9 @@ class RedisCache:
             connect_timeout=connect_timeout,
             max_connections=max_connections,
             health_check_interval=health_check_interval,
+            tls_ca_certs=tls_ca_certs,
+            tls_certfile=tls_certfile,
+            tls_keyfile=tls_keyfile,
         )
         self._scripts = Scripts(self._client)
         self._reserved = prefix + RESERVED
@@ -450,7 +465,11 @@ class RedisCache:
     # -- internals -----------------------------------------------------------------------------
 
     def _encode(self, key: str, value: Any) -> bytes | None:
-        data = encode_envelope(value, key) if isinstance(value, Envelope) else encode(value, key)
+        secret = self._pickle_secret
+        if isinstance(value, Envelope):
+            data = encode_envelope(value, key, secret)
+        else:
+            data = encode(value, key, secret)
         if len(data) > self.max_value_bytes:
             self._log.warning(
                 "too-large",
@@ -464,7 +483,7 @@ class RedisCache:
         if data is None:
             return MISSING
         try:
-            return decode(data)
+            return decode(data, self._pickle_secret)
         except CorruptEntry as exc:
             self._stats.add("errors")
             self._log.warning("corrupt", f"treating {key!r} as a miss: {exc}")
@@ -540,6 +559,19 @@ def _check_ttl(ttl: float | None) -> float | None:
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
         raise ConfigurationError(f"ttl must be a number of seconds > 0 (or None), got {ttl!r}")
     return ttl
+
+
+def _pickle_secret(serializer: str, secret_key: str | bytes | None) -> bytes | None:
+    if serializer == "json":
+        return None
+    if serializer != "pickle":
+        raise ConfigurationError(f"serializer must be 'json' or 'pickle', got {serializer!r}")
+    if not secret_key or len(secret_key) < 16:
+        raise ConfigurationError(
+            "serializer 'pickle' needs a secret key of at least 16 characters "
+            "(FENNEC_CACHE_SECRET_KEY) to sign entries: unsigned pickles are never loaded"
+        )
+    return secret_key.encode() if isinstance(secret_key, str) else secret_key
 
 
 def _check_pattern(pattern: str) -> None:

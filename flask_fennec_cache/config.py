@@ -123,6 +123,22 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "Fraction by which loaders shorten a TTL at random, so entries filled together "
               "do not expire together (0 disables; explicit set() calls are exact).",
               _fraction, "ttl_jitter"),
+    ConfigKey("FENNEC_CACHE_SERIALIZER", "json",
+              "Value format: json (safe, readable in redis-cli) or pickle (any Python object; "
+              "every entry signed with FENNEC_CACHE_SECRET_KEY, unsigned ones never loaded).",
+              _text, "serializer"),
+    ConfigKey("FENNEC_CACHE_SECRET_KEY", None,
+              "Secret (16+ characters) that signs pickled entries; required for pickle.",
+              _optional_text, "secret_key"),
+    ConfigKey("FENNEC_CACHE_TLS_CA_CERTS", None,
+              "For rediss:// URLs: CA bundle that signed the server's certificate.",
+              _optional_text, "tls_ca_certs"),
+    ConfigKey("FENNEC_CACHE_TLS_CERTFILE", None,
+              "For rediss:// URLs: client certificate for mutual TLS.",
+              _optional_text, "tls_certfile"),
+    ConfigKey("FENNEC_CACHE_TLS_KEYFILE", None,
+              "For rediss:// URLs: the client certificate's private key.",
+              _optional_text, "tls_keyfile"),
     ConfigKey("FENNEC_CACHE_ADMIN_URL_PREFIX", None,
               "Mount point of the admin blueprint (e.g. /cache); None mounts nothing.",
               _optional_text, "admin_url_prefix"),
@@ -152,6 +168,11 @@ class Settings:
     max_value_bytes: int
     stats_flush_interval: float
     ttl_jitter: float
+    serializer: str
+    secret_key: str | None
+    tls_ca_certs: str | None
+    tls_certfile: str | None
+    tls_keyfile: str | None
     admin_url_prefix: str | None
     admin_token: str | None
     admin_open: bool

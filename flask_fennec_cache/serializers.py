@@ -9,13 +9,20 @@ tag    layout
 ``e``  an envelope: 16-character version, JSON metadata (soft expiry, load time, tag
        versions), newline, then an inner entry with its own tag
 ``L``  a lease: a loader is filling this key; the rest is its random token
+``p``  opt-in pickle: 32-byte HMAC-SHA256 of the pickle under the app's secret, then the pickle
 =====  ==================================================================================
+
+Pickle is used only when the cache is configured with a secret key for it; an entry whose
+signature does not verify is never unpickled (it reads as corrupt, hence as a miss).
 """
 
 from __future__ import annotations
 
 import codecs
+import hashlib
+import hmac
 import json
+import pickle
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +48,8 @@ TAG_RESPONSE = 0x72
 TAG_VARY = 0x76
 TAG_ENVELOPE = 0x65
 TAG_LEASE = 0x4C
+TAG_PICKLE = 0x70
+SIGNATURE_LENGTH = 32
 VERSION_LENGTH = 16
 
 
@@ -101,13 +110,18 @@ class Envelope:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def encode(value: Any, key: str) -> bytes:
-    """Encode *value* with its format tag; raise SerializationError naming the type and key."""
+def encode(value: Any, key: str, pickle_secret: bytes | None = None) -> bytes:
+    """Encode *value* with its format tag; raise SerializationError naming the type and key.
+
+    With *pickle_secret*, plain values are pickled and signed instead of written as JSON.
+    """
     if isinstance(value, CachedResponse):
         head = {"s": value.status, "h": value.headers, "t": value.stored_at}
         return b"r" + _json_encoder.encode(head).encode("utf-8") + b"\n" + value.body
     if isinstance(value, VaryMarker):
         return b"v" + _json_encoder.encode(value.headers).encode("utf-8")
+    if pickle_secret is not None:
+        return _encode_pickle(value, key, pickle_secret)
     try:
         text = _json_encoder.encode(value)
     except _Unencodable as exc:
@@ -122,12 +136,12 @@ def encode(value: Any, key: str) -> bytes:
     return b"j" + text.encode("utf-8")
 
 
-def encode_envelope(envelope: Envelope, key: str) -> bytes:
+def encode_envelope(envelope: Envelope, key: str, pickle_secret: bytes | None = None) -> bytes:
     """Encode an :class:`Envelope` (its version must be 16 characters)."""
     fresh = None if envelope.fresh_until is None else round(envelope.fresh_until, 3)
     meta = {"f": fresh, "d": round(envelope.load_seconds, 4), "t": envelope.tags}
     head = b"e" + envelope.version.encode("ascii") + _json_encoder.encode(meta).encode("utf-8")
-    return head + b"\n" + encode(envelope.value, key)
+    return head + b"\n" + encode(envelope.value, key, pickle_secret)
 
 
 def new_version() -> str:
@@ -145,8 +159,11 @@ def version_prefix(version: str) -> bytes:
     return b"e" + version.encode("ascii")
 
 
-def decode(data: bytes) -> Any:
-    """Decode bytes written by this module; raise CorruptEntry for anything else."""
+def decode(data: bytes, pickle_secret: bytes | None = None) -> Any:
+    """Decode bytes written by this module; raise CorruptEntry for anything else.
+
+    Signed pickles are loaded only with the *pickle_secret* they were signed with.
+    """
     if not data:
         raise CorruptEntry("empty value")
     tag = data[0]
@@ -156,7 +173,9 @@ def decode(data: bytes) -> Any:
         if tag == TAG_RESPONSE:
             return _decode_response(data)
         if tag == TAG_ENVELOPE:
-            return _decode_envelope(data)
+            return _decode_envelope(data, pickle_secret)
+        if tag == TAG_PICKLE:
+            return _decode_pickle(data, pickle_secret)
         if tag == TAG_LEASE:
             return Lease(codecs.decode(memoryview(data)[1:], "ascii"))
         if tag == TAG_VARY:
@@ -174,11 +193,38 @@ def _decode_response(data: bytes) -> CachedResponse:
     return CachedResponse(int(head["s"]), headers, data[end + 1 :], float(head["t"]))
 
 
-def _decode_envelope(data: bytes) -> Envelope:
+def _signature(secret: bytes, payload: bytes | memoryview) -> bytes:
+    return hmac.new(secret, payload, hashlib.sha256).digest()
+
+
+def _encode_pickle(value: Any, key: str, secret: bytes) -> bytes:
+    try:
+        payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise SerializationError(
+            f"cannot pickle a {type(value).__qualname__} under key {key!r}: {exc}"
+        ) from exc
+    return b"p" + _signature(secret, payload) + payload
+
+
+def _decode_pickle(data: bytes, secret: bytes | None) -> Any:
+    if secret is None:
+        raise ValueError("a pickled entry, but pickle is not enabled for this cache")
+    view = memoryview(data)
+    payload = view[1 + SIGNATURE_LENGTH :]
+    if not hmac.compare_digest(view[1 : 1 + SIGNATURE_LENGTH], _signature(secret, payload)):
+        raise ValueError("the signature does not match: tampered, or signed with another key")
+    try:
+        return pickle.loads(payload)
+    except Exception as exc:  # a verified pickle that fails (a class was removed): a miss
+        raise ValueError(f"cannot unpickle: {exc}") from exc
+
+
+def _decode_envelope(data: bytes, pickle_secret: bytes | None) -> Envelope:
     end = data.index(b"\n")
     version = codecs.decode(memoryview(data)[1 : 1 + VERSION_LENGTH], "ascii")
     meta = _json_decoder.decode(codecs.decode(memoryview(data)[1 + VERSION_LENGTH : end], "utf-8"))
-    inner = decode(data[end + 1 :])
+    inner = decode(data[end + 1 :], pickle_secret)
     if isinstance(inner, (Envelope, Lease)):
         raise ValueError("an envelope cannot hold another envelope or a lease")
     fresh = meta["f"]
