@@ -12,7 +12,7 @@ from redis.retry import Retry
 
 from .errors import ConfigurationError
 
-__all__ = ["SCHEMES", "backend_name", "make_client"]
+__all__ = ["SCHEMES", "check_url", "make_client"]
 
 SCHEMES = ("redis", "rediss", "unix", "memory")
 
@@ -20,9 +20,15 @@ _memory_servers: dict[str, Any] = {}
 _memory_lock = threading.Lock()
 
 
-def backend_name(url: str) -> str:
-    """``"memory"`` for the in-process server, ``"redis"`` otherwise."""
-    return "memory" if url.startswith("memory:") else "redis"
+def check_url(url: str) -> str:
+    """*url* if its scheme is one we can use; ConfigurationError otherwise."""
+    scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+    if scheme not in SCHEMES:
+        raise ConfigurationError(
+            f"cache URL {url!r}: unsupported scheme {scheme!r}; use one of "
+            + ", ".join(f"{s}://" for s in SCHEMES)
+        )
+    return url
 
 
 def make_client(
@@ -37,12 +43,7 @@ def make_client(
     tls_keyfile: str | None = None,
 ) -> redis.Redis:
     """A client for *url*; raises ConfigurationError for a URL it cannot use."""
-    scheme = urlsplit(url).scheme
-    if scheme not in SCHEMES:
-        raise ConfigurationError(
-            f"cache URL {url!r}: unsupported scheme {scheme!r}; use one of "
-            + ", ".join(f"{s}://" for s in SCHEMES)
-        )
+    scheme = urlsplit(check_url(url)).scheme
     if scheme == "memory":
         return _memory_client(url)
     # One quick retry for a connection that went stale in the pool; a timeout is not retried,

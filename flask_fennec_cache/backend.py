@@ -10,7 +10,7 @@ import redis
 from redis.exceptions import RedisError
 
 from ._breaker import CircuitBreaker
-from ._connect import backend_name, make_client
+from ._connect import make_client
 from ._ratelog import RateLimitedLog
 from ._scripts import Scripts
 from ._stats import StatsBuffer, summarize
@@ -27,7 +27,7 @@ from .serializers import (
     new_version,
 )
 
-__all__ = ["MISSING", "RedisCache"]
+__all__ = ["MISSING", "RedisCache", "check_prefix"]
 
 DEFAULT_URL: Final = "redis://localhost:6379/0"
 DEFAULT_PREFIX: Final = "fennec:"
@@ -98,14 +98,8 @@ class RedisCache:
         tls_keyfile: str | None = None,
         client: redis.Redis | None = None,
     ) -> None:
-        if not isinstance(prefix, str) or not prefix:
-            raise ConfigurationError(
-                "prefix must be a non-empty string, so that clear() cannot reach other keys"
-            )
-        if RESERVED in prefix:
-            raise ConfigurationError(f"prefix must not contain the reserved {RESERVED!r}")
         self.url = url or DEFAULT_URL
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.default_ttl = _check_ttl(default_ttl)
         self.fail_open = fail_open
         self.max_value_bytes = max_value_bytes
@@ -113,7 +107,6 @@ class RedisCache:
             raise ConfigurationError(f"ttl_jitter must be a fraction in [0, 1), got {ttl_jitter!r}")
         self.ttl_jitter = ttl_jitter
         self._pickle_secret = _pickle_secret(serializer, secret_key)
-        self.backend_name = backend_name(self.url) if client is None else "redis"
         self._client = client if client is not None else make_client(
             self.url,
             socket_timeout=socket_timeout,
@@ -420,9 +413,10 @@ class RedisCache:
         return bool(self.health()["status"] == "healthy")
 
     def health(self) -> dict[str, Any]:
-        """``status`` (healthy or unhealthy), ``backend``, ``latency_ms``; ``error`` when down."""
+        """``status`` (healthy or unhealthy), ``backend``, ``url`` (without credentials),
+        ``latency_ms`` and ``breaker``; ``error`` naming the cause when unhealthy."""
         started = time.perf_counter()
-        report: dict[str, Any] = {"backend": self.backend_name}
+        report: dict[str, Any] = {"backend": "redis", "url": _redact(self.url)}
         try:
             self._client.ping()
         except RedisError as exc:
@@ -559,6 +553,17 @@ def _check_ttl(ttl: float | None) -> float | None:
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
         raise ConfigurationError(f"ttl must be a number of seconds > 0 (or None), got {ttl!r}")
     return ttl
+
+
+def check_prefix(prefix: str) -> str:
+    """*prefix* if usable as a key namespace; ConfigurationError otherwise."""
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigurationError(
+            "prefix must be a non-empty string, so that clear() cannot reach other keys"
+        )
+    if RESERVED in prefix:
+        raise ConfigurationError(f"prefix must not contain the reserved {RESERVED!r}")
+    return prefix
 
 
 def _pickle_secret(serializer: str, secret_key: str | bytes | None) -> bytes | None:

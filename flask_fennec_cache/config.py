@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._connect import check_url
+from .backend import check_prefix
 from .errors import ConfigurationError
 
 __all__ = [
@@ -84,10 +86,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("FENNEC_CACHE_URL", "redis://localhost:6379/0",
               "Where the cache lives: redis://, rediss://, unix:// or memory:// "
               "(an in-process server, per process; for development and tests).",
-              _text, "url"),
+              check_url, "url"),
     ConfigKey("FENNEC_CACHE_PREFIX", "fennec:",
               "Prepended to every key; clear() never reaches keys outside it. Must not be empty.",
-              _text, "prefix"),
+              check_prefix, "prefix"),
     ConfigKey("FENNEC_CACHE_DEFAULT_TTL", 300,
               "Seconds an entry lives when no ttl is given; 0 or None keeps it until evicted.",
               _optional_ttl, "default_ttl"),

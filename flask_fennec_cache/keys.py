@@ -71,6 +71,7 @@ class FunctionKeys:
         )
         self._keyword = frozenset(p.name for p in params if p.kind is not p.POSITIONAL_ONLY)
         self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
+        self._var_keyword = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
         self._spec = spec
         self._head = f"fn:{func.__module__}.{func.__qualname__}:"
         if isinstance(spec, str):
@@ -94,18 +95,25 @@ class FunctionKeys:
                 )
 
     def arguments(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        """Map a call's arguments to parameter names, defaults filled in (positional or not)."""
+        """Map a call's arguments to parameter names in signature order, defaults filled in."""
         if self._simple and len(args) <= self._positional:
-            bound = dict(zip(self._names, args, strict=False))
-            for name, value in kwargs.items():
-                if name in bound or name not in self._keyword:
+            given = len(args)
+            if not kwargs and given == len(self._names):
+                return dict(zip(self._names, args, strict=True))
+            bound: dict[str, Any] = {}
+            for index, name in enumerate(self._names):
+                if index < given:
+                    if name in kwargs:
+                        break
+                    bound[name] = args[index]
+                elif name in kwargs and name in self._keyword:
+                    bound[name] = kwargs[name]
+                elif name in self._defaults:
+                    bound[name] = self._defaults[name]
+                else:
                     break
-                bound[name] = value
             else:
-                if len(bound) < len(self._names):
-                    for name, default in self._defaults.items():
-                        bound.setdefault(name, default)
-                if len(bound) == len(self._names):
+                if len(kwargs) == len(bound) - given:
                     return bound
         full = self._signature.bind(*args, **kwargs)  # raises the TypeError the call would
         full.apply_defaults()
@@ -116,6 +124,8 @@ class FunctionKeys:
         bound = self.arguments(args, kwargs)
         spec = self._spec
         if isinstance(spec, str):
+            if self._var_keyword is not None:
+                bound = {**bound, **bound.get(self._var_keyword, {})}
             return spec.format(**bound)
         if spec is not None:
             return spec(*args, **kwargs)
@@ -127,7 +137,8 @@ class FunctionKeys:
 
 def view_key(endpoint: str, host: str, path: str, query: Iterable[tuple[str, str]]) -> str:
     """The key of a cached view response: endpoint, host, path and the query in sorted order."""
-    query_text = urlencode(sorted(query))
+    # Sorted by name only: the order of a repeated parameter's values matters to the view.
+    query_text = urlencode(sorted(query, key=lambda pair: pair[0]))
     tail = quote(host.lower() + path, safe="/:@!$&'()*+,;=-._~")
     if query_text:
         tail += "?" + query_text

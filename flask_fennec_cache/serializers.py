@@ -123,17 +123,53 @@ def encode(value: Any, key: str, pickle_secret: bytes | None = None) -> bytes:
     if pickle_secret is not None:
         return _encode_pickle(value, key, pickle_secret)
     try:
+        _check_json_exact(value)
         text = _json_encoder.encode(value)
     except _Unencodable as exc:
         raise SerializationError(
             f"cannot store a value of type {exc} (in a {type(value).__qualname__}) "
             f"under key {key!r}: JSON cannot hold it"
         ) from exc
-    except (TypeError, ValueError) as exc:
+    except _Lossy as exc:
+        raise SerializationError(
+            f"cannot store this {type(value).__qualname__} under key {key!r} as JSON: {exc}; "
+            "convert it, or use serializer='pickle'"
+        ) from exc
+    except (TypeError, ValueError, RecursionError) as exc:
         raise SerializationError(
             f"cannot store a {type(value).__qualname__} under key {key!r} as JSON: {exc}"
         ) from exc
     return b"j" + text.encode("utf-8")
+
+
+def _check_json_exact(value: Any) -> None:
+    """Refuse what JSON would silently turn into something else: tuples and non-str keys.
+
+    A cached value must come back equal to what was stored, type included.
+    """
+    kind = type(value)
+    if kind is dict:
+        for name, item in value.items():
+            if type(name) is not str:
+                raise _Lossy(
+                    f"dict key {name!r} is a {type(name).__qualname__}; JSON keys are strings, "
+                    "so it would come back as a str"
+                )
+            if type(item) in _CONTAINERS:
+                _check_json_exact(item)
+    elif kind is list:
+        for item in value:
+            if type(item) in _CONTAINERS:
+                _check_json_exact(item)
+    elif kind is tuple:
+        raise _Lossy("a tuple would come back as a list (JSON has no tuples)")
+
+
+class _Lossy(ValueError):
+    """JSON would store this value, but it would not come back equal."""
+
+
+_CONTAINERS = (dict, list, tuple)
 
 
 def encode_envelope(envelope: Envelope, key: str, pickle_secret: bytes | None = None) -> bytes:

@@ -1,0 +1,371 @@
+"""The admin blueprint: stats, health and clear, with auth and input validation."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from _servers import RedisServer
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_fennec_cache import FennecCache, RedisCache
+
+TOKEN = "s3cret-admin-token"
+STATS_KEYS = {"hits", "misses", "sets", "deletes", "errors", "total_requests", "hit_rate"}
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(memory_url: str) -> Iterator[AppFactory]:
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        app = Flask(f"admin_{uuid.uuid4().hex[:8]}")
+        app.config.update(
+            TESTING=True,
+            FENNEC_CACHE_URL=memory_url,
+            FENNEC_CACHE_PREFIX=f"adm-{uuid.uuid4().hex[:8]}:",
+            FENNEC_CACHE_ADMIN_URL_PREFIX="/cache",
+        )
+        app.config.update(config)
+        FennecCache(app)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        backend_of(app).close()
+
+
+def backend_of(app: Flask) -> RedisCache:
+    backend = app.extensions["fennec_cache"]
+    assert isinstance(backend, RedisCache)
+    return backend
+
+
+@pytest.fixture
+def open_app(make_app: AppFactory) -> Flask:
+    return make_app(FENNEC_CACHE_ADMIN_OPEN=True)
+
+
+@pytest.fixture
+def token_app(make_app: AppFactory) -> Flask:
+    return make_app(FENNEC_CACHE_ADMIN_TOKEN=TOKEN)
+
+
+def fill(backend: RedisCache) -> None:
+    backend.set_many({"user:1": 1, "user:2": 2, "post:1": 3})
+
+
+def bearer(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_json_error(response: Any, status: int) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    body = response.get_json()
+    assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]
+
+
+# ==================================================================================
+# Mounting
+# ==================================================================================
+
+
+def test_not_mounted_without_a_url_prefix(make_app: AppFactory) -> None:
+    app = make_app(FENNEC_CACHE_ADMIN_URL_PREFIX=None)
+    client = app.test_client()
+    assert client.get("/cache/stats").status_code == 404
+    assert client.get("/cache/health").status_code == 404
+    assert client.post("/cache/clear").status_code == 404
+
+
+def test_mounted_where_configured(make_app: AppFactory) -> None:
+    app = make_app(FENNEC_CACHE_ADMIN_URL_PREFIX="/ops/cache")
+    client = app.test_client()
+    assert client.get("/ops/cache/stats").status_code == 200
+    assert client.get("/cache/stats").status_code == 404
+
+
+def test_two_apps_mount_their_own_blueprint(make_app: AppFactory) -> None:
+    first, second = make_app(FENNEC_CACHE_ADMIN_OPEN=True), make_app(FENNEC_CACHE_ADMIN_OPEN=True)
+    fill(backend_of(first))
+    assert second.test_client().post("/cache/clear").get_json()["keys_deleted"] == 0
+    assert first.test_client().post("/cache/clear").get_json()["keys_deleted"] == 3
+
+
+# ==================================================================================
+# GET stats
+# ==================================================================================
+
+
+def test_stats_shape_and_counts(open_app: Flask) -> None:
+    backend = backend_of(open_app)
+    backend.set("k", 1)
+    backend.get("k")
+    backend.get("k")
+    backend.get("missing")
+    response = open_app.test_client().get("/cache/stats")
+    assert response.status_code == 200
+    assert response.is_json
+    stats = response.get_json()
+    assert STATS_KEYS <= set(stats)
+    assert (stats["hits"], stats["misses"], stats["sets"], stats["deletes"]) == (2, 1, 1, 0)
+    assert stats["total_requests"] == 3
+    assert stats["hit_rate"] == 66.67
+    assert all(isinstance(stats[name], int) for name in STATS_KEYS - {"hit_rate"})
+
+
+def test_stats_needs_no_token(token_app: Flask) -> None:
+    assert token_app.test_client().get("/cache/stats").status_code == 200
+
+
+# ==================================================================================
+# GET health
+# ==================================================================================
+
+
+def test_health_when_healthy(open_app: Flask) -> None:
+    response = open_app.test_client().get("/cache/health")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "healthy"
+    assert isinstance(body["latency_ms"], (int, float))
+    assert isinstance(body["backend"], str)
+
+
+def test_health_503_when_the_memory_server_is_unreachable(open_app: Flask) -> None:
+    server = backend_of(open_app).client.connection_pool.connection_kwargs["server"]
+    server.connected = False
+    try:
+        response = open_app.test_client().get("/cache/health")
+        assert response.status_code == 503
+        body = response.get_json()
+        assert body["status"] == "unhealthy"
+        assert body.get("error")
+    finally:
+        server.connected = True
+    assert open_app.test_client().get("/cache/health").status_code == 200
+
+
+def test_health_on_a_real_server_and_after_it_dies(
+    redis_server: RedisServer, make_app: AppFactory
+) -> None:
+    app = make_app(FENNEC_CACHE_URL=redis_server.url)
+    client = app.test_client()
+    healthy = client.get("/cache/health")
+    assert healthy.status_code == 200
+    assert healthy.get_json()["backend"] == "redis"
+    assert healthy.get_json()["status"] == "healthy"
+    redis_server.kill()
+    down = client.get("/cache/health")
+    assert down.status_code == 503
+    assert down.get_json()["status"] == "unhealthy"
+    assert down.get_json()["backend"] == "redis"
+    stats = client.get("/cache/stats")  # still answers, with this process's counts
+    assert stats.status_code == 200
+
+
+# ==================================================================================
+# POST clear: authorisation
+# ==================================================================================
+
+
+def test_clear_refused_when_no_token_and_not_open(make_app: AppFactory) -> None:
+    app = make_app()
+    fill(backend_of(app))
+    response = app.test_client().post("/cache/clear")
+    assert_json_error(response, 403)
+    assert "FENNEC_CACHE_ADMIN_TOKEN" in response.get_json()["error"]
+    assert len(backend_of(app).keys()) == 3
+
+
+def test_clear_in_open_mode(open_app: Flask) -> None:
+    fill(backend_of(open_app))
+    response = open_app.test_client().post("/cache/clear")
+    assert response.status_code == 200
+    assert response.get_json() == {"message": "Cache cleared", "keys_deleted": 3}
+    assert backend_of(open_app).keys() == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        bearer("wrong"),
+        bearer(TOKEN + "x"),
+        bearer(TOKEN[:-1]),
+        bearer(""),
+        {"Authorization": TOKEN},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": "Bearer"},
+        {"X-Token": TOKEN},
+    ],
+    ids=["none", "wrong", "longer", "shorter", "empty", "no-scheme", "basic", "bare", "other"],
+)
+def test_clear_without_the_right_token_is_401(token_app: Flask, headers: dict[str, str]) -> None:
+    fill(backend_of(token_app))
+    response = token_app.test_client().post("/cache/clear", headers=headers)
+    assert_json_error(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert len(backend_of(token_app).keys()) == 3
+
+
+def test_a_token_is_required_even_in_open_mode(make_app: AppFactory) -> None:
+    app = make_app(FENNEC_CACHE_ADMIN_TOKEN=TOKEN, FENNEC_CACHE_ADMIN_OPEN=True)
+    assert app.test_client().post("/cache/clear").status_code == 401
+    assert app.test_client().post("/cache/clear", headers=bearer()).status_code == 200
+
+
+def test_clear_with_the_right_token_clears_and_resets_stats(token_app: Flask) -> None:
+    backend = backend_of(token_app)
+    fill(backend)
+    backend.get("user:1")
+    backend.get("nope")
+    client = token_app.test_client()
+    before = client.get("/cache/stats").get_json()
+    assert before["hits"] == 1 and before["sets"] == 3
+    response = client.post("/cache/clear", headers=bearer())
+    assert response.status_code == 200
+    assert response.get_json() == {"message": "Cache cleared", "keys_deleted": 3}
+    assert backend.keys() == []
+    after = client.get("/cache/stats").get_json()
+    assert {name: after[name] for name in STATS_KEYS} == {
+        "hits": 0, "misses": 0, "sets": 0, "deletes": 0, "errors": 0,
+        "total_requests": 0, "hit_rate": 0.0,
+    }  # fmt: skip
+
+
+def test_bearer_scheme_is_case_insensitive(token_app: Flask) -> None:
+    response = token_app.test_client().post(
+        "/cache/clear", headers={"Authorization": f"bearer {TOKEN}"}
+    )
+    assert response.status_code == 200
+
+
+def test_clear_is_post_only(open_app: Flask) -> None:
+    fill(backend_of(open_app))
+    assert open_app.test_client().get("/cache/clear").status_code == 405
+    assert len(backend_of(open_app).keys()) == 3
+
+
+# ==================================================================================
+# POST clear: the body
+# ==================================================================================
+
+
+def test_pattern_clears_only_matching_keys(token_app: Flask) -> None:
+    backend = backend_of(token_app)
+    fill(backend)
+    response = token_app.test_client().post(
+        "/cache/clear", json={"pattern": "user:*"}, headers=bearer()
+    )
+    assert response.status_code == 200
+    assert response.get_json() == {"message": "Cache cleared", "keys_deleted": 2}
+    assert backend.keys() == ["post:1"]
+
+
+def test_empty_object_and_empty_body_clear_everything(open_app: Flask) -> None:
+    backend = backend_of(open_app)
+    client = open_app.test_client()
+    fill(backend)
+    assert client.post("/cache/clear", json={}).get_json()["keys_deleted"] == 3
+    fill(backend)
+    assert client.post("/cache/clear", data=b"").get_json()["keys_deleted"] == 3
+
+
+def test_clear_never_reaches_other_prefixes(open_app: Flask, make_app: AppFactory) -> None:
+    neighbour = make_app()  # same memory:// server, another prefix
+    fill(backend_of(neighbour))
+    fill(backend_of(open_app))
+    assert open_app.test_client().post("/cache/clear", json={"pattern": "*"}).status_code == 200
+    assert len(backend_of(neighbour).keys()) == 3
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        (b"not json", "application/json"),
+        (b"{\"pattern\": ", "application/json"),
+        (b"[\"user:*\"]", "application/json"),
+        (b"\"user:*\"", "application/json"),
+        (b"null", "application/json"),
+        (b"{\"pattern\": 1}", "application/json"),
+        (b"{\"pattern\": null}", "application/json"),
+        (b"{\"pattern\": [\"a\"]}", "application/json"),
+        (b"{\"pattern\": \"\"}", "application/json"),
+        (b"{\"pattern\": \"user:*\", \"force\": true}", "application/json"),
+        (b"{\"pattern\": \"user\\u0001*\"}", "application/json"),
+        (b"{\"pattern\": \"user:\\n*\"}", "application/json"),
+        (json.dumps({"pattern": "x" * 600}).encode(), "application/json"),
+        (b"pattern=user:*", "application/x-www-form-urlencoded"),
+        (b"\xff\xfe", "application/json"),
+    ],
+    ids=[
+        "not-json", "truncated", "list", "string", "null", "int-pattern", "null-pattern",
+        "list-pattern", "empty-pattern", "unknown-field", "control-char", "newline",
+        "long-pattern", "form", "bad-utf8",
+    ],
+)
+def test_bad_bodies_are_400_json_and_clear_nothing(
+    token_app: Flask, data: bytes, content_type: str
+) -> None:
+    backend = backend_of(token_app)
+    fill(backend)
+    response = token_app.test_client().post(
+        "/cache/clear", data=data, content_type=content_type, headers=bearer()
+    )
+    assert_json_error(response, 400)
+    assert len(backend.keys()) == 3
+
+
+def test_a_body_over_4096_bytes_is_413(token_app: Flask) -> None:
+    backend = backend_of(token_app)
+    fill(backend)
+    body = json.dumps({"pattern": "user:*", "pad": "x" * 5000}).encode()
+    response = token_app.test_client().post(
+        "/cache/clear", data=body, content_type="application/json", headers=bearer()
+    )
+    assert_json_error(response, 413)
+    assert len(backend.keys()) == 3
+
+
+def test_a_body_of_exactly_4096_bytes_is_read(token_app: Flask) -> None:
+    body = json.dumps({"pattern": "user:*"}).encode()
+    body = body[:-1] + b" " * (4096 - len(body)) + b"}"
+    assert len(body) == 4096
+    fill(backend_of(token_app))
+    response = token_app.test_client().post(
+        "/cache/clear", data=body, content_type="application/json", headers=bearer()
+    )
+    assert response.status_code == 200
+    assert response.get_json()["keys_deleted"] == 2
+
+
+def test_json_content_type_is_not_required(open_app: Flask) -> None:
+    fill(backend_of(open_app))
+    response = open_app.test_client().post(
+        "/cache/clear", data=b'{"pattern": "post:*"}', content_type="text/plain"
+    )
+    assert response.status_code == 200
+    assert response.get_json()["keys_deleted"] == 1
+
+
+def test_clear_when_redis_is_down_still_answers(open_app: Flask) -> None:
+    client: FlaskClient = open_app.test_client()
+    fill(backend_of(open_app))
+    server = backend_of(open_app).client.connection_pool.connection_kwargs["server"]
+    server.connected = False
+    try:
+        response = client.post("/cache/clear")
+    finally:
+        server.connected = True
+    assert response.status_code in (200, 503)
+    assert response.is_json
+    if response.status_code == 200:
+        assert response.get_json()["keys_deleted"] == 0

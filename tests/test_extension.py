@@ -1,0 +1,238 @@
+"""FennecCache: app factories, per-app backends, configuration and the bound decorator."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from _servers import RedisServer
+from flask import Flask
+
+from flask_fennec_cache import (
+    ConfigurationError,
+    FennecCache,
+    FennecCacheError,
+    NoBackendError,
+    RedisCache,
+)
+from flask_fennec_cache.config import CONFIG_KEYS
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(memory_url: str) -> Iterator[AppFactory]:
+    """A Flask app on a private memory:// server with a unique prefix (never the system Redis)."""
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        app = Flask(f"app_{uuid.uuid4().hex[:8]}")
+        app.config.update(
+            TESTING=True,
+            FENNEC_CACHE_URL=memory_url,
+            FENNEC_CACHE_PREFIX=f"ext-{uuid.uuid4().hex[:8]}:",
+        )
+        app.config.update(config)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        backend = app.extensions.get("fennec_cache")
+        if backend is not None:
+            backend.close()
+
+
+def backend_of(app: Flask) -> RedisCache:
+    backend = app.extensions["fennec_cache"]
+    assert isinstance(backend, RedisCache)
+    return backend
+
+
+def test_extension_with_the_app_in_the_constructor(make_app: AppFactory) -> None:
+    app = make_app()
+    fennec = FennecCache(app)
+    with app.app_context():
+        assert fennec.backend is backend_of(app)
+        fennec.backend.set("k", 1)
+        assert fennec.backend.get("k") == 1
+
+
+def test_app_factory_with_init_app(make_app: AppFactory) -> None:
+    fennec = FennecCache()
+
+    def create_app() -> Flask:
+        app = make_app(FENNEC_CACHE_PREFIX="factory:")
+        fennec.init_app(app)
+        return app
+
+    app = create_app()
+    with app.app_context():
+        assert fennec.backend.prefix == "factory:"
+    assert not any(isinstance(v, RedisCache) for v in vars(fennec).values())
+
+
+def test_one_extension_serves_two_apps_separately(make_app: AppFactory) -> None:
+    fennec = FennecCache()
+    first, second = make_app(FENNEC_CACHE_PREFIX="one:"), make_app(FENNEC_CACHE_PREFIX="two:")
+    fennec.init_app(first)
+    fennec.init_app(second)
+    assert backend_of(first) is not backend_of(second)
+    with first.app_context():
+        assert fennec.backend is backend_of(first)
+        fennec.backend.set("k", "first")
+    with second.app_context():
+        assert fennec.backend is backend_of(second)
+        assert fennec.backend.get("k") is None  # same memory:// server, other prefix
+        fennec.backend.set("k", "second")
+    with first.app_context():
+        assert fennec.backend.get("k") == "first"
+        assert fennec.backend.clear() == 1
+    with second.app_context():
+        assert fennec.backend.get("k") == "second"
+
+
+def test_a_second_init_app_on_the_same_app_raises(make_app: AppFactory) -> None:
+    app = make_app()
+    fennec = FennecCache(app)
+    backend = backend_of(app)
+    with pytest.raises(FennecCacheError, match="init_app"):
+        fennec.init_app(app)
+    with pytest.raises(FennecCacheError):
+        FennecCache(app)
+    assert backend_of(app) is backend
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FENNEC_CACHE_SOCKET_TIMEOUT", "abc"),
+        ("FENNEC_CACHE_POOL_SIZE", -3),
+        ("FENNEC_CACHE_FAIL_OPEN", "sometimes"),
+        ("FENNEC_CACHE_DEFAULT_TTL", -1),
+        ("FENNEC_CACHE_PREFIX", ""),
+        ("FENNEC_CACHE_PREFIX", "app:__fennec__:"),
+        ("FENNEC_CACHE_URL", "ftp://cache.example"),
+        ("FENNEC_CACHE_URL", "not a url"),
+    ],
+)
+def test_bad_config_raises_naming_the_key(make_app: AppFactory, name: str, value: Any) -> None:
+    app = make_app(**{name: value})
+    with pytest.raises(ConfigurationError) as caught:
+        FennecCache(app)
+    assert name in str(caught.value)
+    assert "fennec_cache" not in app.extensions
+
+
+def test_defaults_are_visible_in_app_config(make_app: AppFactory) -> None:
+    app = make_app(FENNEC_CACHE_DEFAULT_TTL=42)
+    for key in CONFIG_KEYS:
+        if key.name not in ("FENNEC_CACHE_URL", "FENNEC_CACHE_PREFIX", "FENNEC_CACHE_DEFAULT_TTL"):
+            assert key.name not in app.config
+    FennecCache(app)
+    for key in CONFIG_KEYS:
+        assert key.name in app.config, key.name
+    assert app.config["FENNEC_CACHE_DEFAULT_TTL"] == 42
+    assert app.config["FENNEC_CACHE_SOCKET_TIMEOUT"] == 0.25
+    assert app.config["FENNEC_CACHE_FAIL_OPEN"] is True
+    assert app.config["FENNEC_CACHE_ADMIN_URL_PREFIX"] is None
+
+
+def test_config_reaches_the_backend(make_app: AppFactory) -> None:
+    app = make_app(
+        FENNEC_CACHE_PREFIX="cfg:", FENNEC_CACHE_DEFAULT_TTL=42, FENNEC_CACHE_FAIL_OPEN=False,
+        FENNEC_CACHE_MAX_VALUE_BYTES=64,
+    )  # fmt: skip
+    FennecCache(app)
+    backend = backend_of(app)
+    assert backend.prefix == "cfg:"
+    assert backend.default_ttl == 42
+    assert backend.fail_open is False
+    assert backend.set("big", "x" * 100) is False
+    backend.set("k", 1)
+    remaining = backend.ttl("k")
+    assert remaining is not None and 0 < remaining <= 42
+
+
+def test_string_values_from_the_environment_are_parsed(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLASK_FENNEC_CACHE_DEFAULT_TTL", "17")
+    monkeypatch.setenv("FLASK_FENNEC_CACHE_FAIL_OPEN", "false")
+    app = make_app()
+    app.config.from_prefixed_env()
+    FennecCache(app)
+    assert backend_of(app).default_ttl == 17
+    assert backend_of(app).fail_open is False
+
+
+def test_backend_outside_an_app_context_raises() -> None:
+    fennec = FennecCache()
+    with pytest.raises(NoBackendError):
+        fennec.backend  # noqa: B018
+
+
+def test_backend_of_an_app_without_init_app_says_so(make_app: AppFactory) -> None:
+    fennec = FennecCache()
+    app = make_app()
+    with app.app_context(), pytest.raises(NoBackendError, match="init_app"):
+        fennec.backend  # noqa: B018
+
+
+def test_fennec_cache_decorates_functions_and_views(make_app: AppFactory) -> None:
+    app = make_app()
+    fennec = FennecCache(app)
+    calls: list[str] = []
+
+    @fennec.cache(ttl=60)
+    def square(x: int) -> int:
+        calls.append(f"square {x}")
+        return x * x
+
+    @app.get("/page")
+    @fennec.cache(ttl=60)
+    def page() -> str:
+        calls.append("page")
+        return "hello"
+
+    with app.app_context():
+        assert square(3) == 9
+        assert square(3) == 9
+        assert any(key.startswith("fn:") for key in fennec.backend.keys())
+    client = app.test_client()
+    assert client.get("/page").headers["X-Cache"] == "MISS"
+    assert client.get("/page").headers["X-Cache"] == "HIT"
+    assert calls == ["square 3", "page"]
+
+
+def test_fennec_cache_uses_the_current_apps_backend(make_app: AppFactory) -> None:
+    fennec = FennecCache()
+    first, second = make_app(), make_app()
+    fennec.init_app(first)
+    fennec.init_app(second)
+
+    @fennec.cache(key="answer")
+    def answer() -> int:
+        return 42
+
+    with first.app_context():
+        answer()
+    assert backend_of(first).get("answer") == 42
+    assert backend_of(second).get("answer") is None
+
+
+def test_no_admin_routes_without_a_prefix(make_app: AppFactory) -> None:
+    app = make_app()
+    FennecCache(app)
+    assert not [rule for rule in app.url_map.iter_rules() if "fennec" in rule.endpoint]
+
+
+def test_a_real_server_url(redis_server: RedisServer, make_app: AppFactory) -> None:
+    app = make_app(FENNEC_CACHE_URL=redis_server.url, FENNEC_CACHE_PREFIX="real:")
+    fennec = FennecCache(app)
+    with app.app_context():
+        assert fennec.backend.ping() is True
+        fennec.backend.set("user:1", {"id": 1})
+    assert redis_server.client().exists("real:user:1") == 1

@@ -1,0 +1,103 @@
+"""Encoding values for Redis: format tags, JSON, cached responses, and corrupt bytes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from flask_fennec_cache import CachedResponse, SerializationError
+from flask_fennec_cache.serializers import CorruptEntry, VaryMarker, decode, encode
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, 0, -1, 2**64, 1.5, "", "text ✓", [], {}, [1, [2, [3]]], {"a": {"b": None}}],
+)
+def test_json_values_round_trip(value: Any) -> None:
+    data = encode(value, "k")
+    assert data[:1] == b"j"
+    assert decode(data) == value
+    assert type(decode(data)) is type(value)
+
+
+def test_json_entries_are_readable_in_redis_cli() -> None:
+    data = encode({"name": "Zoë"}, "k")
+    assert json.loads(data[1:].decode("utf-8")) == {"name": "Zoë"}
+    assert "Zoë".encode() in data  # UTF-8, not \\u escapes
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [
+        (object(), "object"),
+        ({1, 2}, "set"),
+        (b"bytes", "bytes"),
+        ({"nested": [complex(1, 2)]}, "complex"),
+        ({(1, 2): "tuple key"}, "dict"),
+    ],
+)
+def test_unencodable_values_raise_naming_the_type_and_key(value: Any, type_name: str) -> None:
+    with pytest.raises(SerializationError) as caught:
+        encode(value, "user:7")
+    assert type_name in str(caught.value)
+    assert "user:7" in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_circular_values_raise_serialization_error() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(SerializationError, match="loop"):
+        encode(loop, "loop")
+
+
+@pytest.mark.parametrize("value", [{1: "a"}, (1, 2), [{"t": (1,)}]],
+                         ids=["int-dict-keys", "tuple", "nested-tuple"])
+def test_encode_refuses_or_round_trips_exactly(value: Any) -> None:
+    """A value must come back as itself, or be refused: never silently become another value."""
+    try:
+        data = encode(value, "k")
+    except SerializationError:
+        return
+    assert decode(data) == value
+
+
+def test_cached_response_round_trips_binary_bodies_byte_exact() -> None:
+    body = bytes(range(256)) * 16 + b"\n\r\n\x00tail"
+    response = CachedResponse(
+        201, (("Content-Type", "application/octet-stream"), ("X-Thing", "a\u00e9")), body, 12.5
+    )
+    data = encode(response, "view:k")
+    assert data[:1] == b"r"
+    assert decode(data) == response
+    assert len(data) - len(body) < 200  # the body is stored raw, not base64
+
+
+def test_empty_response_body_round_trips() -> None:
+    response = CachedResponse(204, (), b"", 0.0)
+    assert decode(encode(response, "k")) == response
+
+
+def test_vary_marker_round_trips() -> None:
+    marker = VaryMarker(("Accept-Language", "Accept-Encoding"))
+    data = encode(marker, "k")
+    assert data[:1] == b"v"
+    assert decode(data) == marker
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"garbage", b"j{", b"j", b"j\xff\xfe", b"r", b"r{}", b'r{"s":200}\nbody', b"rnot json\n",
+     b"v{", b"v", b"\x80\x04\x95", b"Jnull", b"x1"],
+)
+def test_foreign_or_truncated_bytes_raise_corrupt_entry(data: bytes) -> None:
+    with pytest.raises(CorruptEntry):
+        decode(data)
+
+
+def test_a_tag_is_never_confused_with_json_text() -> None:
+    # A JSON string that starts with a tag letter is still tagged as JSON.
+    for text in ("r", "v", "j", "rabbit\n"):
+        assert decode(encode(text, "k")) == text
