@@ -11,7 +11,9 @@ from ._forksafe import reset_after_fork
 
 __all__ = ["FIELDS", "StatsBuffer", "summarize"]
 
-FIELDS = ("hits", "misses", "sets", "deletes", "errors", "stale_hits", "lock_waits")
+FIELDS = (
+    "hits", "misses", "sets", "deletes", "errors", "stale_hits", "lock_waits", "near_hits"
+)
 
 Flush = Callable[[Mapping[str, int]], bool]
 

@@ -16,6 +16,7 @@ from ._scripts import Scripts
 from ._stats import StatsBuffer, summarize
 from .errors import CacheUnavailable, ConfigurationError
 from .locks import SingleFlight
+from .near import NearCache
 from .serializers import (
     CorruptEntry,
     Envelope,
@@ -68,6 +69,11 @@ class RedisCache:
     :param tls_ca_certs: for ``rediss://``: the CA bundle that signed the server's certificate.
     :param tls_certfile: for ``rediss://``: a client certificate (mutual TLS) ...
     :param tls_keyfile: ... and its private key.
+    :param near_cache: keep recently read values in this process too, kept coherent by Redis
+        (``CLIENT TRACKING`` broadcasts; see :mod:`flask_fennec_cache.near`); a near hit costs
+        no round trip. Needs a Redis server (>= 6.0), not ``memory://``.
+    :param near_cache_size: most entries the near cache holds (LRU).
+    :param near_cache_ttl: most seconds an entry stays in the near cache.
     :param client: an existing redis-py client to use instead of building one from *url*.
 
     The remaining keyword arguments tune timeouts, the connection pool, the circuit breaker, the
@@ -96,6 +102,9 @@ class RedisCache:
         tls_ca_certs: str | None = None,
         tls_certfile: str | None = None,
         tls_keyfile: str | None = None,
+        near_cache: bool = False,
+        near_cache_size: int = 10_000,
+        near_cache_ttl: float = 30.0,
         client: redis.Redis | None = None,
     ) -> None:
         self.url = url or DEFAULT_URL
@@ -122,6 +131,7 @@ class RedisCache:
         self._stats_key = self._reserved + "stats"
         self._breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
         self._flights = SingleFlight()
+        self._near = self._make_near_cache(near_cache_size, near_cache_ttl) if near_cache else None
         self._stats = StatsBuffer(self._flush_stats, stats_flush_interval)
         self._log = RateLimitedLog()
 
@@ -218,6 +228,7 @@ class RedisCache:
             return False
         ttl_ms = self._ttl_ms(ttl)
         done = self._run("set", lambda c: c.set(self.prefix + key, data, px=ttl_ms))
+        self._forget_near(key)
         if done:
             self._stats.add("sets")
         return done is not None and bool(done)
@@ -237,6 +248,7 @@ class RedisCache:
             return pipe.execute()
 
         results = self._run("set_many", write)
+        self._forget_near(*ready)
         stored = sum(1 for ok in results or () if ok)
         self._stats.add("sets", stored)
         return stored == len(encoded)
@@ -251,6 +263,7 @@ class RedisCache:
         if not keys:
             return 0
         removed = self._run("delete", lambda c: c.unlink(*[self.prefix + k for k in keys]))
+        self._forget_near(*keys)
         if removed is not None:
             self._stats.add("deletes", int(removed))
             return int(removed)
@@ -271,6 +284,8 @@ class RedisCache:
                 removed += int(self._client.unlink(*batch))
         except RedisError as exc:
             self._failed(exc, "clear")
+        if self._near is not None:
+            self._near.flush()
         self._stats.add("deletes", removed)
         return removed
 
@@ -334,13 +349,59 @@ class RedisCache:
         if not self._breaker.allow():
             self._skipped("get")
             return MISSING
+        full = self.prefix + key
+        near = self._near
+        if near is not None:
+            name = full.encode("utf-8", "surrogatepass")
+            data = near.get(name)
+            if data is not None:
+                self._stats.add("near_hits")
+                return self._decode(key, data)
+            ticket = near.begin_fill(name)
+            if ticket is not None:
+                return self._read_and_fill(key, near, name, ticket)
         try:
-            data = cast(bytes | None, self._client.get(self.prefix + key))
+            data = cast(bytes | None, self._client.get(full))
         except RedisError as exc:
             self._failed(exc, "get")
             return MISSING
         self._breaker.success()
         return self._decode(key, data)
+
+    def _read_and_fill(self, key: str, near: NearCache, name: bytes, ticket: object) -> Any:
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(name)
+            pipe.pttl(name)
+            data, ttl_ms = pipe.execute()
+        except RedisError as exc:
+            near.abandon_fill(name, ticket)
+            self._failed(exc, "get")
+            return MISSING
+        self._breaker.success()
+        entry = self._decode(key, data)
+        if entry is MISSING or isinstance(entry, Lease):
+            near.abandon_fill(name, ticket)
+        else:
+            near.finish_fill(name, ticket, data, int(ttl_ms))
+        return entry
+
+    def _make_near_cache(self, size: int, ttl: float) -> NearCache | None:
+        pool = self._client.connection_pool
+        if self.url.startswith("memory:") or not hasattr(pool, "connection_kwargs"):
+            self._log.warning(
+                "near-unsupported",
+                "near cache disabled: it needs a Redis server (CLIENT TRACKING), not "
+                f"{_redact(self.url)}",
+            )
+            return None
+        options = {**pool.connection_kwargs, "protocol": 3}
+        return NearCache(lambda: pool.connection_class(**options), self.prefix, size, ttl)
+
+    def _forget_near(self, *keys: str) -> None:
+        """This process changed *keys*: drop them from the near cache before Redis says so."""
+        if self._near is not None:
+            self._near.evict(*((self.prefix + k).encode("utf-8", "surrogatepass") for k in keys))
 
     def _read_tagged(self, key: str, tags: tuple[str, ...]) -> tuple[Any, dict[str, str] | None]:
         """The entry under *key* and the current versions of *tags*, in one round trip."""
@@ -383,6 +444,7 @@ class RedisCache:
                 [self.prefix + key], [replacing or b"", lease_bytes(token), lease_ms], c
             ),
         )
+        self._forget_near(key)
         return None if acquired is None else (token if acquired else False)
 
     def _try_lock(self, name: str, token: str, timeout: float) -> bool | None:
@@ -402,6 +464,7 @@ class RedisCache:
                 [self.prefix + key], [expected, data or b"", ttl_ms or b""], c
             ),
         )
+        self._forget_near(key)
         if done and data is not None:
             self._stats.add("sets")
         return bool(done)
@@ -454,6 +517,8 @@ class RedisCache:
     def close(self) -> None:
         """Flush statistics and release the connection pool."""
         self._stats.close()
+        if self._near is not None:
+            self._near.close()
         self._client.close()
 
     # -- internals -----------------------------------------------------------------------------

@@ -141,6 +141,16 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("FENNEC_CACHE_TLS_KEYFILE", None,
               "For rediss:// URLs: the client certificate's private key.",
               _optional_text, "tls_keyfile"),
+    ConfigKey("FENNEC_CACHE_NEAR_CACHE", False,
+              "Also keep recently read values in each process (an LRU kept coherent by Redis "
+              "CLIENT TRACKING; needs Redis >= 6.0, not memory://).",
+              _bool, "near_cache"),
+    ConfigKey("FENNEC_CACHE_NEAR_CACHE_SIZE", 10_000,
+              "Most entries each process's near cache holds.",
+              _positive_int, "near_cache_size"),
+    ConfigKey("FENNEC_CACHE_NEAR_CACHE_TTL", 30.0,
+              "Most seconds an entry stays in a near cache (a backstop; Redis invalidates).",
+              _positive_float, "near_cache_ttl"),
     ConfigKey("FENNEC_CACHE_ADMIN_URL_PREFIX", None,
               "Mount point of the admin blueprint (e.g. /cache); None mounts nothing.",
               _optional_text, "admin_url_prefix"),
@@ -175,6 +185,9 @@ class Settings:
     tls_ca_certs: str | None
     tls_certfile: str | None
     tls_keyfile: str | None
+    near_cache: bool
+    near_cache_size: int
+    near_cache_ttl: float
     admin_url_prefix: str | None
     admin_token: str | None
     admin_open: bool

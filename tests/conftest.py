@@ -159,3 +159,24 @@ def fake_backend(memory_url: str, prefix: str) -> Iterator[RedisCache]:
 # ==================================================================================
 # End of core-suite fixtures
 # ==================================================================================
+
+
+# ==================================================================================
+# Freshness-suite fixtures (test_locks, test_loading, test_races)
+#
+#   real_caches  function make(prefix=None, **options) -> RedisCache on the shared
+#                         real server (redis_server), default prefix unique per test;
+#                         every cache it made is closed at teardown (marked ``real``)
+# ==================================================================================
+
+
+@pytest.fixture
+def real_caches(redis_server: RedisServer, prefix: str) -> Iterator[CacheFactory]:
+    factory = Factory("real", redis_server.url, prefix)
+    yield factory
+    factory.close_all()
+
+
+# ==================================================================================
+# End of freshness-suite fixtures
+# ==================================================================================

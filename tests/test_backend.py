@@ -153,7 +153,9 @@ def test_set_many_is_one_round_trip(
     assert made.get("k19") == {"i": 19}
 
 
-def test_a_hit_is_one_round_trip(cache_factory: CacheFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hit_is_one_round_trip(
+    cache_factory: CacheFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Counting statistics must not add a round trip to a hit."""
     made = cache_factory(stats_flush_interval=QUIET)
     made.set("k", 1)

@@ -129,7 +129,10 @@ def one(x: Any) -> None: ...
         ({"a": 1, "b": 2}, {"b": 2, "a": 1}),
         ({3, 1, 2}, {2, 3, 1}),
         (frozenset({"x", "y"}), frozenset({"y", "x"})),
-        ({"outer": {"b": [1, {"z", "y"}], "a": None}}, {"outer": {"a": None, "b": [1, {"y", "z"}]}}),
+        (
+            {"outer": {"b": [1, {"z", "y"}], "a": None}},
+            {"outer": {"a": None, "b": [1, {"y", "z"}]}},
+        ),
         ({1: "a", "1": "b"}, {"1": "b", 1: "a"}),
     ],
     ids=["dict", "set", "frozenset", "nested", "mixed-key-types"],
@@ -290,7 +293,9 @@ def test_bad_templates_raise_configuration_error_when_decorating(
     assert template in str(caught.value)
 
 
-def test_template_errors_name_the_unknown_field_and_the_parameters(fake_backend: RedisCache) -> None:
+def test_template_errors_name_the_unknown_field_and_the_parameters(
+    fake_backend: RedisCache,
+) -> None:
     with pytest.raises(ConfigurationError) as caught:
         cache(backend=fake_backend, key="user:{uid}")(get_user)
     message = str(caught.value)

@@ -1,0 +1,238 @@
+"""The four implementations compared, each behind the same small interface.
+
+Every peer memoises a function of one string argument in Redis. The key, the serialisation and
+what happens on a miss or an error are each library's own: that is what is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+__all__ = [
+    "PEERS",
+    "DogpilePeer",
+    "FennecPeer",
+    "FlaskCachingPeer",
+    "Loader",
+    "Peer",
+    "RawPeer",
+    "missing_peers",
+    "named",
+]
+
+Loader = Callable[[str], Any]
+
+# Short timeouts and no retries: what a careful user would configure for a cache (``tuned``).
+TUNED_TIMEOUT: Final = 0.25
+
+OURS: Final = "fennec"
+RAW: Final = "raw"
+FLASK_CACHING: Final = "flask_caching"
+DOGPILE: Final = "dogpile"
+PEERS: Final = (OURS, RAW, FLASK_CACHING, DOGPILE)
+LABELS: Final = {
+    OURS: "flask-fennec-cache",
+    RAW: "raw redis-py",
+    FLASK_CACHING: "Flask-Caching",
+    DOGPILE: "dogpile.cache",
+}
+
+
+def missing_peers() -> list[str]:
+    """The peer distributions that are not installed (they come with the ``bench`` extra)."""
+    missing = []
+    for module, dist in (("flask_caching", "Flask-Caching"), ("dogpile.cache", "dogpile.cache")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(dist)
+    return missing
+
+
+def named(name: str, func: Loader) -> Loader:
+    """Give *func* a unique name: every library builds its keys from the function's name."""
+    func.__name__ = name
+    func.__qualname__ = name
+    return func
+
+
+def _no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
+
+
+class Peer:
+    """One caching library configured against one Redis URL."""
+
+    name: str = ""
+
+    def memoize(self, func: Loader, ttl: int) -> Loader:
+        """*func* cached for *ttl* seconds, called as ``cached(arg)``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections."""
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.name]
+
+
+class FennecPeer(Peer):
+    """Ours: ``@cache(ttl=..., backend=RedisCache(url))`` with the library's defaults."""
+
+    name = OURS
+
+    def __init__(self, url: str, prefix: str = "bench:fennec:") -> None:
+        from flask_fennec_cache import RedisCache
+
+        self.backend = RedisCache(url, prefix=prefix)
+
+    def memoize(self, func: Loader, ttl: int) -> Loader:
+        from flask_fennec_cache import cache
+
+        cached: Loader = cache(ttl=ttl, backend=self.backend)(func)
+        return cached
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class RawPeer(Peer):
+    """Hand-written cache-aside with redis-py: ``GET`` + ``json.loads``; on a miss ``SET``.
+
+    No locking, no namespacing beyond a key prefix: the baseline every ratio is taken against.
+    With *tuned*, short timeouts and no retries (otherwise redis-py's defaults); errors are
+    caught and the loader answers.
+    """
+
+    name = RAW
+
+    def __init__(self, url: str, *, tuned: bool = True, catch_errors: bool = False) -> None:
+        options: dict[str, Any] = {}
+        if tuned:
+            options = {
+                "socket_timeout": TUNED_TIMEOUT,
+                "socket_connect_timeout": TUNED_TIMEOUT,
+                "retry": _no_retry(),
+            }
+        self.client = redis.Redis.from_url(url, **options)
+        self.catch_errors = catch_errors
+
+    def memoize(self, func: Loader, ttl: int) -> Loader:
+        client = self.client
+        head = f"bench:raw:{func.__name__}:"
+        loads, dumps = json.loads, json.dumps
+        catch = (redis.RedisError,) if self.catch_errors else ()
+
+        def cached(arg: str) -> Any:
+            key = head + arg
+            try:
+                data = client.get(key)
+            except catch:
+                return func(arg)
+            if data is not None:
+                return loads(data)
+            value = func(arg)
+            try:
+                client.set(key, dumps(value, separators=(",", ":")), ex=ttl)
+            except catch:
+                pass
+            return value
+
+        return cached
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class FlaskCachingPeer(Peer):
+    """Flask-Caching's ``RedisCache`` and ``@cache.memoize`` (outside a request, as a helper)."""
+
+    name = FLASK_CACHING
+
+    def __init__(self, url: str, *, tuned: bool = False) -> None:
+        from flask import Flask
+        from flask_caching import Cache
+
+        options: dict[str, Any] = {}
+        if tuned:
+            options = {
+                "socket_timeout": TUNED_TIMEOUT,
+                "socket_connect_timeout": TUNED_TIMEOUT,
+                "retry": _no_retry(),
+            }
+        self.app = Flask("bench_flask_caching")
+        self.cache = Cache(
+            self.app,
+            config={
+                "CACHE_TYPE": "RedisCache",
+                "CACHE_REDIS_URL": url,
+                "CACHE_KEY_PREFIX": "bench:fc:",
+                "CACHE_DEFAULT_TIMEOUT": 600,
+                "CACHE_OPTIONS": options,
+            },
+        )
+        # It logs every backend error with a traceback; the outage scenario would flood stderr.
+        logging.getLogger("flask_caching").setLevel(logging.CRITICAL)
+
+    def memoize(self, func: Loader, ttl: int) -> Loader:
+        cached: Loader = self.cache.memoize(timeout=ttl)(func)
+        return cached
+
+    def close(self) -> None:
+        client = getattr(self.cache.cache, "_write_client", None)
+        if client is not None:
+            client.close()
+
+
+class DogpilePeer(Peer):
+    """dogpile.cache's ``dogpile.cache.redis`` region and ``cache_on_arguments``.
+
+    ``distributed_lock=True``: a Redis lock serialises regeneration across processes, as a
+    multi-worker deployment needs (waiters poll it every ``lock_sleep``, 0.1 s by default).
+    """
+
+    name = DOGPILE
+
+    def __init__(self, url: str, *, tuned: bool = False, distributed_lock: bool = True) -> None:
+        from dogpile.cache import make_region
+
+        arguments: dict[str, Any] = {
+            "url": url,
+            "distributed_lock": distributed_lock,
+            "lock_timeout": 10,
+            "redis_expiration_time": 1200,
+        }
+        if tuned:
+            arguments.update(
+                socket_timeout=TUNED_TIMEOUT,
+                socket_connect_timeout=TUNED_TIMEOUT,
+                connection_kwargs={"retry": _no_retry()},
+            )
+        self.region = make_region(key_mangler=lambda key: "bench:dogpile:" + key).configure(
+            "dogpile.cache.redis", expiration_time=600, arguments=arguments
+        )
+
+    def memoize(self, func: Loader, ttl: int) -> Loader:
+        cached: Loader = self.region.cache_on_arguments(expiration_time=ttl)(func)
+        return cached
+
+    def close(self) -> None:
+        self.region.backend.writer_client.close()
+
+
+def make_peers(url: str) -> dict[str, Peer]:
+    """The four peers with their default settings (raw redis-py with short timeouts)."""
+    return {
+        OURS: FennecPeer(url),
+        RAW: RawPeer(url),
+        FLASK_CACHING: FlaskCachingPeer(url),
+        DOGPILE: DogpilePeer(url),
+    }

@@ -1,0 +1,122 @@
+"""Scenario 3: cached-view throughput under gunicorn, against a constant view."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .app import BODY_BYTES, VIEWS
+from .loadgen import generator_name, run_load
+from .server import free_port
+
+__all__ = ["WORKERS", "run_view_throughput"]
+
+WORKERS = 2
+WORKER_CLASS = "sync"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 20.0
+
+
+class Gunicorn:
+    """``gunicorn -w 2 -k sync "bench.app:create_app()"`` on a free loopback port."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()
+
+    def __enter__(self) -> Gunicorn:
+        env = {**os.environ, "FENNEC_BENCH_REDIS_URL": self.redis_url}
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        command = [
+            sys.executable, "-m", "gunicorn",
+            "--workers", str(WORKERS), "--worker-class", WORKER_CLASS,
+            "--bind", f"127.0.0.1:{self.port}", "--log-level", "warning",
+            "--chdir", str(REPO_ROOT), "bench.app:create_app()",
+        ]  # fmt: skip
+        self._proc = subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log
+        )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                break
+            try:
+                if self.get(VIEWS["const"])[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"gunicorn did not start:\n{self.log()}")
+
+    def get(self, path: str) -> tuple[int, dict[str, str]]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            conn.close()
+
+    def log(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-4000:]
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._log.close()
+
+
+def run_view_throughput(redis_url: str, seconds: float, warmup: float) -> dict[str, Any]:
+    """Requests/s of each view for *seconds* (after *warmup*), and the ratio to ``/const``."""
+    results: dict[str, Any] = {}
+    with Gunicorn(redis_url) as server:
+        checks: dict[str, str] = {}
+        for name, path in VIEWS.items():
+            run_load(f"http://127.0.0.1:{server.port}{path}", warmup)
+            status, headers = server.get(path)
+            if status != 200:
+                raise RuntimeError(f"{path} answered {status}:\n{server.log()}")
+            checks[name] = headers.get("x-cache", "")
+        for name, path in VIEWS.items():
+            load = run_load(f"http://127.0.0.1:{server.port}{path}", seconds)
+            results[name] = {
+                "rps": load.rps,
+                "requests": load.requests,
+                "errors": load.errors,
+                "p50_ms": load.p50_ms,
+                "p99_ms": load.p99_ms,
+            }
+        const = results["const"]["rps"]
+        for entry in results.values():
+            entry["ratio"] = entry["rps"] / const if const else 0.0
+        if checks["fennec"] != "HIT":
+            raise RuntimeError(f"/fennec was not served from the cache: X-Cache {checks['fennec']!r}")
+    return {
+        "views": results,
+        "workers": WORKERS,
+        "worker_class": WORKER_CLASS,
+        "load_generator": generator_name(),
+        "seconds_each": seconds,
+        "body_bytes": BODY_BYTES,
+    }

@@ -1,0 +1,266 @@
+"""CacheAside and WriteThrough, on fakeredis and a real server."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import redis
+from _servers import RedisServer
+from _support import CacheFactory
+
+from flask_fennec_cache import (
+    MISSING,
+    CacheAside,
+    CacheUnavailable,
+    RedisCache,
+    SerializationError,
+    WriteThrough,
+)
+
+
+class Database:
+    """A stand-in system of record that logs what happened, in order."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.events = events
+
+    def load(self, user_id: int) -> dict[str, Any] | None:
+        self.events.append(f"load {user_id}")
+        return self.rows.get(user_id)
+
+    def save(self, user: dict[str, Any]) -> str:
+        self.events.append(f"save {user['id']}")
+        self.rows[user["id"]] = user
+        return "saved"
+
+
+@pytest.fixture
+def events() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def db(events: list[str]) -> Database:
+    database = Database(events)
+    database.rows[2] = {"id": 2, "name": "Bob"}
+    return database
+
+
+class Boom(Exception):
+    pass
+
+
+# ==================================================================================
+# CacheAside
+# ==================================================================================
+
+
+def test_cache_aside_loads_once_then_hits(backend: RedisCache, db: Database) -> None:
+    aside = CacheAside(backend, ttl=300)
+    assert aside.get("user:2", loader=lambda: db.load(2)) == {"id": 2, "name": "Bob"}
+    assert aside.get("user:2", loader=lambda: db.load(2)) == {"id": 2, "name": "Bob"}
+    assert db.events == ["load 2"]
+    remaining = backend.ttl("user:2")
+    assert remaining is not None and 0 < remaining <= 300
+
+
+def test_cache_aside_lookup_reports_hits_truthfully(backend: RedisCache, db: Database) -> None:
+    aside = CacheAside(backend, ttl=300)
+    first = aside.lookup("user:2", lambda: db.load(2))
+    second = aside.lookup("user:2", lambda: db.load(2))
+    assert (first.hit, second.hit) == (False, True)
+    assert first.value == second.value == {"id": 2, "name": "Bob"}
+    assert first.key == "user:2"
+    backend.delete("user:2")
+    assert aside.lookup("user:2", lambda: db.load(2)).hit is False
+
+
+def test_cache_aside_loader_raising_stores_nothing(backend: RedisCache) -> None:
+    aside = CacheAside(backend, ttl=300)
+
+    def failing() -> Any:
+        raise Boom("db down")
+
+    with pytest.raises(Boom):
+        aside.get("user:9", loader=failing)
+    assert backend.lookup("user:9") is MISSING
+    assert aside.get("user:9", loader=lambda: "now") == "now"
+
+
+def test_cache_aside_does_not_store_none_unless_asked(backend: RedisCache, db: Database) -> None:
+    assert CacheAside(backend).get("user:404", loader=lambda: db.load(404)) is None
+    assert backend.lookup("user:404") is MISSING
+    assert CacheAside(backend, cache_none=True).get("user:404", lambda: db.load(404)) is None
+    assert backend.lookup("user:404") is None
+    assert CacheAside(backend, cache_none=True).lookup("user:404", lambda: db.load(404)).hit
+    assert db.events == ["load 404", "load 404"]
+
+
+def test_cache_aside_still_answers_when_redis_is_down(
+    redis_server: RedisServer, prefix: str, db: Database
+) -> None:
+    made = RedisCache(redis_server.url, prefix=prefix)
+    try:
+        redis_server.kill()
+        aside = CacheAside(made, ttl=300)
+        assert aside.get("user:2", loader=lambda: db.load(2)) == {"id": 2, "name": "Bob"}
+        assert aside.get("user:2", loader=lambda: db.load(2)) == {"id": 2, "name": "Bob"}
+        assert db.events == ["load 2", "load 2"]
+    finally:
+        made.close()
+
+
+def test_cache_aside_never_stores_an_unserialisable_value(backend: RedisCache) -> None:
+    """Either refused with a SerializationError naming the key, or returned and not stored."""
+    loaded = object()
+    try:
+        value = CacheAside(backend).get("obj:1", loader=lambda: loaded)
+    except SerializationError as exc:
+        assert "obj:1" in str(exc)
+    else:
+        assert value is loaded
+    assert backend.lookup("obj:1") is MISSING
+
+
+# ==================================================================================
+# WriteThrough
+# ==================================================================================
+
+
+def test_write_through_writes_the_record_first_then_the_cache(
+    backend: RedisCache, db: Database, events: list[str]
+) -> None:
+    backend.set("user:4", {"id": 4, "name": "old"})
+
+    def writer(user: dict[str, Any]) -> str:
+        events.append(f"cache during write: {backend.get('user:4')}")
+        return db.save(user)
+
+    user = {"id": 4, "name": "David", "email": "david@example.com"}
+    result = WriteThrough(backend, ttl=300).set("user:4", user, writer=writer)
+    assert result == "saved"
+    assert events == ["cache during write: {'id': 4, 'name': 'old'}", "save 4"]
+    assert backend.get("user:4") == user
+    assert db.rows[4] == user
+    remaining = backend.ttl("user:4")
+    assert remaining is not None and 0 < remaining <= 300
+
+
+def test_write_through_writer_raising_leaves_the_cache_untouched(backend: RedisCache) -> None:
+    backend.set("user:4", {"name": "old"})
+
+    def writer(value: Any) -> None:
+        raise Boom("constraint violated")
+
+    with pytest.raises(Boom, match="constraint"):
+        WriteThrough(backend).set("user:4", {"name": "new"}, writer=writer)
+    assert backend.get("user:4") == {"name": "old"}
+
+
+def test_serialization_error_is_raised_before_the_writer_runs(
+    backend: RedisCache, events: list[str]
+) -> None:
+    backend.set("user:4", "old")
+    with pytest.raises(SerializationError, match="user:4"):
+        WriteThrough(backend).set("user:4", {"when": object()}, writer=events.append)
+    assert events == []
+    assert backend.get("user:4") == "old"
+
+
+def test_value_over_the_size_limit_evicts_the_old_entry(
+    cache_factory: CacheFactory, db: Database
+) -> None:
+    made = cache_factory(max_value_bytes=100)
+    made.set("user:5", {"id": 5, "name": "old"})
+    user = {"id": 5, "name": "x" * 500}
+    assert WriteThrough(made).set("user:5", user, writer=db.save) == "saved"
+    assert db.rows[5] == user
+    assert made.lookup("user:5") is MISSING
+
+
+def break_key(
+    made: RedisCache, monkeypatch: pytest.MonkeyPatch, method: str, key: str, times: int
+) -> None:
+    """Make the client's *method* fail to connect, *times* times, for the cache key *key* only.
+
+    Other keys (the write-through lock, statistics) are not affected.
+    """
+    real = getattr(made.client, method)
+    name = made.prefix + key
+    calls = {"n": 0}
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if name in args:
+            calls["n"] += 1
+            if calls["n"] <= times:
+                raise redis.ConnectionError("injected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(made.client, method, wrapped)
+
+
+def test_cache_update_failing_after_the_write_deletes_the_old_entry(
+    backend: RedisCache, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.set("user:6", {"id": 6, "name": "old"})
+    break_key(backend, monkeypatch, "set", "user:6", times=1)
+    assert WriteThrough(backend).set("user:6", {"id": 6, "name": "new"}, writer=db.save) == "saved"
+    assert db.rows[6]["name"] == "new"
+    assert backend.lookup("user:6") is MISSING
+
+
+def test_the_delete_is_retried_once(
+    backend: RedisCache, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend.set("user:6", "old")
+    break_key(backend, monkeypatch, "set", "user:6", times=1)
+    break_key(backend, monkeypatch, "unlink", "user:6", times=1)
+    WriteThrough(backend).set("user:6", {"id": 6}, writer=db.save)
+    assert backend.lookup("user:6") is MISSING
+
+
+def test_if_even_the_delete_fails_it_is_logged_as_an_error(
+    backend: RedisCache, db: Database, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    backend.set("user:7", "old")
+    break_key(backend, monkeypatch, "set", "user:7", times=100)
+    break_key(backend, monkeypatch, "unlink", "user:7", times=100)
+    with caplog.at_level(logging.ERROR, logger="flask_fennec_cache"):
+        assert WriteThrough(backend).set("user:7", {"id": 7}, writer=db.save) == "saved"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "user:7" in errors[0].getMessage()
+    assert db.rows[7] == {"id": 7}  # the write itself happened
+
+
+def test_write_through_on_fail_closed_backend_still_evicts(
+    cache_factory: CacheFactory, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = cache_factory(fail_open=False)
+    made.set("user:8", "old")
+    break_key(made, monkeypatch, "set", "user:8", times=1)
+    try:
+        WriteThrough(made).set("user:8", {"id": 8}, writer=db.save)
+    except CacheUnavailable:
+        pass
+    assert db.rows[8] == {"id": 8}
+    assert made.lookup("user:8") is MISSING
+
+
+def test_write_through_delete(backend: RedisCache, events: list[str]) -> None:
+    backend.set("user:9", "cached")
+    result = WriteThrough(backend).delete("user:9", deleter=lambda: events.append("deleted"))
+    assert result is None
+    assert events == ["deleted"]
+    assert backend.lookup("user:9") is MISSING
+
+
+def test_write_through_per_call_ttl_and_seed_call_shape(backend: RedisCache, db: Database) -> None:
+    write_through = WriteThrough(backend, ttl=300)
+    write_through.set("user:10", {"id": 10}, writer=lambda v: db.save(v), ttl=20)
+    remaining = backend.ttl("user:10")
+    assert remaining is not None and 0 < remaining <= 20
