@@ -44,7 +44,7 @@ def run(plan: Plan) -> dict[str, Any]:
             results["miss_then_set"] = run_miss_then_set(peers, plan)
             _progress("3/6 cached-view throughput under gunicorn")
             results["view_throughput"] = run_view_throughput(
-                server.url, plan.view_seconds, plan.view_warmup
+                server.url, plan.view_seconds, plan.view_warmup, plan.view_rounds
             )
             _progress("4/6 stampede")
             results["stampede"] = run_stampede(peers, plan)

@@ -37,8 +37,10 @@ class LoadResult:
 
 def generator_name() -> str:
     path = shutil.which("wrk")
-    return f"wrk ({WRK_THREADS} threads, {CONNECTIONS} connections)" if path else (
-        f"python http.client ({PY_THREADS} threads)"
+    return (
+        f"wrk ({WRK_THREADS} threads, {CONNECTIONS} connections)"
+        if path
+        else (f"python http.client ({PY_THREADS} threads)")
     )
 
 
@@ -52,8 +54,14 @@ def run_load(url: str, seconds: float) -> LoadResult:
 def _run_wrk(url: str, seconds: float) -> LoadResult:
     duration = max(1, round(seconds))
     command = [
-        "wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{duration}s", "--latency",
-        "--timeout", f"{REQUEST_TIMEOUT:g}s", url,
+        "wrk",
+        f"-t{WRK_THREADS}",
+        f"-c{CONNECTIONS}",
+        f"-d{duration}s",
+        "--latency",
+        "--timeout",
+        f"{REQUEST_TIMEOUT:g}s",
+        url,
     ]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=duration + 30, check=True
@@ -75,8 +83,9 @@ def _run_wrk(url: str, seconds: float) -> LoadResult:
         # With sync workers every response closes its connection; wrk counts those as read
         # errors (one per request), so only connect errors and timeouts are failures here.
         errors += int(socket_errors.group(1)) + int(socket_errors.group(4))
-    return LoadResult(requests, elapsed, errors, _wrk_percentile(out, "50"),
-                      _wrk_percentile(out, "99"))
+    return LoadResult(
+        requests, elapsed, errors, _wrk_percentile(out, "50"), _wrk_percentile(out, "99")
+    )
 
 
 def _wrk_percentile(out: str, which: str) -> float | None:

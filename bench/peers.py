@@ -7,9 +7,9 @@ what happens on a miss or an error are each library's own: that is what is measu
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -23,13 +23,22 @@ __all__ = [
     "Loader",
     "Peer",
     "RawPeer",
+    "Setup",
     "missing_peers",
     "named",
+    "returning",
 ]
 
 Loader = Callable[[str], Any]
 
-# Short timeouts and no retries: what a careful user would configure for a cache (``tuned``).
+# How a peer's Redis client is configured:
+#   "tuned": from the URL, with short timeouts and no retries (what a careful user sets for a cache)
+#   "url":   from the URL with the library's defaults (redis-py: 5 s timeouts, no retries: a
+#            client built by ``from_url`` gets a connection pool whose connections do not retry)
+#   "host":  host and port with the library's defaults (``redis.Redis(host=...)``: 5 s timeouts
+#            and 10 retries with exponential backoff up to 1 s, redis-py 6+)
+Setup = Literal["tuned", "url", "host"]
+
 TUNED_TIMEOUT: Final = 0.25
 
 OURS: Final = "fennec"
@@ -63,8 +72,29 @@ def named(name: str, func: Loader) -> Loader:
     return func
 
 
+def returning(name: str, value: Any) -> Loader:
+    """A loader named *name* that returns *value* at once.
+
+    The value is held by a closure, not a default argument: libraries that key on every
+    parameter (ours does, defaults included) would otherwise hash the value on each call.
+    """
+
+    def load(arg: str) -> Any:
+        return value
+
+    return named(name, load)
+
+
 def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
+
+
+def _tuned_options() -> dict[str, Any]:
+    return {
+        "socket_timeout": TUNED_TIMEOUT,
+        "socket_connect_timeout": TUNED_TIMEOUT,
+        "retry": _no_retry(),
+    }
 
 
 class Peer:
@@ -104,25 +134,28 @@ class FennecPeer(Peer):
         self.backend.close()
 
 
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
 class RawPeer(Peer):
     """Hand-written cache-aside with redis-py: ``GET`` + ``json.loads``; on a miss ``SET``.
 
     No locking, no namespacing beyond a key prefix: the baseline every ratio is taken against.
-    With *tuned*, short timeouts and no retries (otherwise redis-py's defaults); errors are
-    caught and the loader answers.
+    With *catch_errors*, a Redis error makes it call the loader instead of raising.
     """
 
     name = RAW
 
-    def __init__(self, url: str, *, tuned: bool = True, catch_errors: bool = False) -> None:
-        options: dict[str, Any] = {}
-        if tuned:
-            options = {
-                "socket_timeout": TUNED_TIMEOUT,
-                "socket_connect_timeout": TUNED_TIMEOUT,
-                "retry": _no_retry(),
-            }
-        self.client = redis.Redis.from_url(url, **options)
+    def __init__(self, url: str, *, setup: Setup = "tuned", catch_errors: bool = False) -> None:
+        if setup == "tuned":
+            self.client = redis.Redis.from_url(url, **_tuned_options())
+        elif setup == "url":
+            self.client = redis.Redis.from_url(url)
+        else:
+            host, port = _host_port(url)
+            self.client = redis.Redis(host=host, port=port)
         self.catch_errors = catch_errors
 
     def memoize(self, func: Loader, ttl: int) -> Loader:
@@ -157,30 +190,22 @@ class FlaskCachingPeer(Peer):
 
     name = FLASK_CACHING
 
-    def __init__(self, url: str, *, tuned: bool = False) -> None:
+    def __init__(self, url: str, *, setup: Setup = "url") -> None:
         from flask import Flask
         from flask_caching import Cache
 
-        options: dict[str, Any] = {}
-        if tuned:
-            options = {
-                "socket_timeout": TUNED_TIMEOUT,
-                "socket_connect_timeout": TUNED_TIMEOUT,
-                "retry": _no_retry(),
-            }
+        config: dict[str, Any] = {
+            "CACHE_TYPE": "RedisCache",
+            "CACHE_KEY_PREFIX": "bench:fc:",
+            "CACHE_DEFAULT_TIMEOUT": 600,
+        }
+        if setup == "host":
+            config["CACHE_REDIS_HOST"], config["CACHE_REDIS_PORT"] = _host_port(url)
+        else:
+            config["CACHE_REDIS_URL"] = url
+            config["CACHE_OPTIONS"] = _tuned_options() if setup == "tuned" else {}
         self.app = Flask("bench_flask_caching")
-        self.cache = Cache(
-            self.app,
-            config={
-                "CACHE_TYPE": "RedisCache",
-                "CACHE_REDIS_URL": url,
-                "CACHE_KEY_PREFIX": "bench:fc:",
-                "CACHE_DEFAULT_TIMEOUT": 600,
-                "CACHE_OPTIONS": options,
-            },
-        )
-        # It logs every backend error with a traceback; the outage scenario would flood stderr.
-        logging.getLogger("flask_caching").setLevel(logging.CRITICAL)
+        self.cache = Cache(self.app, config=config)
 
     def memoize(self, func: Loader, ttl: int) -> Loader:
         cached: Loader = self.cache.memoize(timeout=ttl)(func)
@@ -201,16 +226,22 @@ class DogpilePeer(Peer):
 
     name = DOGPILE
 
-    def __init__(self, url: str, *, tuned: bool = False, distributed_lock: bool = True) -> None:
+    def __init__(self, url: str, *, setup: Setup = "url") -> None:
         from dogpile.cache import make_region
 
         arguments: dict[str, Any] = {
-            "url": url,
-            "distributed_lock": distributed_lock,
+            "distributed_lock": True,
             "lock_timeout": 10,
+            # A redis-py Lock bound to one thread cannot be released by another; dogpile warns
+            # unless this is False with a distributed lock.
+            "thread_local_lock": False,
             "redis_expiration_time": 1200,
         }
-        if tuned:
+        if setup == "host":
+            arguments["host"], arguments["port"] = _host_port(url)
+        else:
+            arguments["url"] = url
+        if setup == "tuned":
             arguments.update(
                 socket_timeout=TUNED_TIMEOUT,
                 socket_connect_timeout=TUNED_TIMEOUT,
@@ -229,7 +260,7 @@ class DogpilePeer(Peer):
 
 
 def make_peers(url: str) -> dict[str, Peer]:
-    """The four peers with their default settings (raw redis-py with short timeouts)."""
+    """The four peers as most users configure them: from the URL (raw redis-py: tuned)."""
     return {
         OURS: FennecPeer(url),
         RAW: RawPeer(url),

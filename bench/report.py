@@ -60,9 +60,10 @@ def machine(redis_version: str, load_generator: str) -> dict[str, Any]:
 
 
 def machine_line(info: dict[str, Any]) -> str:
+    load = info["load_average_1m_at_start"]
     return (
-        f"{info['date']} · {info['cpu']}, {info['cores']} cores (load {info['load_average_1m_at_start']}"
-        f" at start) · {info['os']} · Python {info['python']} · redis-server {info['redis_server']}"
+        f"{info['date']} · {info['cpu']}, {info['cores']} cores (load {load} at start)"
+        f" · {info['os']} · Python {info['python']} · redis-server {info['redis_server']}"
         f" · redis-py {info['redis_py']} + hiredis {info['hiredis']} · Flask {info['flask']}"
         f" · Flask-Caching {info['flask_caching']} · dogpile.cache {info['dogpile_cache']}"
         f" · gunicorn {info['gunicorn']} · {info['load_generator']}"
@@ -95,7 +96,7 @@ def _down_cell(entry: dict[str, Any]) -> str:
         cell += f" ({entry['outcome']})"
     default = entry.get("default_settings_one_call")
     if default:
-        cell += f"; defaults: {default['ms'] / 1000:.1f} s, {default['outcome']}"
+        cell += f"; with defaults (host/port): {default['ms'] / 1000:.1f} s, {default['outcome']}"
     return cell
 
 
@@ -112,11 +113,15 @@ def markdown(results: dict[str, Any]) -> str:
 
     for size in SIZES:
         table = results["hit_latency"][size_label(size)]
-        row(f"hit, {size_label(size)} JSON (median · ratio · p99)",
-            {name: _latency_cell(entry) for name, entry in table.items()})
+        row(
+            f"hit, {size_label(size)} JSON (median · ratio · p99)",
+            {name: _latency_cell(entry) for name, entry in table.items()},
+        )
     miss = results["miss_then_set"]["peers"]
-    row("miss then set, 100 B (fresh key each call)",
-        {name: _latency_cell(entry) for name, entry in miss.items()})
+    row(
+        "miss then set, 100 B (fresh key each call)",
+        {name: _latency_cell(entry) for name, entry in miss.items()},
+    )
     views = results["view_throughput"]
     const = views["views"]["const"]
     row(
@@ -134,8 +139,8 @@ def markdown(results: dict[str, Any]) -> str:
         " loader (loads · p99 latency)",
         {
             name: f"**{entry['loads']} load{'s' if entry['loads'] != 1 else ''}** · p99"
-            f" {entry['p99_ms']:.0f} ms" + (f" · {entry['failures']} failed" if entry["failures"]
-                                              else "")
+            f" {entry['p99_ms']:.0f} ms"
+            + (f" · {entry['failures']} failed" if entry["failures"] else "")
             for name, entry in stampede["peers"].items()
         },
     )
@@ -145,9 +150,11 @@ def markdown(results: dict[str, Any]) -> str:
             f" zlib of it: {entry['zlib_json_bytes']} B)",
             {name: _bytes_cell(entry[name]) for name in columns if name in entry},
         )
-    row("latency per call while Redis is down (killed; ours after the breaker opened;"
+    row(
+        "latency per call while Redis is down (killed; ours after the breaker opened;"
         " peers tuned: 0.25 s timeouts, no retries)",
-        {name: _down_cell(entry) for name, entry in results["redis_down"].items()})
+        {name: _down_cell(entry) for name, entry in results["redis_down"].items()},
+    )
     return "\n".join(lines)
 
 
@@ -164,16 +171,23 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         table = results["hit_latency"][size_label(size)]
         fastest = min(table[P.FLASK_CACHING]["median_us"], table[P.DOGPILE]["median_us"])
         ours = table[P.OURS]["median_us"]
-        add(f"@cache hit no slower than the fastest peer at {size_label(size)}",
-            f"{_us(ours)} vs {_us(fastest)}", ours <= fastest)
+        add(
+            f"@cache hit no slower than the fastest peer at {size_label(size)}",
+            f"{_us(ours)} vs {_us(fastest)}",
+            ours <= fastest,
+        )
     view = results["view_throughput"]["views"][P.OURS]["ratio"]
     add("cached view ≥ 0.8× the constant view (no near cache)", f"{view:.2f}×", view >= 0.8)
     stampede = results["stampede"]
     ours = stampede["peers"][P.OURS]
     limit = stampede["loader_ms"] + 50
-    add(f"stampede: 1 load for {stampede['threads']} misses", str(ours["loads"]), ours["loads"] == 1)
-    add(f"stampede: p99 ≤ loader + 50 ms ({limit:.0f} ms)", f"{ours['p99_ms']:.0f} ms",
-        ours["p99_ms"] <= limit)
+    loads = ours["loads"]
+    add(f"stampede: 1 load for {stampede['threads']} misses", str(loads), loads == 1)
+    add(
+        f"stampede: p99 ≤ loader + 50 ms ({limit:.0f} ms)",
+        f"{ours['p99_ms']:.0f} ms",
+        ours["p99_ms"] <= limit,
+    )
     small = results["bytes_per_entry"]["92 B"]
     stored = small[P.OURS]["total_bytes"]
     add("bytes per entry ≤ JSON + 2 (92 B value)", f"{stored} B", stored <= small["json_bytes"] + 2)
@@ -188,5 +202,6 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def targets_markdown(checks: list[dict[str, Any]]) -> str:
     lines = ["| target (issue 5) | measured | met |", "|---|---|---|"]
     for check in checks:
-        lines.append(f"| {check['target']} | {check['measured']} | {'yes' if check['met'] else '**no**'} |")
+        met = "yes" if check["met"] else "**no**"
+        lines.append(f"| {check['target']} | {check['measured']} | {met} |")
     return "\n".join(lines)

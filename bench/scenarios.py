@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
@@ -12,7 +13,7 @@ from typing import Any
 import redis
 
 from . import peers as P
-from .peers import Peer, named
+from .peers import Peer, named, returning
 from .server import BenchRedis
 from .timing import interleaved, summarize
 from .values import SIZES, compact, json_value, size_label
@@ -43,6 +44,7 @@ class Plan:
     loader_seconds: float
     view_seconds: float
     view_warmup: float
+    view_rounds: int
     down_window: float  # seconds our breaker-open path is timed (spans cool-down probes)
     down_calls: int  # timed calls for peers that try Redis on every call
     down_defaults: bool  # also time one call of each peer with its default settings
@@ -53,7 +55,7 @@ class Plan:
             warmup=300, rounds=6,
             per_round={100: 600, 1_000: 600, 10_000: 300, 100_000: 60},
             miss_per_round=250, stampede_threads=50, stampede_trials=3, loader_seconds=0.2,
-            view_seconds=5.0, view_warmup=1.0, down_window=2.5, down_calls=300,
+            view_seconds=5.0, view_warmup=1.0, view_rounds=5, down_window=2.5, down_calls=300,
             down_defaults=True,
         )  # fmt: skip
 
@@ -62,7 +64,7 @@ class Plan:
         return cls(
             warmup=10, rounds=2, per_round=dict.fromkeys(SIZES, 20), miss_per_round=20,
             stampede_threads=50, stampede_trials=1, loader_seconds=0.2, view_seconds=1.0,
-            view_warmup=0.3, down_window=0.3, down_calls=20, down_defaults=False,
+            view_warmup=0.3, view_rounds=1, down_window=0.3, down_calls=20, down_defaults=False,
         )  # fmt: skip
 
 
@@ -90,7 +92,7 @@ def run_hit_latency(peers: dict[str, Peer], plan: Plan) -> dict[str, Any]:
         value = json_value(size)
         calls: dict[str, Callable[[int], Any]] = {}
         for name, peer in peers.items():
-            cached = peer.memoize(named(f"hit_{size}", lambda arg, v=value: v), TTL)
+            cached = peer.memoize(returning(f"hit_{size}", value), TTL)
             cached("hit")  # stores it
             if cached("hit") != value:
                 raise RuntimeError(f"{peer.label} returned a different value at {size} B")
@@ -110,7 +112,7 @@ def run_miss_then_set(peers: dict[str, Peer], plan: Plan) -> dict[str, Any]:
     value = json_value(100)
     calls: dict[str, Callable[[int], Any]] = {}
     for name, peer in peers.items():
-        cached = peer.memoize(named("miss", lambda arg: value), TTL)
+        cached = peer.memoize(returning("miss", value), TTL)
         calls[name] = lambda i, f=cached: f(f"m{i}")
     samples = interleaved(
         calls, warmup=plan.warmup // 3, rounds=plan.rounds, per_round=plan.miss_per_round
@@ -121,9 +123,9 @@ def run_miss_then_set(peers: dict[str, Peer], plan: Plan) -> dict[str, Any]:
 # -- 4. stampede ------------------------------------------------------------------------------
 
 
-def _stampede_once(peer: Peer, threads: int, loader_seconds: float, trial: str) -> tuple[
-    int, list[float], int
-]:
+def _stampede_once(
+    peer: Peer, threads: int, loader_seconds: float, trial: str
+) -> tuple[int, list[float], int]:
     loads = 0
     lock = threading.Lock()
     value = json_value(100)
@@ -172,6 +174,8 @@ def run_stampede(peers: dict[str, Peer], plan: Plan) -> dict[str, Any]:
         loads: list[int] = []
         latencies: list[float] = []
         failures = 0
+        # An untimed first round fills the connection pools, as a running app's would be.
+        _stampede_once(peer, plan.stampede_threads, 0.01, f"warm-{time.time_ns()}")
         for trial in range(plan.stampede_trials):
             count, times, failed = _stampede_once(
                 peer, plan.stampede_threads, plan.loader_seconds, f"t{trial}-{time.time_ns()}"
@@ -244,7 +248,7 @@ def run_bytes_per_entry(server: BenchRedis, peers: dict[str, Peer]) -> dict[str,
             baseline = len(compact(value))
             client.flushall()
             for peer in peers.values():
-                cached = peer.memoize(named(f"bytes_{size}", lambda arg, v=value: v), TTL)
+                cached = peer.memoize(returning(f"bytes_{size}", value), TTL)
                 cached("b")
             entry: dict[str, Any] = {
                 "json_bytes": baseline,
@@ -294,9 +298,7 @@ def _bounded_calls(
     def run(name: str, call: Callable[[str], Any]) -> None:
         found[name] = _bounded_call(lambda: call("k"), limit)
 
-    threads = [
-        threading.Thread(target=run, args=item, daemon=True) for item in calls.items()
-    ]
+    threads = [threading.Thread(target=run, args=item, daemon=True) for item in calls.items()]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -345,23 +347,39 @@ def run_redis_down(plan: Plan) -> dict[str, Any]:
 
     Uses its own server, killed mid-run. Ours runs with its defaults (0.25 s timeouts, circuit
     breaker); the peers with short timeouts and no retries ("tuned"), and, in a full run, one
-    call each with their defaults (redis-py's 10 retries with backoff), bounded in time.
+    call each configured by host and port with their defaults (redis-py's constructor: 10
+    retries with backoff), bounded in time.
     """
     value = json_value(100)
-    loader = named("down", lambda arg: value)
+    loader = returning("down", value)
+    # Every failed call is logged (rate-limited) by ours and with a traceback by Flask-Caching.
+    quiet = [logging.getLogger(name) for name in ("flask_fennec_cache", "flask_caching")]
+    levels = [log.level for log in quiet]
+    for log in quiet:
+        log.setLevel(logging.CRITICAL)
+    try:
+        return _redis_down(loader, plan)
+    finally:
+        for log, level in zip(quiet, levels, strict=True):
+            log.setLevel(level)
+
+
+def _redis_down(loader: Callable[[str], Any], plan: Plan) -> dict[str, Any]:
     with BenchRedis() as server:
         ours = P.FennecPeer(server.url, prefix="bench:down:")
         tuned: dict[str, Peer] = {
-            P.RAW: P.RawPeer(server.url, tuned=True, catch_errors=True),
-            P.FLASK_CACHING: P.FlaskCachingPeer(server.url, tuned=True),
-            P.DOGPILE: P.DogpilePeer(server.url, tuned=True),
+            P.RAW: P.RawPeer(server.url, setup="tuned", catch_errors=True),
+            P.FLASK_CACHING: P.FlaskCachingPeer(server.url, setup="tuned"),
+            P.DOGPILE: P.DogpilePeer(server.url, setup="tuned"),
         }
         defaults: dict[str, Peer] = {}
         if plan.down_defaults:
+            # Configured by host and port, the way redis-py's constructor defaults apply
+            # (10 retries with backoff); clients built from a URL do not retry.
             defaults = {
-                P.RAW: P.RawPeer(server.url, tuned=False, catch_errors=True),
-                P.FLASK_CACHING: P.FlaskCachingPeer(server.url, tuned=False),
-                P.DOGPILE: P.DogpilePeer(server.url, tuned=False),
+                P.RAW: P.RawPeer(server.url, setup="host", catch_errors=True),
+                P.FLASK_CACHING: P.FlaskCachingPeer(server.url, setup="host"),
+                P.DOGPILE: P.DogpilePeer(server.url, setup="host"),
             }
         cached: dict[str, Callable[[str], Any]] = {P.OURS: ours.memoize(loader, TTL)}
         cached.update({name: peer.memoize(loader, TTL) for name, peer in tuned.items()})

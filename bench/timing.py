@@ -70,7 +70,7 @@ def interleaved(
             counters[name] += 1
     samples: dict[str, list[int]] = {name: [] for name in names}
     for index in range(rounds):
-        order = names[index % len(names):] + names[: index % len(names)]
+        order = names[index % len(names) :] + names[: index % len(names)]
         for name in order:
             gc.collect()
             samples[name] += time_calls(calls[name], per_round, counters[name])

@@ -87,9 +87,18 @@ class Gunicorn:
         self._log.close()
 
 
-def run_view_throughput(redis_url: str, seconds: float, warmup: float) -> dict[str, Any]:
-    """Requests/s of each view for *seconds* (after *warmup*), and the ratio to ``/const``."""
-    results: dict[str, Any] = {}
+def run_view_throughput(
+    redis_url: str, seconds: float, warmup: float, rounds: int
+) -> dict[str, Any]:
+    """Requests/s of each view and the ratio to ``/const``.
+
+    Each view gets *seconds* of load in total, split into *rounds* runs taken in rotating order,
+    so that drift (other work on the machine) weighs on every view alike.
+    """
+    names = list(VIEWS)
+    totals = {name: {"requests": 0, "seconds": 0.0, "errors": 0} for name in names}
+    per_round: dict[str, list[float]] = {name: [] for name in names}
+    latency: dict[str, list[tuple[float | None, float | None]]] = {name: [] for name in names}
     with Gunicorn(redis_url) as server:
         checks: dict[str, str] = {}
         for name, path in VIEWS.items():
@@ -98,25 +107,40 @@ def run_view_throughput(redis_url: str, seconds: float, warmup: float) -> dict[s
             if status != 200:
                 raise RuntimeError(f"{path} answered {status}:\n{server.log()}")
             checks[name] = headers.get("x-cache", "")
-        for name, path in VIEWS.items():
-            load = run_load(f"http://127.0.0.1:{server.port}{path}", seconds)
-            results[name] = {
-                "rps": load.rps,
-                "requests": load.requests,
-                "errors": load.errors,
-                "p50_ms": load.p50_ms,
-                "p99_ms": load.p99_ms,
-            }
-        const = results["const"]["rps"]
-        for entry in results.values():
-            entry["ratio"] = entry["rps"] / const if const else 0.0
         if checks["fennec"] != "HIT":
-            raise RuntimeError(f"/fennec was not served from the cache: X-Cache {checks['fennec']!r}")
+            found = checks["fennec"]
+            raise RuntimeError(f"/fennec was not served from the cache: X-Cache {found!r}")
+        for index in range(rounds):
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
+                load = run_load(f"http://127.0.0.1:{server.port}{VIEWS[name]}", seconds / rounds)
+                totals[name]["requests"] += load.requests
+                totals[name]["seconds"] += load.seconds
+                totals[name]["errors"] += load.errors
+                per_round[name].append(load.rps)
+                latency[name].append((load.p50_ms, load.p99_ms))
+    results: dict[str, Any] = {}
+    for name in names:
+        total = totals[name]
+        p50s = sorted(p for p, _ in latency[name] if p is not None)
+        p99s = sorted(p for _, p in latency[name] if p is not None)
+        results[name] = {
+            "rps": total["requests"] / total["seconds"] if total["seconds"] else 0.0,
+            "rps_per_round": per_round[name],
+            "requests": total["requests"],
+            "errors": total["errors"],
+            "p50_ms": p50s[len(p50s) // 2] if p50s else None,
+            "p99_ms": p99s[len(p99s) // 2] if p99s else None,
+        }
+    const = results["const"]["rps"]
+    for entry in results.values():
+        entry["ratio"] = entry["rps"] / const if const else 0.0
     return {
         "views": results,
         "workers": WORKERS,
         "worker_class": WORKER_CLASS,
         "load_generator": generator_name(),
         "seconds_each": seconds,
+        "rounds": rounds,
         "body_bytes": BODY_BYTES,
     }

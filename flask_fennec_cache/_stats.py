@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import atexit
+import math
 import threading
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from ._forksafe import reset_after_fork
 
-__all__ = ["FIELDS", "StatsBuffer", "summarize"]
+__all__ = [
+    "FIELDS", "LATENCY_BUCKETS", "Histogram", "StatsBuffer", "latency_histogram", "summarize"
+]
 
 FIELDS = (
     "hits", "misses", "sets", "deletes", "errors", "stale_hits", "lock_waits", "near_hits"
 )
 
 Flush = Callable[[Mapping[str, int]], bool]
+
+#: Upper bounds, in seconds, of the Redis round-trip latency histogram (``+Inf`` is implied).
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
+)
+# Shared-hash fields: one (non-cumulative) count per bucket, named by its bound, and the sum in
+# whole microseconds (HINCRBY adds integers only).
+_BUCKET_FIELDS = tuple(f"latency_le:{bound!r}" for bound in LATENCY_BUCKETS) + (
+    "latency_le:+Inf",
+)
+_SUM_FIELD = "latency_sum_us"
 
 
 class StatsBuffer:
@@ -40,6 +56,17 @@ class StatsBuffer:
         """Count *amount* more of *field*; no I/O."""
         with self._lock:
             self._pending[field] = self._pending.get(field, 0) + amount
+        if self._thread is None:
+            self._start()
+
+    def observe(self, seconds: float) -> None:
+        """Record one Redis round trip of *seconds* in the latency histogram; no I/O."""
+        field = _BUCKET_FIELDS[bisect_left(LATENCY_BUCKETS, seconds)]
+        micros = int(seconds * 1_000_000)
+        with self._lock:
+            pending = self._pending
+            pending[field] = pending.get(field, 0) + 1
+            pending[_SUM_FIELD] = pending.get(_SUM_FIELD, 0) + micros
         if self._thread is None:
             self._start()
 
@@ -115,6 +142,41 @@ def summarize(counts: Mapping[str, int]) -> dict[str, int | float]:
     stats["total_requests"] = total
     stats["hit_rate"] = round(100.0 * int(stats["hits"]) / total, 2) if total else 0.0
     return stats
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A latency histogram: cumulative counts per upper bound (``math.inf`` last), sum, count."""
+
+    buckets: tuple[tuple[float, int], ...]
+    sum: float
+    count: int
+
+    def quantile(self, q: float) -> float | None:
+        """Estimate the *q*-quantile (0..1) in seconds, interpolating linearly inside a bucket
+        as Prometheus' ``histogram_quantile`` does; None without observations."""
+        if not self.count:
+            return None
+        rank = q * self.count
+        lower, below = 0.0, 0
+        for bound, cumulative in self.buckets:
+            if cumulative >= rank and cumulative > below:
+                if math.isinf(bound):
+                    return lower  # past the last finite bound: its value is all we know
+                return lower + (bound - lower) * (rank - below) / (cumulative - below)
+            lower, below = bound, cumulative
+        return lower
+
+
+def latency_histogram(counts: Mapping[str, int]) -> Histogram:
+    """The latency histogram held in the shared counters *counts* (fields of other bounds, from
+    another version of the library, are ignored)."""
+    buckets: list[tuple[float, int]] = []
+    total = 0
+    for bound, field_name in zip((*LATENCY_BUCKETS, math.inf), _BUCKET_FIELDS, strict=True):
+        total += int(counts.get(field_name, 0))
+        buckets.append((bound, total))
+    return Histogram(tuple(buckets), int(counts.get(_SUM_FIELD, 0)) / 1_000_000, total)
 
 
 _live: weakref.WeakSet[StatsBuffer] = weakref.WeakSet()

@@ -1,24 +1,51 @@
-"""The admin blueprint: statistics, clearing and health over HTTP, with JSON answers."""
+"""The admin blueprint: statistics, clearing, health, Prometheus metrics and a live dashboard."""
 
 from __future__ import annotations
 
 import hmac
+import os
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from ._prometheus import CONTENT_TYPE, render
 from .decorators import current_backend
-from .errors import ConfigurationError
+from .errors import CacheUnavailable, ConfigurationError
 from .extension import settings_of
 
 __all__ = ["make_blueprint"]
 
 MAX_BODY_BYTES = 4096
+# The dashboard loads only its own script and stylesheet and fetches only this blueprint.
+DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 def make_blueprint() -> Blueprint:
-    """A fresh admin blueprint: ``GET stats``, ``POST clear``, ``GET health``."""
-    admin = Blueprint("fennec_cache_admin", __name__)
+    """A fresh admin blueprint: ``GET stats``, ``POST clear``, ``GET health``, ``GET metrics``
+    (Prometheus text) and ``GET /`` (the dashboard, with its files under ``assets/``)."""
+    admin = Blueprint(
+        "fennec_cache_admin", __name__, static_folder="static", static_url_path="/assets"
+    )
+
+    @admin.get("/")
+    def dashboard() -> Response:
+        response = admin.send_static_file("dashboard.html")
+        response.headers["Content-Security-Policy"] = DASHBOARD_CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @admin.get("/metrics")
+    def metrics() -> Response:
+        backend = current_backend()
+        try:
+            counters = backend.shared_counters()
+        except CacheUnavailable:  # fail-closed backends raise; a scrape must still answer
+            counters = None
+        body = render(counters, backend.breaker_state, os.getpid())
+        return Response(body, content_type=CONTENT_TYPE)
 
     @admin.get("/stats")
     def stats() -> Response:
@@ -41,11 +68,17 @@ def make_blueprint() -> Blueprint:
             return pattern
         backend = current_backend()
         try:
-            removed = backend.clear(pattern)
+            removed = backend.try_clear(pattern)
         except ConfigurationError as exc:
             return _error(f"invalid pattern: {exc}", 400)
+        if removed is None:
+            return _error("the cache is unavailable: nothing or not everything was cleared", 503)
         backend.reset_stats()
         return jsonify({"message": "Cache cleared", "keys_deleted": removed}), 200
+
+    @admin.errorhandler(CacheUnavailable)
+    def unavailable(exc: CacheUnavailable) -> tuple[Response, int]:
+        return _error(f"the cache is unavailable: {exc}", 503)
 
     return admin
 

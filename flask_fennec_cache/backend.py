@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import redis
 from redis.exceptions import RedisError
 
 from ._breaker import CircuitBreaker
-from ._connect import make_client
+from ._connect import make_client, redact_url
 from ._ratelog import RateLimitedLog
 from ._scripts import Scripts
 from ._stats import StatsBuffer, summarize
+from ._topology import mget, scan_targets
 from .errors import CacheUnavailable, ConfigurationError
 from .locks import SingleFlight
 from .near import NearCache
@@ -51,6 +53,13 @@ class _Missing:
 
 MISSING: Final = _Missing()
 
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An entry this library cannot decode (foreign or corrupt); a miss that loaders replace."""
+
+    data: bytes
+
 _BREAKER_ERRORS = (redis.ConnectionError, redis.TimeoutError)
 
 
@@ -58,7 +67,10 @@ class RedisCache:
     """A Redis-backed cache under one key prefix, usable with or without Flask.
 
     :param url: ``redis://``, ``rediss://`` (TLS), ``unix://`` or ``memory://`` (an in-process
-        server for development and tests; per process, so not shared by gunicorn workers).
+        server for development and tests; per process, so not shared by gunicorn workers);
+        ``redis+cluster://host:port,host:port/`` (Redis Cluster) or
+        ``redis+sentinel://host:port,host:port/service_name/db`` (a Sentinel-managed master),
+        each also with TLS (``rediss+…``); see ``docs/scaling.md``.
     :param prefix: prepended to every key; :meth:`clear` never reaches keys outside it.
     :param default_ttl: seconds an entry lives when ``set`` is given no ``ttl``; None keeps it.
     :param fail_open: when Redis fails, treat reads as misses and skip writes (True), or raise
@@ -129,11 +141,11 @@ class RedisCache:
         self._scripts = Scripts(self._client)
         self._reserved = prefix + RESERVED
         self._stats_key = self._reserved + "stats"
+        self._log = RateLimitedLog()
         self._breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
         self._flights = SingleFlight()
         self._near = self._make_near_cache(near_cache_size, near_cache_ttl) if near_cache else None
         self._stats = StatsBuffer(self._flush_stats, stats_flush_interval)
-        self._log = RateLimitedLog()
 
     def __repr__(self) -> str:
         return f"RedisCache(url={_redact(self.url)!r}, prefix={self.prefix!r})"
@@ -166,11 +178,12 @@ class RedisCache:
         return value
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The entries found among *keys* (misses are left out), in one round trip."""
+        """The entries found among *keys* (misses are left out), in one round trip
+        (on a cluster: one MGET per slot, pipelined, so one round trip per node)."""
         keys = list(keys)
         if not keys:
             return {}
-        datas = self._run("get_many", lambda c: c.mget([self.prefix + k for k in keys]))
+        datas = self._run("get_many", lambda c: mget(c, [self.prefix + k for k in keys]))
         datas = datas or [None] * len(keys)
         entries = [self._decode(k, d) for k, d in zip(keys, datas, strict=True)]
         tags = {t for e in entries if isinstance(e, Envelope) for t in e.tags}
@@ -186,8 +199,16 @@ class RedisCache:
 
     def ttl(self, key: str) -> int | None:
         """Seconds *key* has left; -1 if it never expires; None if it does not exist."""
-        seconds = self._run("ttl", lambda c: c.ttl(self.prefix + key))
-        return None if seconds is None or seconds == -2 else int(seconds)
+        def read(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.getrange(self.prefix + key, 0, 0)
+            pipe.ttl(self.prefix + key)
+            return pipe.execute()
+
+        found = self._run("ttl", read)
+        if found is None or found[1] == -2 or found[0] == b"L":
+            return None  # no entry (or only the placeholder of a load in progress)
+        return int(found[1])
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -274,32 +295,59 @@ class RedisCache:
 
         Walks the keyspace with SCAN and removes matches with UNLINK in batches (never KEYS or
         FLUSHDB). Only keys under the prefix are reachable, and the library's own bookkeeping
-        (``{prefix}__fennec__:…``) is never removed. Returns the number of keys removed.
+        (``{prefix}__fennec__:…``) is never removed. Returns the number of keys removed (those
+        removed before a failure, when Redis fails and fail-open is on).
         """
+        return self.try_clear(pattern) or 0
+
+    def try_clear(self, pattern: str = "*") -> int | None:
+        """Like :meth:`clear`, but None when Redis failed before the walk was complete."""
         _check_pattern(pattern)
-        match = _glob_escape(self.prefix) + pattern
+        if not self._breaker.allow():
+            self._skipped("clear")
+            return None
         removed = 0
+        failed = False
         try:
-            for batch in self._scan_batches(match):
+            for batch in self._scan_batches(_glob_escape(self.prefix) + pattern):
                 removed += int(self._client.unlink(*batch))
         except RedisError as exc:
+            failed = True
             self._failed(exc, "clear")
+        else:
+            self._breaker.success()
         if self._near is not None:
             self._near.flush()
         self._stats.add("deletes", removed)
-        return removed
+        return None if failed else removed
 
     def keys(self, pattern: str = "*", limit: int = 1000) -> list[str]:
-        """Up to *limit* keys (relative to the prefix) matching *pattern*, found with SCAN."""
+        """Up to *limit* keys (relative to the prefix) matching *pattern*, found with SCAN.
+
+        Keys holding only the placeholder of a load in progress are left out.
+        """
         _check_pattern(pattern)
+        if not self._breaker.allow():
+            self._skipped("keys")
+            return []
         found: list[str] = []
         try:
             for batch in self._scan_batches(_glob_escape(self.prefix) + pattern):
-                found.extend(k.decode("utf-8", "replace")[len(self.prefix):] for k in batch)
+                pipe = self._client.pipeline(transaction=False)
+                for name in batch:
+                    pipe.getrange(name, 0, 0)
+                heads = pipe.execute()
+                found.extend(
+                    name.decode("utf-8", "replace")[len(self.prefix) :]
+                    for name, head in zip(batch, heads, strict=True)
+                    if head and head != b"L"
+                )
                 if len(found) >= limit:
                     break
         except RedisError as exc:
             self._failed(exc, "keys")
+        else:
+            self._breaker.success()
         return found[:limit]
 
     # -- tags, leases and compare-and-set ------------------------------------------------------
@@ -360,15 +408,19 @@ class RedisCache:
             ticket = near.begin_fill(name)
             if ticket is not None:
                 return self._read_and_fill(key, near, name, ticket)
+        started = time.perf_counter()
         try:
             data = cast(bytes | None, self._client.get(full))
         except RedisError as exc:
             self._failed(exc, "get")
             return MISSING
+        finally:
+            self._stats.observe(time.perf_counter() - started)
         self._breaker.success()
         return self._decode(key, data)
 
     def _read_and_fill(self, key: str, near: NearCache, name: bytes, ticket: object) -> Any:
+        started = time.perf_counter()
         try:
             pipe = self._client.pipeline(transaction=False)
             pipe.get(name)
@@ -378,9 +430,11 @@ class RedisCache:
             near.abandon_fill(name, ticket)
             self._failed(exc, "get")
             return MISSING
+        finally:
+            self._stats.observe(time.perf_counter() - started)
         self._breaker.success()
         entry = self._decode(key, data)
-        if entry is MISSING or isinstance(entry, Lease):
+        if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
             near.abandon_fill(name, ticket)
         else:
             near.finish_fill(name, ticket, data, int(ttl_ms))
@@ -404,10 +458,16 @@ class RedisCache:
             self._near.evict(*((self.prefix + k).encode("utf-8", "surrogatepass") for k in keys))
 
     def _read_tagged(self, key: str, tags: tuple[str, ...]) -> tuple[Any, dict[str, str] | None]:
-        """The entry under *key* and the current versions of *tags*, in one round trip."""
+        """The entry under *key* and the current versions of *tags*, in one round trip.
+
+        On a cluster the value and the tag keys live in different slots: the MGET is split
+        per slot and pipelined (one round trip per node involved, at most two). Not atomic
+        there, which can only cause a spurious miss: tag versions are unique, so a value is
+        never taken as current under a version it was not stored with.
+        """
         names = sorted(set(tags))
         keys = [self.prefix + key] + [self._tag_key(t) for t in names]
-        found = self._run("get", lambda c: c.mget(keys))
+        found = self._run("get", lambda c: mget(c, keys))
         if found is None:
             return MISSING, None
         versions = {t: v.decode() for t, v in zip(names, found[1:], strict=True) if v is not None}
@@ -415,7 +475,7 @@ class RedisCache:
 
     def _usable(self, entry: Any, current_tags: Mapping[str, str] | None = None) -> Any:
         """The value a plain read may return from *entry*, or MISSING."""
-        if isinstance(entry, Lease):
+        if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
             return MISSING
         if not isinstance(entry, Envelope):
             return entry
@@ -501,13 +561,27 @@ class RedisCache:
         first, so its own work is always included. When Redis is unreachable, the counts of this
         process alone are returned, with ``"shared": False``.
         """
+        shared = self.shared_counters()
+        if shared is None:
+            return {**summarize(self._stats.pending()), "shared": False}
+        return {**summarize(shared), "shared": True}
+
+    def shared_counters(self) -> dict[str, int] | None:
+        """Every shared counter as stored in Redis, including the latency histogram's fields
+        (read them with ``flask_fennec_cache._stats.latency_histogram``), after flushing this
+        process's counts; None when Redis is unreachable. :meth:`get_stats` summarises these.
+        """
         self._stats.flush()
+        if not self._breaker.allow():
+            self._skipped("get_stats")
+            return None
         try:
             shared = cast(dict[bytes, bytes], self._client.hgetall(self._stats_key))
         except RedisError as exc:
             self._failed(exc, "get_stats")
-            return {**summarize(self._stats.pending()), "shared": False}
-        return {**summarize({k.decode(): int(v) for k, v in shared.items()}), "shared": True}
+            return None
+        self._breaker.success()
+        return {k.decode(): int(v) for k, v in shared.items()}
 
     def reset_stats(self) -> None:
         """Set the shared counters to zero (and forget this process's unflushed counts)."""
@@ -539,6 +613,7 @@ class RedisCache:
         return data
 
     def _decode(self, key: str, data: bytes | None) -> Any:
+        """The decoded entry, MISSING for no entry, or :class:`Unreadable` (counted, logged)."""
         if data is None:
             return MISSING
         try:
@@ -546,7 +621,7 @@ class RedisCache:
         except CorruptEntry as exc:
             self._stats.add("errors")
             self._log.warning("corrupt", f"treating {key!r} as a miss: {exc}")
-            return MISSING
+            return Unreadable(data)
 
     def _ttl_ms(self, ttl: float | None) -> int | None:
         seconds = self.default_ttl if ttl is None else _check_ttl(ttl)
@@ -557,27 +632,32 @@ class RedisCache:
         if not self._breaker.allow():
             self._skipped(op)
             return None
+        started = time.perf_counter()
         try:
             result = command(self._client)
         except RedisError as exc:
             self._failed(exc, op)
             return None
+        finally:
+            self._stats.observe(time.perf_counter() - started)
         self._breaker.success()
         return result
 
     def _scan_batches(self, match: str) -> Iterator[list[bytes]]:
+        """Keys matching *match* (not ours), in SCAN batches; on a cluster, every primary's."""
         reserved = self._reserved.encode()
-        cursor = 0
-        while True:
-            cursor, found = cast(
-                tuple[int, list[bytes]],
-                self._client.scan(cursor=cursor, match=match, count=SCAN_BATCH),
-            )
-            batch = [k for k in found if not k.startswith(reserved)]
-            if batch:
-                yield batch
-            if not cursor:
-                return
+        for node in scan_targets(self._client):
+            cursor = 0
+            while True:
+                cursor, found = cast(
+                    tuple[int, list[bytes]],
+                    node.scan(cursor=cursor, match=match, count=SCAN_BATCH),
+                )
+                batch = [k for k in found if not k.startswith(reserved)]
+                if batch:
+                    yield batch
+                if not cursor:
+                    break
 
     def _failed(self, exc: RedisError, op: str) -> None:
         self._stats.add("errors")
@@ -658,7 +738,4 @@ def _glob_escape(text: str) -> str:
 
 
 def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return redact_url(url)

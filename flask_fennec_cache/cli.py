@@ -148,9 +148,11 @@ def clear_command(pattern: str, yes: bool) -> None:
             abort=True,
         )
     try:
-        removed = backend.clear(pattern)
+        removed = backend.try_clear(pattern)
     except ConfigurationError as exc:
         raise click.BadParameter(str(exc), param_hint="PATTERN") from exc
+    if removed is None:
+        _fail("Redis failed during the walk: some matching keys may remain (see the log)")
     click.echo(f"Removed {removed} key{'' if removed == 1 else 's'}.")
 
 

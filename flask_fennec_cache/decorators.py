@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
+from flask import Response as FlaskResponse
 from flask import current_app, has_app_context, has_request_context, make_response, request
+from flask.globals import request_ctx
+from werkzeug.http import unquote_etag
 from werkzeug.wrappers import Response
 
 from ._ratelog import RateLimitedLog
@@ -23,7 +27,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 EXTENSION_KEY = "fennec_cache"
-_UNSTORED_HEADERS = frozenset({"set-cookie", "x-cache"})
+_UNSTORED_HEADERS = frozenset({"set-cookie", "x-cache", "age"})
+# What a 304 carries of the full response (RFC 9110, 15.4.5).
+_NOT_MODIFIED_HEADERS = frozenset({"etag", "cache-control", "vary", "expires", "content-location"})
+ResponseFilter = Callable[[FlaskResponse], bool]
 _MAX_VARY_MEMO = 10_000
 _log = RateLimitedLog()
 
@@ -85,6 +92,8 @@ def cache(
     stale_ttl: float | None = None,
     beta: float = 0.0,
     tags: tuple[str, ...] = (),
+    cache_control: bool = False,
+    response_filter: ResponseFilter | None = None,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
     """Cache a function's results, or a Flask view's whole responses.
 
@@ -102,13 +111,23 @@ def cache(
     :param stale_ttl: seconds past *ttl* a stale value is served while one caller refreshes it.
     :param beta: probabilistic early refresh (XFetch) strength; 0 disables, 1 is typical.
     :param tags: tag names; ``backend.invalidate_tags(*names)`` drops every entry carrying them.
+    :param cache_control: views only: add ``Cache-Control: max-age=<ttl>`` to cached responses
+        that have no ``Cache-Control`` of their own, so browsers and proxies may keep them too.
+    :param response_filter: views only: called with a response that passed the built-in rules;
+        it is cached only when this returns True.
 
     Exceptions are never cached. A value that is written or deleted while a call is loading it
     is not overwritten by that call's (older) result. When the decorated function is the view
     of the current request, the response is cached whole (status, headers, body bytes) for GET
     and HEAD requests with a 2xx status, unless it sets a cookie, says ``no-store`` or
     ``private``, varies on ``*``, or the request carries ``Authorization``. Such responses get
-    ``X-Cache: HIT`` or ``MISS``.
+    ``X-Cache: HIT`` or ``MISS``. A cached response carries a strong ``ETag`` (a hash of its
+    body, computed once when stored, unless the view set its own); a request whose
+    ``If-None-Match`` matches it gets ``304 Not Modified``. Hits carry ``Age`` (seconds since
+    the response was stored). HEAD requests share the GET entry.
+
+    .. versionadded:: 0.1
+        *cache_control* and *response_filter*.
     """
     resolve: Callable[[], RedisCache] = current_backend
     if backend is not None:
@@ -116,10 +135,21 @@ def cache(
     policy = LoadPolicy(ttl, cache_none, none_ttl, lock, lock_timeout, stale_ttl, beta, tuple(tags))
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
-        cached = _Cached(func, resolve, key, unless, policy)
+        view_options = _ViewOptions(cache_control, response_filter)
+        cached = _Cached(func, resolve, key, unless, policy, view_options)
         return cast(CachedFunction[P, R], cached.wrapper)
 
     return decorate
+
+
+class _ViewOptions(NamedTuple):
+    """How a decorated view's responses are cached, beyond the function options."""
+
+    cache_control: bool = False
+    response_filter: ResponseFilter | None = None
+
+
+_DEFAULT_VIEW_OPTIONS = _ViewOptions()
 
 
 class _Cached:
@@ -132,8 +162,10 @@ class _Cached:
         key: KeySpec,
         unless: Callable[[], bool] | None,
         policy: LoadPolicy,
+        view_options: _ViewOptions = _DEFAULT_VIEW_OPTIONS,
     ) -> None:
         self.func = func
+        self.view_options = view_options
         self.resolve = resolve
         self.keys = FunctionKeys(func, key)
         self.policy = policy
@@ -196,21 +228,40 @@ class _Cached:
             key = self.variant(base, entry.headers)
             entry = backend.lookup(key)
         if isinstance(entry, CachedResponse):
+            if "If-None-Match" in request.headers:
+                etag = next((v for n, v in entry.headers if n.lower() == "etag"), None)
+                if _matches(etag):
+                    return _not_modified(entry.headers, "HIT", entry.stored_at)
             hit = Response(entry.body, entry.status, list(entry.headers))
             hit.headers["X-Cache"] = "HIT"
+            hit.headers["Age"] = str(max(0, int(time.time() - entry.stored_at)))
             return hit
         response = make_response(self.func(*args, **kwargs))
-        if _cacheable(response):
+        response_filter = self.view_options.response_filter
+        if (
+            _session_allows_caching(response)
+            and _cacheable(response)
+            and (response_filter is None or response_filter(response))
+        ):
             self.store_response(backend, base, response)
+            if "If-None-Match" in request.headers and _matches(response.headers.get("ETag")):
+                return _not_modified(tuple(response.headers.items()), "MISS")
         response.headers["X-Cache"] = "MISS"
         return response
 
     def store_response(self, backend: RedisCache, base: str, response: Response) -> None:
+        body = response.get_data()
+        if "ETag" not in response.headers:
+            response.headers["ETag"] = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+        if self.view_options.cache_control and "Cache-Control" not in response.headers:
+            ttl = self.policy.ttl if self.policy.ttl is not None else backend.default_ttl
+            if ttl is not None:
+                response.headers["Cache-Control"] = f"max-age={int(ttl)}"
         headers = tuple(
             (name, value) for name, value in response.headers.items()
             if name.lower() not in _UNSTORED_HEADERS
         )
-        entry = CachedResponse(response.status_code, headers, response.get_data(), time.time())
+        entry = CachedResponse(response.status_code, headers, body, time.time())
         vary = tuple(sorted(h.title() for h in response.vary))
         if not vary:
             self.store(backend, base, entry)
@@ -227,6 +278,45 @@ class _Cached:
     @staticmethod
     def variant(base: str, headers: tuple[str, ...]) -> str:
         return variant_key(base, [request.headers.get(name, "") for name in headers])
+
+
+def _matches(etag: str | None) -> bool:
+    """Does the request's ``If-None-Match`` match *etag* (weak comparison, RFC 9110 13.1.2)?"""
+    if etag is None:
+        return False
+    tag, _ = unquote_etag(etag)
+    return tag is not None and request.if_none_match.contains_weak(tag)
+
+
+def _not_modified(
+    headers: tuple[tuple[str, str], ...], x_cache: str, stored_at: float | None = None
+) -> Response:
+    """A 304 with the validators and caching headers of the full response, and no body."""
+    response = Response(status=304)
+    for name, value in headers:
+        if name.lower() in _NOT_MODIFIED_HEADERS:
+            response.headers.add(name, value)
+    response.headers["X-Cache"] = x_cache
+    if stored_at is not None:
+        response.headers["Age"] = str(max(0, int(time.time() - stored_at)))
+    return response
+
+
+def _session_allows_caching(response: Response) -> bool:
+    """Apply now what Flask's session saving will do after this view returns.
+
+    A view that read the session varies on the cookie (Flask adds ``Vary: Cookie`` later, so
+    add it here where the key is chosen); a response that will set the session cookie is never
+    cached.
+    """
+    # The context's ``session`` property would itself mark the session accessed.
+    session = getattr(request_ctx._get_current_object(), "_session", None)  # type: ignore[attr-defined]
+    if session is None or not session.accessed:
+        return True
+    response.vary.add("Cookie")
+    if session.modified:
+        return False
+    return not (session and current_app.session_interface.should_set_cookie(current_app, session))
 
 
 def _cacheable(response: Response) -> bool:

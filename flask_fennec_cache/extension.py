@@ -9,7 +9,7 @@ from flask import Flask
 
 from .backend import RedisCache
 from .config import Settings, apply_defaults, read_settings
-from .decorators import EXTENSION_KEY, CachedFunction, current_backend
+from .decorators import EXTENSION_KEY, CachedFunction, ResponseFilter, current_backend
 from .decorators import cache as _cache
 from .errors import FennecCacheError
 from .keys import KeySpec
@@ -65,9 +65,18 @@ class FennecCache:
         key: KeySpec = None,
         unless: Callable[[], bool] | None = None,
         cache_none: bool = False,
+        cache_control: bool = False,
+        response_filter: ResponseFilter | None = None,
     ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
-        """:func:`~flask_fennec_cache.cache` using the current app's backend."""
-        return _cache(ttl=ttl, key=key, unless=unless, cache_none=cache_none)
+        """:func:`~flask_fennec_cache.cache` using the current app's backend.
+
+        :param cache_control: views: add ``Cache-Control: max-age=<ttl>`` to cached responses.
+        :param response_filter: views: a response is cached only if this returns True for it.
+        """
+        return _cache(
+            ttl=ttl, key=key, unless=unless, cache_none=cache_none,
+            cache_control=cache_control, response_filter=response_filter,
+        )
 
 
 def settings_of(app: Flask) -> Settings:

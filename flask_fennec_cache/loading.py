@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._ratelog import RateLimitedLog
-from .backend import MISSING, RESERVED, RedisCache
+from .backend import MISSING, RESERVED, RedisCache, Unreadable
 from .errors import ConfigurationError, SerializationError
 from .locks import FIRST_POLL, MAX_POLL, RedisLock
 from .serializers import Envelope, Lease, lease_bytes, new_version, version_prefix
@@ -82,14 +82,15 @@ def get_or_load(
             return value, True
         return _refresh(backend, key, loader, policy, value, refresh)
     if not policy.lock:
-        return _fill(backend, key, loader, policy, entry, wait=False), False
-    result, led = backend._flights.run(
+        return _fill(backend, key, loader, policy, entry, wait=False)
+    (result, hit), led = backend._flights.run(
         key, lambda: _fill(backend, key, loader, policy, entry, wait=True), policy.lock_timeout
     )
-    if not led:
+    if not led:  # another thread of this process loaded or waited for it
         backend._stats.add("hits")
         backend._stats.add("lock_waits")
-    return result, not led
+        return result, True
+    return result, hit
 
 
 def _read(
@@ -104,7 +105,7 @@ def _classify(
     backend: RedisCache, entry: Any, policy: LoadPolicy, current: dict[str, str] | None
 ) -> tuple[Any, Envelope | None]:
     """``(value or MISSING, envelope to refresh or None)`` for a read entry."""
-    if entry is MISSING or isinstance(entry, Lease):
+    if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
         return MISSING, None
     if not isinstance(entry, Envelope):
         return entry, None
@@ -146,21 +147,22 @@ def _refresh(
 def _fill(
     backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy,
     entry: Any, wait: bool,
-) -> T:
-    """Take the key's lease and load, or wait for the lease holder's value."""
+) -> tuple[T, bool]:
+    """Take the key's lease and load, or wait for the lease holder's value: ``(value, hit)``."""
     deadline = time.monotonic() + policy.lock_timeout
     delay = FIRST_POLL
     waited = False
     while True:
         if not isinstance(entry, Lease):
-            replacing = version_prefix(entry.version) if isinstance(entry, Envelope) else None
-            token = backend._acquire_lease(key, replacing, int(policy.lock_timeout * 1000))
+            token = backend._acquire_lease(
+                key, _replaceable(entry), int(policy.lock_timeout * 1000)
+            )
             if token is None:  # Redis failed: load without storing (fail-open)
                 backend._stats.add("misses")
-                return loader()
+                return loader(), False
             if token:
                 assert isinstance(token, str)
-                return _load_leased(backend, key, loader, policy, token)
+                return _load_leased(backend, key, loader, policy, token), False
         if not wait or time.monotonic() + delay > deadline:
             if wait:
                 _log.warning(
@@ -169,7 +171,7 @@ def _fill(
                     "loading without the lock",
                 )
             backend._stats.add("misses")
-            return loader()
+            return loader(), False
         if not waited:
             backend._stats.add("lock_waits")
             waited = True
@@ -179,7 +181,16 @@ def _fill(
         value, _ = _classify(backend, entry, policy, current)
         if value is not MISSING:
             backend._stats.add("hits")
-            return value  # type: ignore[no-any-return]
+            return value, True
+
+
+def _replaceable(entry: Any) -> bytes | None:
+    """The bytes that identify an unusable entry a new lease may replace (None: only empty)."""
+    if isinstance(entry, Envelope):
+        return version_prefix(entry.version)
+    if isinstance(entry, Unreadable):
+        return entry.data
+    return None
 
 
 def _load_leased(

@@ -220,6 +220,7 @@ class Sample:
     status: int | None  # None: no HTTP answer (refused, reset, client timeout)
     cached: bool | None
     error: str | None = None
+    body: Any = None
 
     @property
     def latency(self) -> float:
@@ -263,7 +264,7 @@ class Window:
     def summary(self) -> str:
         return (
             f"requests={len(self.samples)} served={self.served} 5xx={self.server_errors} "
-            f"failures={len(self.failures)} hits={self.hits} "
+            f"failures={len(self.failures)} cached={self.hits} "
             f"p50={self.percentile_ms(0.5)}ms p99={self.percentile_ms(0.99)}ms "
             f"worst={self.worst_ms}ms"
         )
@@ -313,14 +314,15 @@ class LoadGenerator:
             status: int | None = None
             cached: bool | None = None
             error: str | None = None
+            body: Any = None
             try:
                 reply = self.server.get(path)
-                status = reply.status
-                if isinstance(reply.json, dict):
-                    cached = reply.json.get("cached")
+                status, body = reply.status, reply.json
+                if isinstance(body, dict):
+                    cached = body.get("cached")
             except (OSError, ValueError) as exc:  # refused, reset, timed out, not JSON
                 error = f"{type(exc).__name__}: {exc}"
-            sample = Sample(path, started, time.monotonic(), status, cached, error)
+            sample = Sample(path, started, time.monotonic(), status, cached, error, body)
             with self._lock:
                 self._samples.append(sample)
 

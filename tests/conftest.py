@@ -180,3 +180,104 @@ def real_caches(redis_server: RedisServer, prefix: str) -> Iterator[CacheFactory
 # ==================================================================================
 # End of freshness-suite fixtures
 # ==================================================================================
+
+
+# ==================================================================================
+# Topology fixtures (test_cluster, test_sentinel): real multi-node Redis
+#
+#   redis_cluster_session  session  RedisClusterTopology: 3 masters + 1 replica each,
+#                                   password-protected (tests/_topology.py)
+#   redis_cluster          function the shared cluster, healed first if a test killed a node
+#   cluster_caches         function make(prefix=None, **options) -> RedisCache on the
+#                                   cluster URL; closed at teardown
+#   sentinel_session       session  SentinelTopology: master, replica, 3 sentinels (quorum 2)
+#   sentinel_topology      function the shared Sentinel setup, checked ready (do not break it)
+#   sentinel_factory       function make() -> a private SentinelTopology, stopped at
+#                                   teardown (for failover tests, which break it)
+#
+# Without redis-server/redis-cli, or when a topology cannot start, these skip (fail on CI).
+# Modules using them mark themselves ``real``.
+# ==================================================================================
+
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from _topology import (  # noqa: E402
+    RedisClusterTopology,
+    SentinelTopology,
+    TopologyError,
+    topology_tools_missing,
+)
+
+
+def _start_topology(start: Callable[[], Any], what: str) -> Any:
+    """Start a topology, turning missing tools or a failed start into skip/fail."""
+    missing = topology_tools_missing()
+    if missing is not None:
+        _unavailable(missing)
+    try:
+        return start()
+    except (TopologyError, RedisServerError) as error:
+        _unavailable(f"{what} could not start: {error}")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_session() -> Iterator[RedisClusterTopology]:
+    topology = _start_topology(lambda: RedisClusterTopology().start(), "Redis Cluster")
+    yield topology
+    topology.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_session: RedisClusterTopology) -> RedisClusterTopology:
+    topology = redis_cluster_session
+    if not all(s.is_running() and not s.paused for s in topology.servers):
+        try:
+            topology.heal()
+        except (TopologyError, RedisServerError) as error:
+            _unavailable(f"Redis Cluster could not be healed: {error}")
+    return topology
+
+
+@pytest.fixture
+def cluster_caches(redis_cluster: RedisClusterTopology, prefix: str) -> Iterator[CacheFactory]:
+    factory = Factory("cluster", redis_cluster.url, prefix)
+    yield factory
+    factory.close_all()
+
+
+@pytest.fixture(scope="session")
+def sentinel_session() -> Iterator[SentinelTopology]:
+    topology = _start_topology(lambda: SentinelTopology().start(), "Sentinel topology")
+    yield topology
+    topology.stop()
+
+
+@pytest.fixture
+def sentinel_topology(sentinel_session: SentinelTopology) -> SentinelTopology:
+    try:
+        sentinel_session.wait_ready(timeout=5.0)
+    except (TopologyError, RedisServerError) as error:
+        _unavailable(f"Sentinel topology is not ready: {error}")
+    return sentinel_session
+
+
+@pytest.fixture
+def sentinel_factory() -> Iterator[Callable[[], SentinelTopology]]:
+    made: list[SentinelTopology] = []
+
+    def make() -> SentinelTopology:
+        topology: SentinelTopology = _start_topology(
+            lambda: SentinelTopology().start(), "Sentinel topology"
+        )
+        made.append(topology)
+        return topology
+
+    yield make
+    for topology in made:
+        topology.stop()
+
+
+# ==================================================================================
+# End of topology fixtures
+# ==================================================================================

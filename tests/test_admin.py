@@ -356,16 +356,26 @@ def test_json_content_type_is_not_required(open_app: Flask) -> None:
     assert response.get_json()["keys_deleted"] == 1
 
 
-def test_clear_when_redis_is_down_still_answers(open_app: Flask) -> None:
-    client: FlaskClient = open_app.test_client()
-    fill(backend_of(open_app))
-    server = backend_of(open_app).client.connection_pool.connection_kwargs["server"]
+@pytest.mark.parametrize("fail_open", [True, False], ids=["fail-open", "fail-closed"])
+def test_admin_answers_json_when_redis_is_down(make_app: AppFactory, fail_open: bool) -> None:
+    """Stats still answer (this process's counts, or 503); a clear that could not run is a 503.
+
+    A 200 "Cache cleared" for a clear that never reached Redis would be a false report, and an
+    HTML 500 is not an admin API answer.
+    """
+    app = make_app(FENNEC_CACHE_ADMIN_OPEN=True, FENNEC_CACHE_FAIL_OPEN=fail_open)
+    client: FlaskClient = app.test_client()
+    fill(backend_of(app))
+    server = backend_of(app).client.connection_pool.connection_kwargs["server"]
     server.connected = False
     try:
-        response = client.post("/cache/clear")
+        stats = client.get("/cache/stats")
+        health = client.get("/cache/health")
+        cleared = client.post("/cache/clear")
     finally:
         server.connected = True
-    assert response.status_code in (200, 503)
-    assert response.is_json
-    if response.status_code == 200:
-        assert response.get_json()["keys_deleted"] == 0
+    assert stats.status_code in (200, 503) and stats.is_json
+    assert health.status_code == 503 and health.is_json
+    assert_json_error(cleared, 503)
+    assert backend_of(app).ping()  # a successful probe closes the breaker the outage opened
+    assert len(backend_of(app).keys()) == 3

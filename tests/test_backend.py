@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
-from _servers import RedisServer
+from _servers import RedisServer, RedisServerFactory
 from _support import CacheFactory, CallCounter, wait_for
 
 from flask_fennec_cache import (
@@ -734,3 +735,132 @@ def test_connection_errors_from_the_client_never_escape(
     monkeypatch.setattr(fake_backend.client, "execute_command", boom)
     assert fake_backend.get("k", default=1) == 1
     assert fake_backend.set("k", 1) is False
+
+
+# ==================================================================================
+# URLs on real servers: unix sockets, passwords, database numbers
+# ==================================================================================
+
+
+def test_unix_socket_url(redis_server_factory: RedisServerFactory, tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    server = redis_server_factory(["--unixsocket", str(socket_path), "--unixsocketperm", "700"])
+    made = RedisCache(url=f"unix://{socket_path}", prefix="sock:")
+    try:
+        assert made.set("k", {"v": 1}) is True
+        assert made.get("k") == {"v": 1}
+        assert server.client().exists("sock:k") == 1
+        assert made.ping() is True
+    finally:
+        made.close()
+
+
+def test_password_and_database_in_the_url(redis_server_factory: RedisServerFactory) -> None:
+    server = redis_server_factory(["--requirepass", "s3cret"])
+    made = RedisCache(url=f"redis://:s3cret@127.0.0.1:{server.port}/3", prefix="auth:")
+    wrong = RedisCache(url=f"redis://:nope@127.0.0.1:{server.port}/3", prefix="auth:")
+    try:
+        assert made.set("k", 1) is True
+        assert server.client(db=3).exists("auth:k") == 1
+        assert server.client(db=0).exists("auth:k") == 0
+        assert "s3cret" not in repr(made)
+        assert wrong.get("k", default="d") == "d"  # refused, fail-open: a miss
+        assert wrong.ping() is False
+        assert wrong.health()["status"] == "unhealthy"
+    finally:
+        made.close()
+        wrong.close()
+
+
+# ==================================================================================
+# More contract: SCAN/UNLINK only, threads, exit flush, bounded ping
+# ==================================================================================
+
+
+def test_clear_uses_scan_and_unlink_never_keys_or_flush(
+    cache_factory: CacheFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = cache_factory(stats_flush_interval=QUIET)
+    made.set_many({f"k{i}": i for i in range(50)})
+    counter = CallCounter().install(made.client, monkeypatch)
+    assert made.clear() == 50
+    names = {name.upper() for name in counter.commands}
+    assert "SCAN" in names and "UNLINK" in names
+    assert not names & {"KEYS", "FLUSHDB", "FLUSHALL", "DEL"}
+
+
+def test_threads_sharing_one_cache_lose_no_counts(backend: RedisCache) -> None:
+    import threading
+
+    backend.set("k", 1)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(100):
+                assert backend.get("k") == 1
+                backend.get("missing")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    stats = backend.get_stats()
+    assert (stats["hits"], stats["misses"], stats["total_requests"]) == (800, 800, 1600)
+    assert stats["hit_rate"] == 50.0
+
+
+def test_pending_counts_are_flushed_at_interpreter_exit(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from flask_fennec_cache import RedisCache\n"
+        "c = RedisCache(sys.argv[1], prefix=sys.argv[2], stats_flush_interval=3600)\n"
+        "c.set('k', 1)\n"
+        "c.get('k')\n"
+        "c.get('missing')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, redis_server.url, prefix],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    reader = RedisCache(redis_server.url, prefix=prefix, stats_flush_interval=QUIET)
+    try:
+        stats = reader.get_stats()
+    finally:
+        reader.close()
+    assert (stats["hits"], stats["misses"], stats["sets"]) == (1, 1, 1)
+
+
+def test_ping_on_a_paused_server_returns_false(redis_server: RedisServer, prefix: str) -> None:
+    made = RedisCache(
+        redis_server.url, prefix=prefix, socket_timeout=0.1, connect_timeout=0.1,
+        stats_flush_interval=QUIET,
+    )  # fmt: skip
+    try:
+        assert made.ping() is True
+        redis_server.pause()
+        assert made.ping() is False
+        assert made.health()["status"] == "unhealthy"
+    finally:
+        redis_server.resume()
+        made.close()
+
+
+def test_url_is_accepted_as_a_keyword(memory_url: str) -> None:
+    made = RedisCache(url=memory_url, prefix="kw:")
+    try:
+        made.set("k", 1)
+        assert made.get("k") == 1
+        assert made.prefix == "kw:"
+    finally:
+        made.close()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from _servers import RedisServer
 from click.testing import Result
 from flask import Flask
@@ -204,6 +205,21 @@ def test_clear_yes_skips_the_question_and_keeps_stats(app: Flask, runner: FlaskC
     assert "Removed 0 keys." in run(runner, "clear", "-y").stdout
     backend.set("x", 1)
     assert "Removed 1 key." in run(runner, "clear", "-y", "x").stdout
+
+
+def test_clear_failing_midway_exits_1(
+    app: Flask, runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = backend_of(app)
+    fill(backend)
+
+    def broken_unlink(*keys: Any) -> int:
+        raise redis.ConnectionError("gone mid-walk")
+
+    monkeypatch.setattr(backend.client, "unlink", broken_unlink)
+    result = run(runner, "clear", "--yes")
+    assert result.exit_code == 1
+    assert "some matching keys may remain" in result.output
 
 
 def test_clear_bad_pattern_is_a_usage_error(runner: FlaskCliRunner) -> None:

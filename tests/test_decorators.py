@@ -494,7 +494,7 @@ def app_backend(app: Flask) -> RedisCache:
 
 
 def comparable_headers(response: Any) -> list[tuple[str, str]]:
-    return sorted((k, v) for k, v in response.headers.items() if k != "X-Cache")
+    return sorted((k, v) for k, v in response.headers.items() if k not in ("X-Cache", "Age"))
 
 
 View = Callable[..., Any]

@@ -6,20 +6,10 @@ served by ``/cache/stats`` add up across both worker processes.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,155 +17,25 @@ import pytest
 
 pytest.importorskip("gunicorn")
 
+from _gunicorn import ACCESS_LINE, DemoServer, running_demo  # noqa: E402
+
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "e2e-admin-token"
 DB_DELAY = 0.2
-BOOT_TIMEOUT = 15.0
-STOP_TIMEOUT = 10.0
 #: Each worker flushes its stats to Redis at least once a second.
 STATS_FLUSH_WAIT = 1.2
 STATS_KEYS = {"hits", "misses", "sets", "deletes", "total_requests", "hit_rate", "errors"}
-# The demo's access_log_format ends with '<pid> <ms>ms'.
-ACCESS_LINE = re.compile(r'"GET /users/\d+ HTTP/1\.\d" 200 .*<(\d+)> \d+ms')
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Reply:
-    """An HTTP answer: status, headers and decoded JSON body."""
-
-    status: int
-    headers: dict[str, str]
-    json: Any
-
-
-@dataclass
-class DemoServer:
-    """A gunicorn master running the demo, and where it logs."""
-
-    base_url: str
-    log_path: Path
-    process: subprocess.Popen[bytes]
-    returncode: int | None = field(default=None)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        payload: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> Reply:
-        """One request on a fresh connection (urllib sends ``Connection: close``)."""
-        data = None if payload is None else json.dumps(payload).encode()
-        all_headers = {"Connection": "close", **(headers or {})}
-        if data is not None:
-            all_headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(
-            self.base_url + path, data=data, method=method, headers=all_headers
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return Reply(resp.status, dict(resp.headers), json.loads(resp.read()))
-        except urllib.error.HTTPError as err:
-            with err:
-                return Reply(err.code, dict(err.headers), json.loads(err.read()))
-
-    def get(self, path: str) -> Reply:
-        """``GET path``."""
-        return self.request("GET", path)
-
-    def log(self) -> str:
-        """Everything gunicorn (master, workers, access log) wrote so far."""
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM the master, SIGKILL its process group if it hangs; return the exit code."""
-        if self.returncode is not None:
-            return self.returncode
-        proc = self.process
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Workers that outlived their master (they should not) go too: the group is ours.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.returncode = proc.returncode
-        return self.returncode
-
-
-def wait_until_ready(server: DemoServer) -> None:
-    """Poll ``/cache/health`` until it answers 200; fail with gunicorn's log otherwise."""
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while True:
-        if server.process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if server.get("/cache/health").status == 200:
-                return
-        except (OSError, ValueError):  # refused, reset, not yet JSON
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"gunicorn did not answer within {BOOT_TIMEOUT} s:\n{server.log()}")
-        time.sleep(0.1)
+USER_PATH = re.compile(r"/users/\d+")
 
 
 @pytest.fixture
 def demo_server(redis_server: Any, tmp_path: Path) -> Iterator[DemoServer]:
     """``gunicorn -c demo/gunicorn.conf.py "demo.app:create_app()"`` on a free port."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "FENNEC_DEMO_"))}
-    env.update(
-        {
-            "FLASK_FENNEC_CACHE_URL": str(redis_server.url),
-            "FLASK_FENNEC_CACHE_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}:",
-            "FLASK_FENNEC_CACHE_ADMIN_TOKEN": TOKEN,
-            "FLASK_DEMO_DB_DELAY": str(DB_DELAY),
-            "FLASK_DEMO_DB_PATH": str(tmp_path / "demo.sqlite3"),
-            "FENNEC_DEMO_BIND": f"127.0.0.1:{port}",
-            "FENNEC_DEMO_WORKERS": "2",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    log_path = tmp_path / "gunicorn.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "demo/gunicorn.conf.py",
-        "demo.app:create_app()",
-    ]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = DemoServer(f"http://127.0.0.1:{port}", log_path, process)
-    try:
-        wait_until_ready(server)
+    with running_demo(
+        str(redis_server.url), tmp_path, admin_token=TOKEN, db_delay=DB_DELAY, workers=2
+    ) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def stats_after_flush(server: DemoServer) -> dict[str, Any]:
@@ -188,10 +48,14 @@ def stats_after_flush(server: DemoServer) -> dict[str, Any]:
 
 
 def worker_pids(server: DemoServer, expected_lines: int) -> set[int]:
-    """Pids of the workers that served ``GET /users/..`` (from the access log)."""
+    """Pids of the workers that served ``GET /users/..`` with 200 (from the access log)."""
     deadline = time.monotonic() + 2.0
     while True:
-        matches = ACCESS_LINE.findall(server.log())
+        matches = [
+            pid
+            for path, status, pid in ACCESS_LINE.findall(server.log())
+            if status == "200" and USER_PATH.fullmatch(path)
+        ]
         if len(matches) >= expected_lines or time.monotonic() > deadline:
             return {int(pid) for pid in matches}
         time.sleep(0.05)

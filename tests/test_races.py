@@ -239,7 +239,8 @@ def test_no_stale_entry_survives_concurrent_writers(
     """Readers with a slow loader + write-through set/delete: nothing cached differs from the DB."""
     backend = real_caches()
     reader = library_readers(backend)[reader_name]
-    report = run_race(backend, db, reader, RACE_SECONDS, seed=100 + LIBRARY_READERS.index(reader_name))
+    seed = 100 + LIBRARY_READERS.index(reader_name)
+    report = run_race(backend, db, reader, RACE_SECONDS, seed=seed)
     with capsys.disabled():
         print("\n" + report.line(reader_name))
     assert report.windows > 0, "the harness never opened the race window: nothing was tested"

@@ -1,0 +1,217 @@
+"""Redis Cluster and Sentinel specifics, kept out of the backend.
+
+The backend talks to one client object whatever the topology; this module supplies:
+
+- :class:`ClusterClient`, the client for ``redis+cluster://`` URLs: a redis-py
+  :class:`~redis.cluster.RedisCluster` built on first use (so an application starts even while
+  the cluster is unreachable, as it does with a standalone Redis), whose cluster-level failures
+  (:class:`~redis.exceptions.RedisClusterException`, which is *not* a ``RedisError``) are raised
+  as :class:`ClusterUnavailable`, a ``redis.ConnectionError``, so fail-open and the circuit
+  breaker treat them like any other outage;
+- :class:`ReplicaReads`, the client for ``redis+sentinel://...?read_from_replicas=true``: writes
+  and scripts go to the master, plain reads (GET, MGET, TTL, PTTL) to a replica;
+- the multi-key helpers the backend needs on a cluster: :func:`mget` (one MGET per slot,
+  pipelined: one round trip per node) and :func:`scan_targets` (every primary, for SCAN).
+
+Routing, slot maps, MOVED/ASK redirections and failover discovery stay redis-py's job.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, cast
+
+import redis
+from redis._parsers.encoders import Encoder
+from redis.cluster import RedisCluster
+from redis.commands.core import Script
+from redis.exceptions import (
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
+    RedisClusterException,
+)
+
+from ._forksafe import reset_after_fork
+
+__all__ = [
+    "REPLICA_READ_COMMANDS",
+    "ClusterClient",
+    "ClusterUnavailable",
+    "ReplicaReads",
+    "is_cluster",
+    "mget",
+    "scan_targets",
+]
+
+#: Commands :class:`ReplicaReads` sends to a replica; everything else goes to the master.
+REPLICA_READ_COMMANDS = frozenset({"GET", "MGET", "TTL", "PTTL"})
+
+# Misuse of the cluster API (not an outage): let these surface as the programming errors they are.
+_PROGRAMMING_ERRORS = (CrossSlotTransactionError, InvalidPipelineStack)
+
+
+class ClusterUnavailable(redis.ConnectionError):
+    """The cluster (or the part of it owning a slot) could not be reached or has no slot map."""
+
+
+def _translate(exc: RedisClusterException) -> ClusterUnavailable:
+    return ClusterUnavailable(f"{type(exc).__name__}: {exc}")
+
+
+class ClusterClient:
+    """A :class:`~redis.cluster.RedisCluster` built on first use, with outages as RedisErrors.
+
+    Every command method of ``RedisCluster`` is available on this object (``get``, ``set``,
+    ``mget_nonatomic``, ``unlink``, ``pipeline``, ``scan``, ``ping``, ...). The cluster itself
+    is :attr:`cluster`. A failed build (no seed node reachable) is retried on the next command.
+    """
+
+    #: There is no single connection pool on a cluster; code that needs one (the near cache)
+    #: sees None and turns itself off.
+    connection_pool: ClassVar[None] = None
+
+    def __init__(self, build: Callable[[], RedisCluster], description: str = "cluster") -> None:
+        self._build = build
+        self._description = description
+        self._cluster: RedisCluster | None = None
+        self._lock = threading.Lock()
+        reset_after_fork(self)
+
+    def __repr__(self) -> str:
+        state = "connected" if self._cluster is not None else "not yet connected"
+        return f"<ClusterClient {self._description} ({state})>"
+
+    @property
+    def cluster(self) -> RedisCluster:
+        """The redis-py cluster client, discovering the slot map now if not done yet."""
+        cluster = self._cluster
+        if cluster is not None:
+            return cluster
+        with self._lock:
+            if self._cluster is None:
+                try:
+                    self._cluster = self._build()
+                except RedisClusterException as exc:
+                    raise ClusterUnavailable(
+                        f"{self._description}: no seed node answered: {exc}"
+                    ) from exc
+            return self._cluster
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return getattr(self.cluster, name)(*args, **kwargs)
+            except _PROGRAMMING_ERRORS:
+                raise
+            except RedisClusterException as exc:
+                raise _translate(exc) from exc
+
+        call.__name__ = name
+        return call
+
+    def pipeline(self, transaction: bool | None = None, shard_hint: Any = None) -> Any:
+        """A cluster pipeline (commands grouped per node: one round trip per node)."""
+        cluster: Any = self.cluster
+        return _GuardedPipeline(cluster.pipeline(transaction, shard_hint))
+
+    def register_script(self, script: str) -> Script:
+        """A Lua script object that runs through this client (without connecting yet)."""
+        return Script(self, script)  # type: ignore[arg-type]
+
+    def get_encoder(self) -> Encoder:
+        """The encoder redis-py's cluster uses with its default options (for :class:`Script`)."""
+        encoder: Any = Encoder
+        return cast(Encoder, encoder("utf-8", "strict", False))
+
+    def primary_clients(self) -> list[redis.Redis]:
+        """A client of every primary node, as currently known."""
+        cluster: Any = self.cluster
+        return [cluster.get_redis_connection(node) for node in cluster.get_primaries()]
+
+    def close(self) -> None:
+        """Close every node's connections (a later command reconnects)."""
+        with self._lock:
+            cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster.close()
+
+    def _after_fork(self) -> None:
+        # redis-py's node pools reconnect by themselves in a child; only the lock is ours.
+        self._lock = threading.Lock()
+
+
+class _GuardedPipeline:
+    """A cluster pipeline whose ``execute`` raises outages as :class:`ClusterUnavailable`."""
+
+    def __init__(self, pipe: Any) -> None:
+        self._pipe = pipe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+    def __enter__(self) -> _GuardedPipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pipe.reset()
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        try:
+            result: list[Any] = self._pipe.execute(raise_on_error)
+        except _PROGRAMMING_ERRORS:
+            raise
+        except RedisClusterException as exc:
+            raise _translate(exc) from exc
+        return result
+
+
+class ReplicaReads(redis.Redis):
+    """A master client (from Sentinel's ``master_for``) that sends plain reads to a replica.
+
+    Only single commands named in :data:`REPLICA_READ_COMMANDS` go to :attr:`replica`;
+    pipelines, scripts, SCAN and every write stay on the master. A replica that cannot be
+    reached (none left, or it is being reconfigured) falls back to the master for that command.
+    Reads may be stale by the replication lag: a value just written may still be a miss.
+    """
+
+    replica: redis.Redis | None = None
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        replica: Any = self.replica
+        if replica is not None and args and str(args[0]).upper() in REPLICA_READ_COMMANDS:
+            try:
+                return replica.execute_command(*args, **options)
+            except (redis.ConnectionError, redis.TimeoutError):
+                pass
+        master: Any = super()
+        return master.execute_command(*args, **options)
+
+    def close(self) -> None:
+        if self.replica is not None:
+            self.replica.close()
+        super().close()
+
+
+def is_cluster(client: object) -> bool:
+    """Whether *client* is a :class:`ClusterClient`."""
+    return isinstance(client, ClusterClient)
+
+
+def mget(client: Any, keys: Sequence[str]) -> list[Any]:
+    """The values of *keys* in order: one MGET, or on a cluster one MGET per slot pipelined
+    (one round trip per node, not atomic across slots)."""
+    if isinstance(client, ClusterClient):
+        values: list[Any] = client.mget_nonatomic(list(keys))
+        return values
+    return list(client.mget(list(keys)))
+
+
+def scan_targets(client: Any) -> list[Any]:
+    """The clients to SCAN to see every key: each primary of a cluster, else *client* itself."""
+    if isinstance(client, ClusterClient):
+        return list(client.primary_clients())
+    return [client]

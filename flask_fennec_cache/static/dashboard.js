@@ -1,0 +1,274 @@
+// fennec-cache dashboard: polls stats, health and metrics (relative URLs, so it works under any
+// mount point) and draws what changed. No dependencies, no build step.
+"use strict";
+
+(function () {
+  const params = new URLSearchParams(window.location.search);
+  const POLL_MS = Math.max(250, Number(params.get("interval")) || 1000);
+  const HISTORY_MS = 5 * 60 * 1000; // the charts' span
+  const WINDOW_MS = 10 * 1000; // "current" hit rate and latency percentiles
+  const samples = []; // {t, stats, histogram}
+
+  const $ = (id) => document.getElementById(id);
+  const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+  function setText(id, text) {
+    const node = $(id);
+    if (node && node.textContent !== text) node.textContent = text;
+  }
+
+  function fmt(value, digits) {
+    if (value === null || value === undefined || !Number.isFinite(value)) return "–";
+    return value.toLocaleString("en-US", {
+      minimumFractionDigits: digits, maximumFractionDigits: digits,
+    });
+  }
+
+  function fmtMs(seconds) {
+    if (seconds === null) return "–";
+    const ms = seconds * 1000;
+    return ms < 10 ? `${fmt(ms, 2)} ms` : `${fmt(ms, 0)} ms`;
+  }
+
+  // -- the Prometheus text format (only what our endpoint writes) ---------------------------
+
+  function parseMetrics(text) {
+    const samplesByName = {};
+    for (const line of text.split("\n")) {
+      if (!line || line.startsWith("#")) continue;
+      const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line);
+      if (!match) continue;
+      const labels = {};
+      for (const pair of (match[2] || "").split(",")) {
+        const eq = pair.indexOf("=");
+        if (eq > 0) labels[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim().replace(/^"|"$/g, "");
+      }
+      const value = match[3] === "+Inf" ? Infinity : Number(match[3]);
+      (samplesByName[match[1]] = samplesByName[match[1]] || []).push({ labels, value });
+    }
+    return samplesByName;
+  }
+
+  function histogramFrom(metrics) {
+    const buckets = (metrics.fennec_cache_operation_duration_seconds_bucket || [])
+      .map((s) => [s.labels.le === "+Inf" ? Infinity : Number(s.labels.le), s.value])
+      .sort((a, b) => a[0] - b[0]);
+    const count = (metrics.fennec_cache_operation_duration_seconds_count || [{ value: 0 }])[0].value;
+    return { buckets, count };
+  }
+
+  function histogramDelta(newer, older) {
+    if (!older || newer.count < older.count) return newer; // first sample, or counters reset
+    const before = new Map(older.buckets);
+    return {
+      buckets: newer.buckets.map(([le, c]) => [le, c - (before.get(le) || 0)]),
+      count: newer.count - older.count,
+    };
+  }
+
+  // Same estimate as Prometheus' histogram_quantile: linear inside the bucket.
+  function quantile(histogram, q) {
+    if (!histogram.count) return null;
+    const rank = q * histogram.count;
+    let lower = 0;
+    let below = 0;
+    for (const [bound, cumulative] of histogram.buckets) {
+      if (cumulative >= rank && cumulative > below) {
+        if (!Number.isFinite(bound)) return lower;
+        return lower + ((bound - lower) * (rank - below)) / (cumulative - below);
+      }
+      lower = bound;
+      below = cumulative;
+    }
+    return lower;
+  }
+
+  // -- rates between samples ------------------------------------------------------------------
+
+  function delta(newer, older, field) {
+    const d = newer.stats[field] - older.stats[field];
+    return d >= 0 ? d : newer.stats[field]; // a reset (POST clear) restarts the counters
+  }
+
+  function sampleAgo(ms) {
+    const newest = samples[samples.length - 1];
+    for (let i = samples.length - 2; i >= 0; i -= 1) {
+      if (newest.t - samples[i].t >= ms) return samples[i];
+    }
+    return samples.length > 1 ? samples[0] : null;
+  }
+
+  function rates(newer, older) {
+    const seconds = (newer.t - older.t) / 1000;
+    const reads = delta(newer, older, "hits") + delta(newer, older, "misses");
+    const hits = delta(newer, older, "hits");
+    return {
+      reads: reads / seconds,
+      writes: delta(newer, older, "sets") / seconds,
+      deletes: delta(newer, older, "deletes") / seconds,
+      errors: delta(newer, older, "errors") / seconds,
+      hitRate: reads ? (100 * hits) / reads : null,
+    };
+  }
+
+  // -- rendering ------------------------------------------------------------------------------
+
+  function renderHealth(health) {
+    const badge = $("health");
+    const status = health ? health.status : "unreachable";
+    badge.className = `badge ${status}`;
+    setText("health-status", status);
+    setText("breaker", health && health.breaker ? health.breaker : "–");
+    setText("ping-ms", health && Number.isFinite(health.latency_ms) ? `${fmt(health.latency_ms, 2)} ms` : "–");
+    badge.title = health && health.error ? health.error : "GET health";
+    setText("backend-url", health && health.url ? health.url : "");
+  }
+
+  function renderNumbers() {
+    const newest = samples[samples.length - 1];
+    const stats = newest.stats;
+    setText("total-requests", fmt(stats.total_requests, 0));
+    setText("hit-rate-total", `${fmt(stats.hit_rate, 2)} %`);
+    setText("errors", fmt(stats.errors, 0));
+    setText("stale-hits", fmt(stats.stale_hits || 0, 0));
+    setText("lock-waits", fmt(stats.lock_waits || 0, 0));
+    setText("round-trips", fmt(newest.histogram.count, 0));
+    setText("shared-note", stats.shared === false ? "(Redis unreachable: this process only)" : "");
+
+    const previous = samples.length > 1 ? samples[samples.length - 2] : null;
+    const windowStart = sampleAgo(WINDOW_MS);
+    if (previous) {
+      const now = rates(newest, previous);
+      setText("ops", fmt(now.reads + now.writes + now.deletes, 1));
+      setText("reads-per-s", fmt(now.reads, 1));
+      setText("writes-per-s", fmt(now.writes, 1));
+      setText("deletes-per-s", fmt(now.deletes, 1));
+      setText("errors-per-s", fmt(now.errors, 1));
+      $("errors-card").classList.toggle("failing", now.errors > 0);
+    }
+    if (windowStart) {
+      const span = rates(newest, windowStart);
+      const seconds = Math.round((newest.t - windowStart.t) / 1000);
+      setText("window-label", `last ${seconds} s`);
+      setText("hit-rate", span.hitRate === null ? "no reads" : `${fmt(span.hitRate, 1)} %`);
+    }
+    let latency = histogramDelta(newest.histogram, windowStart ? windowStart.histogram : null);
+    let label = "last 10 s";
+    if (!latency.count) {
+      latency = newest.histogram;
+      label = "all time";
+    }
+    setText("latency-label", label);
+    setText("p50", fmtMs(quantile(latency, 0.5)));
+    setText("p90", fmtMs(quantile(latency, 0.9)));
+    setText("p99", fmtMs(quantile(latency, 0.99)));
+  }
+
+  function drawChart(canvas, series, options) {
+    const ratio = window.devicePixelRatio || 1;
+    const width = canvas.clientWidth || canvas.width;
+    const height = canvas.clientHeight || canvas.height;
+    if (canvas.width !== Math.round(width * ratio)) canvas.width = Math.round(width * ratio);
+    if (canvas.height !== Math.round(height * ratio)) canvas.height = Math.round(height * ratio);
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+
+    const left = 36;
+    const bottom = height - 18;
+    const now = performance.now();
+    const values = series.flatMap((s) => s.points.map((p) => p[1])).filter((v) => v !== null);
+    const max = options.max || Math.max(1, ...values) * 1.15;
+    const x = (t) => left + ((width - left - 4) * (t - (now - HISTORY_MS))) / HISTORY_MS;
+    const y = (v) => 6 + (bottom - 6) * (1 - v / max);
+
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillStyle = css("--muted");
+    ctx.strokeStyle = css("--line");
+    ctx.lineWidth = 1;
+    for (let i = 0; i <= 4; i += 1) {
+      const v = (max * i) / 4;
+      ctx.beginPath();
+      ctx.moveTo(left, y(v));
+      ctx.lineTo(width - 4, y(v));
+      ctx.stroke();
+      ctx.fillText(v >= 10 || v === 0 ? fmt(v, 0) : fmt(v, 1), 2, y(v) + 4);
+    }
+    ctx.fillText("-5 min", left, height - 4);
+    ctx.fillText("now", width - 26, height - 4);
+
+    for (const s of series) {
+      ctx.strokeStyle = css(s.color);
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      let drawing = false;
+      for (const [t, v] of s.points) {
+        if (v === null) {
+          drawing = false;
+          continue;
+        }
+        if (drawing) ctx.lineTo(x(t), y(v));
+        else ctx.moveTo(x(t), y(v));
+        drawing = true;
+      }
+      ctx.stroke();
+    }
+  }
+
+  function renderCharts() {
+    const hitRate = [];
+    const reads = [];
+    const writes = [];
+    const errors = [];
+    for (let i = 1; i < samples.length; i += 1) {
+      const r = rates(samples[i], samples[i - 1]);
+      const t = samples[i].t;
+      hitRate.push([t, r.hitRate]);
+      reads.push([t, r.reads]);
+      writes.push([t, r.writes + r.deletes]);
+      errors.push([t, r.errors]);
+    }
+    drawChart($("hit-rate-chart"), [{ points: hitRate, color: "--good" }], { max: 100 });
+    drawChart($("ops-chart"), [
+      { points: reads, color: "--reads" },
+      { points: writes, color: "--writes" },
+      { points: errors, color: "--bad" },
+    ], {});
+  }
+
+  // -- polling --------------------------------------------------------------------------------
+
+  async function getJSON(url) {
+    const response = await fetch(url, { cache: "no-store", headers: { Accept: "application/json" } });
+    return response.json(); // health answers 503 with a JSON body when unhealthy
+  }
+
+  async function getText(url) {
+    const response = await fetch(url, { cache: "no-store" });
+    return response.text();
+  }
+
+  async function tick() {
+    try {
+      const [stats, health, metricsText] = await Promise.all([
+        getJSON("stats"), getJSON("health"), getText("metrics"),
+      ]);
+      renderHealth(health);
+      samples.push({ t: performance.now(), stats, histogram: histogramFrom(parseMetrics(metricsText)) });
+      while (samples.length > 2 && samples[samples.length - 1].t - samples[0].t > HISTORY_MS) {
+        samples.shift();
+      }
+      renderNumbers();
+      renderCharts();
+      setText("updated", new Date().toLocaleTimeString());
+    } catch (error) {
+      renderHealth(null); // the app itself did not answer
+      $("health").title = String(error);
+    } finally {
+      window.setTimeout(tick, POLL_MS);
+    }
+  }
+
+  setText("interval", fmt(POLL_MS / 1000, POLL_MS % 1000 ? 2 : 0));
+  tick();
+})();

@@ -1,0 +1,459 @@
+"""RedisCache on a real Redis Cluster (3 masters + 3 replicas, password-protected).
+
+1. The contract suites (test_backend, test_strategies, test_loading, test_locks), collected
+   again here with their ``cache_factory``/``real_caches`` fixture pointing at the cluster.
+2. Cluster specifics: multi-key operations across slots and nodes, one round trip per node,
+   clear/keys on every master, the library's own keys sharing one hash tag, replica reads,
+   and a cluster that is unreachable at start-up.
+3. Failover: a master SIGKILLed under load, with threads calling ``@cache`` functions and
+   with the demo under gunicorn: zero exceptions and zero 5xx, writes succeed again once the
+   replica is promoted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import test_backend
+import test_loading
+import test_locks
+import test_strategies
+from _gunicorn import LoadGenerator, running_demo
+from _support import CacheFactory, Factory, wait_for
+from _topology import RedisClusterTopology
+from redis.cluster import key_slot
+
+from flask_fennec_cache import RedisCache, cache
+from flask_fennec_cache._topology import ClusterClient
+
+pytestmark = pytest.mark.real
+
+QUIET = 3600.0
+#: Deadline (never a speed requirement) for writes to succeed again after a master dies.
+PROMOTION_TIMEOUT = 15.0
+
+
+def report(line: str) -> None:
+    print(f"\n[cluster] {line}")
+
+
+# ==================================================================================
+# 1. The contract suites, against the cluster
+# ==================================================================================
+
+
+@pytest.fixture
+def cache_factory(cluster_caches: CacheFactory) -> CacheFactory:
+    """Overrides conftest's fake/real parametrisation: every re-collected test runs on the
+    cluster."""
+    return cluster_caches
+
+
+@pytest.fixture
+def real_caches(cluster_caches: CacheFactory) -> CacheFactory:
+    return cluster_caches
+
+
+#: Contract tests that do not apply to a cluster, and why. Besides these, tests that count
+#: commands with CallCounter (which wraps a redis.Redis client's execute_command/pipeline; a
+#: cluster client routes per node) are left out: round trips per node are checked below.
+NOT_ON_A_CLUSTER = {
+    # Spawned processes rebuild the cache from a plain URL in the test; they run on one server.
+    "test_lease_waiter_in_another_process_reports_hit",
+    "test_processes_and_threads_one_cold_key_one_load",
+    "test_holder_killed_mid_load_a_waiter_takes_over",
+}
+
+#: Fixtures that tie a test to one standalone server (or to fakeredis): not re-collected.
+_STANDALONE_FIXTURES = {
+    "redis_server", "redis_server_session", "redis_server_factory", "fake_backend",
+    "memory_url", "fake_down", "dead_backend", "down_backend", "killed", "paused_backend",
+}  # fmt: skip
+
+
+def _contract_tests() -> dict[str, Any]:
+    """``test_<module>__<name>``: the tests of the contract modules that only need a cache
+    factory, plus every fixture those modules define (so the tests find them here)."""
+    collected: dict[str, Any] = {}
+    for module in (test_backend, test_strategies, test_loading, test_locks):
+        short = module.__name__.removeprefix("test_")
+        for name, obj in vars(module).items():
+            if getattr(obj, "_fixture_function_marker", None) is not None or type(
+                obj
+            ).__name__ == "FixtureFunctionDefinition":
+                if name not in {"cache_factory", "real_caches", "backend"}:
+                    collected.setdefault(name, obj)
+                continue
+            if not name.startswith("test_") or not inspect.isfunction(obj):
+                continue
+            if name in NOT_ON_A_CLUSTER or _counts_commands(obj):
+                continue
+            wanted = set(inspect.signature(obj).parameters)
+            if wanted & _STANDALONE_FIXTURES:
+                continue
+            if not wanted & {"backend", "cache_factory", "real_caches"}:
+                continue
+            collected[f"test_{short}__{name.removeprefix('test_')}"] = obj
+    return collected
+
+
+def _counts_commands(test: Any) -> bool:
+    source = inspect.getsource(test)
+    return "CallCounter" in source or "_count_client_calls" in source
+
+
+globals().update(_contract_tests())
+
+
+# ==================================================================================
+# 2. Cluster specifics
+# ==================================================================================
+
+
+def keys_on_every_master(cluster: RedisClusterTopology, count: int = 60) -> list[str]:
+    """*count* relative keys whose slots cover every master."""
+    keys = [f"item:{i}" for i in range(count)]
+    return keys
+
+
+def masters_of(cluster: RedisClusterTopology, prefix: str, keys: list[str]) -> set[int]:
+    return {cluster.master_of_slot(key_slot((prefix + k).encode())).port for k in keys}
+
+
+def test_cluster_url_gives_a_cluster_client(cluster_caches: CacheFactory) -> None:
+    made = cluster_caches()
+    assert isinstance(made.client, ClusterClient)
+    assert made.ping() is True
+    health = made.health()
+    assert health["status"] == "healthy"
+    assert "cluster-secret" not in repr(made) and "cluster-secret" not in health["url"]
+
+
+def test_get_many_and_set_many_span_every_master(
+    redis_cluster: RedisClusterTopology, cluster_caches: CacheFactory
+) -> None:
+    made = cluster_caches()
+    keys = keys_on_every_master(redis_cluster)
+    assert masters_of(redis_cluster, made.prefix, keys) == {
+        s.port for s in redis_cluster.master_servers()
+    }
+    mapping = {key: {"n": i} for i, key in enumerate(keys)}
+    assert made.set_many(mapping, ttl=60) is True
+    assert made.get_many([*keys, "absent:1", "absent:2"]) == mapping
+    assert 0 < made.ttl(keys[0]) <= 60  # type: ignore[operator]
+    # Each value really is on the master owning its slot.
+    for key in keys[:10]:
+        owner = redis_cluster.master_of_slot(key_slot((made.prefix + key).encode()))
+        assert owner.cli("EXISTS", made.prefix + key) == "1"
+
+
+def test_multi_key_operations_take_one_round_trip_per_node(
+    redis_cluster: RedisClusterTopology, cluster_caches: CacheFactory
+) -> None:
+    made = cluster_caches(stats_flush_interval=QUIET)
+    keys = keys_on_every_master(redis_cluster)
+    made.set_many({key: 1 for key in keys})
+    masters = redis_cluster.master_servers()
+    before = {s.port: _calls(s) for s in masters}
+    made.get_many(keys)
+    after = {s.port: _calls(s) for s in masters}
+    # MGETs are per slot, but each node receives them in one pipelined write: count the
+    # per-node network reads instead (commands are sent together, answers read together).
+    assert all(after[p]["mget"] > before[p]["mget"] for p in before), (before, after)
+    assert sum(after[p]["mget"] - before[p]["mget"] for p in before) == len(
+        {key_slot((made.prefix + k).encode()) for k in keys}
+    )
+
+
+def _calls(server: Any) -> dict[str, int]:
+    stats = server.cli("INFO", "commandstats")
+    found = {"mget": 0, "set": 0}
+    for line in stats.splitlines():
+        name, _, rest = line.partition(":")
+        command = name.removeprefix("cmdstat_")
+        if command in found:
+            found[command] = int(rest.split(",")[0].split("=")[1])
+    return found
+
+
+def test_one_pipeline_per_node_for_get_many(
+    cluster_caches: CacheFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py's cluster pipeline writes every node's commands, then reads every answer:
+    one round trip per node, not one per key or per slot."""
+    made = cluster_caches(stats_flush_interval=QUIET)
+    keys = [f"rt:{i}" for i in range(40)]
+    made.set_many({key: i for i, key in enumerate(keys)})
+    from redis.cluster import NodeCommands
+
+    writes: list[int] = []
+    original = NodeCommands.write
+
+    def counting_write(self: Any) -> None:
+        writes.append(len(self.commands))
+        original(self)
+
+    monkeypatch.setattr(NodeCommands, "write", counting_write)
+    assert len(made.get_many(keys)) == len(keys)
+    assert len(writes) == 3, writes  # one batch per master, each holding many slots' MGETs
+    assert sum(writes) == len({key_slot((made.prefix + k).encode()) for k in keys})
+
+
+def test_clear_and_keys_reach_every_master(
+    redis_cluster: RedisClusterTopology, cluster_caches: CacheFactory
+) -> None:
+    made = cluster_caches()
+    other = cluster_caches(prefix=made.prefix + "other:")
+    keys = keys_on_every_master(redis_cluster, 300)
+    made.set_many({key: 1 for key in keys})
+    made.set_many({f"keep:{i}": 1 for i in range(20)})
+    other.set_many({f"item:{i}": 1 for i in range(20)})
+    made.get_stats()  # the stats hash exists and must survive clear()
+    assert sorted(made.keys("item:*", limit=10_000)) == sorted(keys)
+    assert made.clear("item:*") == 300
+    assert made.get_many(keys) == {}
+    assert len(made.keys(limit=10_000)) == 20 + 20  # keep:* and other's keys (under our prefix)
+    assert made.clear() == 40
+    assert other.get_many([f"item:{i}" for i in range(20)]) == {}
+    assert made.get_stats()["shared"] is True
+
+
+def test_delete_across_slots(cluster_caches: CacheFactory) -> None:
+    made = cluster_caches()
+    made.set_many({f"d:{i}": i for i in range(30)})
+    assert made.delete(*[f"d:{i}" for i in range(30)], "d:absent") == 30
+
+
+def test_library_keys_updated_together_share_one_slot(cluster_caches: CacheFactory) -> None:
+    made = cluster_caches()
+    tag_keys = [made._tag_key(tag) for tag in ("users", "orders", "tenant:7", "x" * 40)]
+    assert len({key_slot(k.encode()) for k in tag_keys}) == 1
+    # TAG_VERSIONS touches several tag keys in one script: it must run without CROSSSLOT.
+    versions = made.tag_versions(["users", "orders", "tenant:7"], create=True)
+    assert versions is not None and set(versions) == {"users", "orders", "tenant:7"}
+
+
+def test_tagged_entries_across_slots_are_invalidated(cluster_caches: CacheFactory) -> None:
+    made = cluster_caches()
+    calls: list[int] = []
+
+    @cache(ttl=60, backend=made, tags=("users",), key="user:{user_id}")
+    def load(user_id: int) -> dict[str, int]:
+        calls.append(user_id)
+        return {"id": user_id, "v": len(calls)}
+
+    for user_id in range(12):  # keys in many slots, tag keys in one other slot
+        load(user_id)
+        load(user_id)
+    assert len(calls) == 12
+    assert made.invalidate_tags("users") is True
+    for user_id in range(12):
+        assert load(user_id)["v"] > 12
+    assert len(calls) == 24
+
+
+def test_stats_are_shared_on_a_cluster(cluster_caches: CacheFactory) -> None:
+    one = cluster_caches(stats_flush_interval=QUIET)
+    two = cluster_caches(stats_flush_interval=QUIET)
+    one.set("a", 1)
+    one.get("a")
+    two.get("a")
+    two.get("missing")
+    stats = two.get_stats()
+    assert stats["shared"] is True
+    assert (stats["hits"], stats["misses"], stats["sets"]) == (2, 1, 1)
+    one.reset_stats()
+    assert two.get_stats()["total_requests"] == 0
+
+
+def test_read_from_replicas_reads_and_writes(
+    redis_cluster: RedisClusterTopology, prefix: str
+) -> None:
+    url = redis_cluster.url + "?read_from_replicas=true"
+    made = RedisCache(url, prefix=prefix)
+    try:
+        assert made.set("r", {"x": 1}) is True
+        # Replication is asynchronous: the replica catches up within moments.
+        assert wait_for(lambda: made.get("r") == {"x": 1}, timeout=5.0)
+        assert made.clear() == 1
+    finally:
+        made.close()
+
+
+def test_unreachable_cluster_at_start_fails_open(prefix: str) -> None:
+    from _servers import find_free_port
+
+    url = f"redis+cluster://127.0.0.1:{find_free_port()},127.0.0.1:{find_free_port()}/"
+    made = RedisCache(url, prefix=prefix, stats_flush_interval=QUIET)  # does not connect yet
+    try:
+        assert made.get("k", default="d") == "d"
+        assert made.set("k", 1) is False
+        assert made.get_many(["a", "b"]) == {}
+        assert made.clear() == 0
+        assert made.ping() is False
+        assert "ClusterUnavailable" in made.health()["error"]
+        assert made.get_stats()["errors"] >= 1
+    finally:
+        made.close()
+
+
+def test_unreachable_cluster_fails_closed_with_cache_unavailable(prefix: str) -> None:
+    from _servers import find_free_port
+
+    from flask_fennec_cache import CacheUnavailable
+
+    made = RedisCache(f"redis+cluster://127.0.0.1:{find_free_port()}/", prefix=prefix,
+                      fail_open=False, stats_flush_interval=QUIET)  # fmt: skip
+    try:
+        with pytest.raises(CacheUnavailable, match="ClusterUnavailable"):
+            made.get("k")
+    finally:
+        made.close()
+
+
+# ==================================================================================
+# 3. Failover: a master dies under load
+# ==================================================================================
+
+
+@pytest.fixture
+def heal_after(redis_cluster: RedisClusterTopology) -> Iterator[RedisClusterTopology]:
+    """The cluster, healed at teardown (the killed node rejoins as a replica)."""
+    yield redis_cluster
+    redis_cluster.heal()
+
+
+def test_master_killed_under_load_threads(heal_after: RedisClusterTopology, prefix: str) -> None:
+    cluster = heal_after
+    made = RedisCache(cluster.url, prefix=prefix, stats_flush_interval=0.2)
+    loads: list[int] = []
+    loads_lock = threading.Lock()
+
+    @cache(ttl=60, backend=made, key="item:{n}")
+    def item(n: int) -> dict[str, int]:
+        with loads_lock:
+            loads.append(n)
+        return {"n": n}
+
+    errors: list[BaseException] = []
+    answers = 0
+    stop = threading.Event()
+    count_lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        nonlocal answers
+        turn = index
+        while not stop.is_set():
+            n = turn % 50
+            turn += 1
+            try:
+                assert item(n) == {"n": n}
+                if turn % 7 == 0:
+                    item.invalidate(n)
+            except BaseException as exc:  # any exception at all is a failure here
+                errors.append(exc)
+            with count_lock:
+                answers += 1
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(6)]
+    victim_key = "item:0"
+    victim = cluster.master_of_slot(key_slot((prefix + victim_key).encode()))
+    try:
+        for thread in threads:
+            thread.start()
+        assert wait_for(lambda: answers > 300, timeout=10.0)
+        killed = time.monotonic()
+        victim.kill()
+        # Writes to the dead master's slots fail (fail-open) until its replica is promoted.
+        promoted = _wait_for_writes(made, victim_key, killed)
+        time.sleep(0.5)  # keep the load on a little after the promotion
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    stats = made.get_stats()
+    made.close()
+    report(
+        f"threads: master killed under load; writes to its slots succeeded again "
+        f"{promoted - killed:.2f} s later; {answers} answers, {len(errors)} exceptions, "
+        f"{stats['errors']} errors counted, loads={len(loads)}"
+    )
+    assert errors == [], errors[:3]
+    assert stats["errors"] > 0, "the failover's errors were not counted"
+
+
+def _wait_for_writes(made: RedisCache, key: str, since: float) -> float:
+    """Poll (bounded) until a write to *key*'s slot succeeds and reads back; the time then."""
+
+    def writable() -> bool:
+        return made.set(key + ":probe", since) is True and made.get(key + ":probe") == since
+
+    assert wait_for(writable, timeout=PROMOTION_TIMEOUT, step=0.05), (
+        f"writes did not succeed within {PROMOTION_TIMEOUT} s of the master's death"
+    )
+    return time.monotonic()
+
+
+@pytest.mark.e2e
+def test_master_killed_under_load_demo_under_gunicorn(
+    heal_after: RedisClusterTopology, tmp_path: Path, prefix: str
+) -> None:
+    cluster = heal_after
+    paths = [f"/users/{n}" for n in (1, 2, 3)]
+    with (
+        running_demo(cluster.url, tmp_path, prefix=prefix, db_delay=0.01, workers=2) as demo,
+        LoadGenerator(demo, paths, threads=8) as load,
+    ):
+        started = time.monotonic()
+        assert load.wait_for_hits(started, count=20) is not None, "the cache never hit"
+        # Kill the master holding user:1.
+        victim = cluster.master_of_slot(key_slot(f"{prefix}user:1".encode()))
+        killed = time.monotonic()
+        victim.kill()
+
+        def written_again() -> bool:
+            reply = demo.request(
+                "POST", "/users", {"id": 9, "name": "Nine", "email": "nine@example.com"}
+            )
+            assert reply.status in (200, 201), reply
+            return bool(demo.get("/users/9").json.get("cached"))
+
+        assert wait_for(written_again, timeout=PROMOTION_TIMEOUT, step=0.1), (
+            "the cache did not accept writes again after the promotion"
+        )
+        recovered = time.monotonic()
+        time.sleep(0.5)
+        load.stop()
+        log = demo.log()
+    everything = load.window()
+    report(
+        f"gunicorn (2 workers, 8 client threads): writes cached again "
+        f"{recovered - killed:.2f} s after the kill; before {load.window(started, killed).summary()}"
+        f"; failover {load.window(killed, recovered).summary()}"
+    )
+    assert everything.server_errors == 0, everything.failures[:5]
+    assert everything.failures == [], everything.failures[:5]
+    assert "Traceback" not in log, log[-5000:]
+
+
+def test_factory_kind_is_cluster(cluster_caches: CacheFactory) -> None:
+    assert isinstance(cluster_caches, Factory) and cluster_caches.kind == "cluster"
+    assert cluster_caches.url.startswith("redis+cluster://")
+
+
+def test_plain_client_sees_what_the_cache_wrote(
+    redis_cluster: RedisClusterTopology, cluster_caches: CacheFactory
+) -> None:
+    made = cluster_caches()
+    made.set("visible", "yes")
+    raw = redis_cluster.cluster_client()
+    assert raw.get(made.prefix + "visible") is not None
+    with pytest.raises(redis.RedisError):
+        raw.mget(made.prefix + "a", made.prefix + "b")  # cross-slot: why mget_nonatomic

@@ -1,0 +1,436 @@
+"""HTTP semantics of cached views: ETag, 304, Cache-Control, Age, HEAD and response filters."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import types
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, Response, request
+from flask.testing import FlaskClient
+
+from flask_fennec_cache import FennecCache, RedisCache, cache
+from flask_fennec_cache import decorators as decorators_module
+
+
+@pytest.fixture
+def app(memory_url: str) -> Iterator[Flask]:
+    app = Flask(f"http_{uuid.uuid4().hex[:8]}")
+    app.config.update(
+        TESTING=True,
+        FENNEC_CACHE_URL=memory_url,
+        FENNEC_CACHE_PREFIX=f"http-{uuid.uuid4().hex[:8]}:",
+    )
+    FennecCache(app)
+    yield app
+    backend_of(app).close()
+
+
+@pytest.fixture
+def fennec(app: Flask) -> FennecCache:
+    return FennecCache()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def calls() -> list[str]:
+    return []
+
+
+def backend_of(app: Flask) -> RedisCache:
+    backend: RedisCache = app.extensions["fennec_cache"]
+    return backend
+
+
+def body_etag(body: bytes) -> str:
+    return f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+
+
+@pytest.fixture
+def doc(app: Flask, fennec: FennecCache, calls: list[str]) -> str:
+    @app.get("/doc")
+    @fennec.cache(ttl=60)
+    def doc() -> str:
+        calls.append(request.method)
+        return "document body"
+
+    return "/doc"
+
+
+# ==================================================================================
+# ETag
+# ==================================================================================
+
+
+def test_cached_responses_carry_a_strong_etag_of_the_body(client: FlaskClient, doc: str) -> None:
+    miss = client.get(doc)
+    hit = client.get(doc)
+    assert miss.headers["X-Cache"] == "MISS" and hit.headers["X-Cache"] == "HIT"
+    assert miss.headers["ETag"] == hit.headers["ETag"] == body_etag(b"document body")
+    assert not hit.headers["ETag"].startswith("W/")
+
+
+def test_the_etag_is_computed_once_at_store_time(
+    client: FlaskClient, doc: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digests: list[bytes] = []
+
+    def counting_blake2b(data: bytes, **kwargs: Any) -> Any:
+        digests.append(data)
+        return hashlib.blake2b(data, **kwargs)
+
+    counting = types.SimpleNamespace(blake2b=counting_blake2b)
+    monkeypatch.setattr(decorators_module, "hashlib", counting)
+    client.get(doc)
+    for _ in range(3):
+        client.get(doc)
+        client.get(doc, headers={"If-None-Match": body_etag(b"document body")})
+    assert digests == [b"document body"]
+
+
+def test_a_view_s_own_etag_is_kept(app: Flask, fennec: FennecCache, client: FlaskClient) -> None:
+    @app.get("/versioned")
+    @fennec.cache(ttl=60)
+    def versioned() -> tuple[str, int, dict[str, str]]:
+        return "v1 body", 200, {"ETag": 'W/"v1"'}
+
+    assert client.get("/versioned").headers["ETag"] == 'W/"v1"'
+    hit = client.get("/versioned")
+    assert hit.headers["X-Cache"] == "HIT" and hit.headers.getlist("ETag") == ['W/"v1"']
+    not_modified = client.get("/versioned", headers={"If-None-Match": 'W/"v1"'})
+    assert not_modified.status_code == 304
+    assert client.get("/versioned", headers={"If-None-Match": '"v1"'}).status_code == 304
+
+
+def test_uncacheable_responses_get_no_etag(
+    app: Flask, fennec: FennecCache, client: FlaskClient
+) -> None:
+    @app.get("/missing")
+    @fennec.cache(ttl=60)
+    def missing() -> tuple[str, int]:
+        return "nope", 404
+
+    @app.get("/secret")
+    @fennec.cache(ttl=60)
+    def secret() -> tuple[str, int, dict[str, str]]:
+        return "s", 200, {"Cache-Control": "no-store"}
+
+    for path in ("/missing", "/secret"):
+        response = client.get(path, headers={"If-None-Match": "*"})
+        assert response.status_code != 304
+        assert "ETag" not in response.headers
+
+
+def test_vary_variants_have_their_own_etags(
+    app: Flask, fennec: FennecCache, client: FlaskClient
+) -> None:
+    @app.get("/greeting")
+    @fennec.cache(ttl=60)
+    def greeting() -> Response:
+        response = Response(f"hello in {request.headers.get('Accept-Language', '-')}")
+        response.vary.add("Accept-Language")
+        return response
+
+    en = client.get("/greeting", headers={"Accept-Language": "en"})
+    fr = client.get("/greeting", headers={"Accept-Language": "fr"})
+    assert en.headers["ETag"] != fr.headers["ETag"]
+    en_304 = client.get(
+        "/greeting", headers={"Accept-Language": "en", "If-None-Match": en.headers["ETag"]}
+    )
+    assert en_304.status_code == 304 and en_304.headers["Vary"] == "Accept-Language"
+    fr_200 = client.get(
+        "/greeting", headers={"Accept-Language": "fr", "If-None-Match": en.headers["ETag"]}
+    )
+    assert fr_200.status_code == 200 and fr_200.get_data(as_text=True) == "hello in fr"
+
+
+# ==================================================================================
+# 304 Not Modified
+# ==================================================================================
+
+
+def test_a_matching_if_none_match_on_a_hit_is_304(
+    client: FlaskClient, doc: str, calls: list[str]
+) -> None:
+    etag = client.get(doc).headers["ETag"]
+    response = client.get(doc, headers={"If-None-Match": etag})
+    assert response.status_code == 304
+    assert response.get_data() == b""
+    assert response.headers["ETag"] == etag
+    assert response.headers["X-Cache"] == "HIT"
+    assert "Age" in response.headers
+    assert "Content-Type" not in response.headers
+    assert calls == ["GET"]
+
+
+def test_a_matching_if_none_match_on_a_miss_is_304_and_still_stored(
+    client: FlaskClient, doc: str, calls: list[str]
+) -> None:
+    etag = body_etag(b"document body")
+    response = client.get(doc, headers={"If-None-Match": etag})
+    assert response.status_code == 304
+    assert response.headers["X-Cache"] == "MISS"
+    assert response.headers["ETag"] == etag
+    assert response.get_data() == b""
+    full = client.get(doc)
+    assert full.status_code == 200 and full.headers["X-Cache"] == "HIT"
+    assert full.get_data() == b"document body"
+    assert calls == ["GET"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "{etag}",
+        "W/{etag}",
+        '"other", {etag}',
+        '"a",W/"b", {etag} ',
+        "*",
+    ],
+)
+def test_if_none_match_uses_weak_comparison_and_lists(
+    client: FlaskClient, doc: str, header: str
+) -> None:
+    etag = client.get(doc).headers["ETag"]
+    assert client.get(doc, headers={"If-None-Match": header.format(etag=etag)}).status_code == 304
+
+
+@pytest.mark.parametrize("header", ['"other"', "W/\"other\"", "garbage", ""])
+def test_a_non_matching_if_none_match_gets_the_full_response(
+    client: FlaskClient, doc: str, header: str
+) -> None:
+    client.get(doc)
+    response = client.get(doc, headers={"If-None-Match": header})
+    assert response.status_code == 200
+    assert response.get_data() == b"document body"
+
+
+def test_a_304_keeps_the_caching_headers(
+    app: Flask, fennec: FennecCache, client: FlaskClient
+) -> None:
+    @app.get("/page")
+    @fennec.cache(ttl=60)
+    def page() -> tuple[str, int, dict[str, str]]:
+        return "page", 200, {"Cache-Control": "public, max-age=30", "X-Other": "1"}
+
+    etag = client.get("/page").headers["ETag"]
+    response = client.get("/page", headers={"If-None-Match": etag})
+    assert response.status_code == 304
+    assert response.headers["Cache-Control"] == "public, max-age=30"
+    assert "X-Other" not in response.headers
+
+
+def test_if_none_match_on_an_uncached_method_is_ignored(
+    app: Flask, fennec: FennecCache, client: FlaskClient
+) -> None:
+    @app.route("/form", methods=["GET", "POST"])
+    @fennec.cache(ttl=60)
+    def form() -> str:
+        return "form"
+
+    etag = client.get("/form").headers["ETag"]
+    assert client.post("/form", headers={"If-None-Match": etag}).status_code == 200
+
+
+# ==================================================================================
+# Cache-Control
+# ==================================================================================
+
+
+def test_no_cache_control_unless_asked(client: FlaskClient, doc: str) -> None:
+    assert "Cache-Control" not in client.get(doc).headers
+    assert "Cache-Control" not in client.get(doc).headers
+
+
+def test_cache_control_max_age_from_the_ttl(
+    app: Flask, fennec: FennecCache, client: FlaskClient
+) -> None:
+    @app.get("/cc")
+    @fennec.cache(ttl=90.7, cache_control=True)
+    def cc() -> str:
+        return "cc"
+
+    @app.get("/plain-cc")
+    @cache(ttl=45, cache_control=True)
+    def plain_cc() -> str:
+        return "plain"
+
+    @app.get("/default-cc")
+    @fennec.cache(cache_control=True)
+    def default_cc() -> str:
+        return "default"
+
+    miss, hit = client.get("/cc"), client.get("/cc")
+    assert miss.headers["Cache-Control"] == hit.headers["Cache-Control"] == "max-age=90"
+    assert client.get("/plain-cc").headers["Cache-Control"] == "max-age=45"
+    assert client.get("/default-cc").headers["Cache-Control"] == "max-age=300"
+
+
+def test_cache_control_keeps_the_view_s_own(
+    app: Flask, fennec: FennecCache, client: FlaskClient
+) -> None:
+    @app.get("/own")
+    @fennec.cache(ttl=60, cache_control=True)
+    def own() -> tuple[str, int, dict[str, str]]:
+        return "own", 200, {"Cache-Control": "public, s-maxage=10"}
+
+    @app.get("/error")
+    @fennec.cache(ttl=60, cache_control=True)
+    def error() -> tuple[str, int]:
+        return "err", 500
+
+    assert client.get("/own").headers["Cache-Control"] == "public, s-maxage=10"
+    assert client.get("/own").headers["Cache-Control"] == "public, s-maxage=10"
+    assert "Cache-Control" not in client.get("/error").headers
+
+
+def test_cache_control_without_any_ttl_is_left_out(memory_url: str) -> None:
+    app = Flask("no_ttl")
+    app.config.update(
+        FENNEC_CACHE_URL=memory_url, FENNEC_CACHE_PREFIX="nottl:", FENNEC_CACHE_DEFAULT_TTL=0
+    )
+    FennecCache(app)
+
+    @app.get("/forever")
+    @cache(cache_control=True)
+    def forever() -> str:
+        return "forever"
+
+    client = app.test_client()
+    assert "Cache-Control" not in client.get("/forever").headers
+    assert client.get("/forever").headers["X-Cache"] == "HIT"
+    backend_of(app).close()
+
+
+# ==================================================================================
+# Age
+# ==================================================================================
+
+
+def test_hits_carry_their_age(
+    client: FlaskClient, doc: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = time.time()
+    monkeypatch.setattr(decorators_module, "time", types.SimpleNamespace(time=lambda: stored))
+    miss = client.get(doc)
+    assert "Age" not in miss.headers
+    monkeypatch.setattr(
+        decorators_module, "time", types.SimpleNamespace(time=lambda: stored + 42.9)
+    )
+    hit = client.get(doc)
+    assert hit.headers["Age"] == "42"
+    assert hit.headers.getlist("Age") == ["42"]
+    assert client.get(doc, headers={"If-None-Match": "*"}).headers["Age"] == "42"
+    monkeypatch.setattr(decorators_module, "time", types.SimpleNamespace(time=lambda: stored - 5))
+    assert client.get(doc).headers["Age"] == "0"  # a clock behind the writer's never goes negative
+
+
+def test_a_stored_age_header_is_not_replayed(
+    app: Flask, fennec: FennecCache, client: FlaskClient
+) -> None:
+    @app.get("/proxied")
+    @fennec.cache(ttl=60)
+    def proxied() -> tuple[str, int, dict[str, str]]:
+        return "from upstream", 200, {"Age": "999"}
+
+    client.get("/proxied")
+    assert client.get("/proxied").headers.getlist("Age") == ["0"]
+
+
+# ==================================================================================
+# HEAD
+# ==================================================================================
+
+
+def test_head_is_served_from_the_get_entry(
+    client: FlaskClient, doc: str, calls: list[str]
+) -> None:
+    got = client.get(doc)
+    head = client.head(doc)
+    assert head.status_code == 200 and head.get_data() == b""
+    assert head.headers["X-Cache"] == "HIT"
+    assert head.headers["ETag"] == got.headers["ETag"]
+    assert head.headers["Content-Length"] == got.headers["Content-Length"]
+    assert client.head(doc, headers={"If-None-Match": got.headers["ETag"]}).status_code == 304
+    assert calls == ["GET"]
+
+
+def test_a_head_miss_fills_the_entry_for_get(
+    client: FlaskClient, doc: str, calls: list[str]
+) -> None:
+    head = client.head(doc)
+    assert head.headers["X-Cache"] == "MISS" and head.get_data() == b""
+    got = client.get(doc)
+    assert got.headers["X-Cache"] == "HIT" and got.get_data() == b"document body"
+    assert got.headers["ETag"] == head.headers["ETag"]
+    assert calls == ["HEAD"]
+
+
+# ==================================================================================
+# response_filter
+# ==================================================================================
+
+
+def test_response_filter_decides_cacheability(
+    app: Flask, fennec: FennecCache, client: FlaskClient
+) -> None:
+    seen: list[Any] = []
+    bodies = iter([{"ok": False}, {"ok": True}, {"ok": True}])
+
+    def only_ok(response: Response) -> bool:
+        seen.append(response.get_json())
+        return bool(response.get_json()["ok"])
+
+    @app.get("/status")
+    @fennec.cache(ttl=60, response_filter=only_ok)
+    def status() -> dict[str, bool]:
+        return next(bodies)
+
+    first = client.get("/status")
+    assert first.headers["X-Cache"] == "MISS" and "ETag" not in first.headers
+    assert backend_of(app).keys() == []
+    second = client.get("/status")
+    assert second.headers["X-Cache"] == "MISS" and "ETag" in second.headers
+    third = client.get("/status")
+    assert third.headers["X-Cache"] == "HIT" and third.get_json() == {"ok": True}
+    assert seen == [{"ok": False}, {"ok": True}]  # hits never call the filter
+
+
+def test_response_filter_comes_after_the_built_in_rules(
+    app: Flask, client: FlaskClient
+) -> None:
+    seen: list[int] = []
+
+    def anything(response: Response) -> bool:
+        seen.append(response.status_code)
+        return True
+
+    @app.get("/fails")
+    @cache(ttl=60, response_filter=anything)
+    def fails() -> tuple[str, int]:
+        return "err", 503
+
+    client.get("/fails")
+    client.get("/fails")
+    assert seen == []
+    assert backend_of(app).keys() == []
+
+
+def test_a_response_filter_that_rejects_everything_with_a_matching_etag(
+    app: Flask, client: FlaskClient
+) -> None:
+    @app.get("/never")
+    @cache(ttl=60, response_filter=lambda response: False)
+    def never() -> tuple[str, int, dict[str, str]]:
+        return "never", 200, {"ETag": '"fixed"'}
+
+    response = client.get("/never", headers={"If-None-Match": '"fixed"'})
+    assert response.status_code == 200  # not cached, so left to the view entirely

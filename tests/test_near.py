@@ -1,0 +1,178 @@
+"""The near cache: coherent per-process copies, checked against a real redis-server."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+from _servers import RedisServer
+
+from flask_fennec_cache import RedisCache
+from flask_fennec_cache.near import NearCache
+
+
+@pytest.fixture
+def near(redis_server: RedisServer, prefix: str) -> Iterator[RedisCache]:
+    cache = RedisCache(redis_server.url, prefix=prefix, near_cache=True)
+    yield cache
+    cache.close()
+
+
+@pytest.fixture
+def writer(redis_server: RedisServer, prefix: str) -> Iterator[RedisCache]:
+    cache = RedisCache(redis_server.url, prefix=prefix)
+    yield cache
+    cache.close()
+
+
+def near_of(cache: RedisCache) -> NearCache:
+    assert cache._near is not None
+    return cache._near
+
+
+def test_a_second_read_is_served_from_the_near_cache(near: RedisCache, writer: RedisCache) -> None:
+    writer.set("k", {"v": 1})
+    assert near.get("k") == {"v": 1}
+    before = near.get_stats()["near_hits"]
+    assert near.get("k") == {"v": 1}
+    assert near.get_stats()["near_hits"] == before + 1
+    assert len(near_of(near)) == 1
+
+
+def test_writes_deletes_and_raw_commands_elsewhere_are_seen_at_once(
+    near: RedisCache, writer: RedisCache, redis_server: RedisServer, prefix: str
+) -> None:
+    writer.set("k", 1)
+    assert near.get("k") == 1
+    writer.set("k", 2)
+    assert near.get("k") == 2
+    redis_server.client().set(f"{prefix}k", b"j3")
+    assert near.get("k") == 3
+    writer.delete("k")
+    assert near.get("k") is None
+    writer.set("k", 4)
+    assert near.get("k") == 4
+    redis_server.client().flushall()
+    assert near.get("k") is None
+
+
+def test_this_process_reads_its_own_writes(near: RedisCache) -> None:
+    near.set("k", "old")
+    assert near.get("k") == "old"
+    near.set("k", "new")
+    assert near.get("k") == "new"
+    near.delete("k")
+    assert near.get("k") is None
+
+
+def test_a_fill_raced_by_an_invalidation_is_not_stored(
+    near: RedisCache, writer: RedisCache, prefix: str
+) -> None:
+    cache = near_of(near)
+    writer.set("k", "old")
+    near.get("k")  # connects the tracking connection
+    name = f"{prefix}k".encode()
+    cache.evict(name)
+    ticket = cache.begin_fill(name)
+    assert ticket is not None
+    writer.set("k", "new")  # Redis pushes the invalidation before it acknowledges this write
+    cache.finish_fill(name, ticket, b'j"old"', 60_000)
+    assert cache.get(name) is None
+    assert near.get("k") == "new"
+
+
+def test_the_local_ttl_never_outlives_the_redis_ttl(near: RedisCache, writer: RedisCache) -> None:
+    writer.set("short", 1, ttl=0.05)
+    assert near.get("short") == 1
+    entry = near_of(near)._entries[f"{near.prefix}short".encode()]
+    assert entry[1] - near_of(near)._clock() <= 0.05
+
+
+def test_the_lru_bound_holds(redis_server: RedisServer, prefix: str, writer: RedisCache) -> None:
+    cache = RedisCache(redis_server.url, prefix=prefix, near_cache=True, near_cache_size=3)
+    try:
+        for i in range(10):
+            writer.set(f"k{i}", i)
+            assert cache.get(f"k{i}") == i
+        assert len(near_of(cache)) == 3
+    finally:
+        cache.close()
+
+
+def test_a_lost_tracking_connection_flushes_and_bypasses_then_recovers(
+    near: RedisCache, writer: RedisCache, redis_server: RedisServer
+) -> None:
+    writer.set("k", 1)
+    assert near.get("k") == 1
+    assert near.get("k") == 1
+    redis_server.kill()
+    assert near.get("k") is None  # fail-open miss, not a stale near hit
+    assert len(near_of(near)) == 0
+    redis_server.restart()
+    writer.set("k", 2)
+    near_of(near)._retry_at = 0.0  # skip the one-second reconnect back-off
+    assert near.get("k") == 2
+    assert near_of(near).connected
+
+
+def test_a_forked_child_starts_empty(near: RedisCache, writer: RedisCache) -> None:
+    writer.set("k", 1)
+    near.get("k")
+    cache = near_of(near)
+    cache._after_fork()
+    assert len(cache) == 0
+    assert not cache.connected
+    assert near.get("k") == 1  # reconnects on first use
+
+
+def test_memory_urls_disable_it_with_a_warning(
+    memory_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="flask_fennec_cache"):
+        cache = RedisCache(memory_url, near_cache=True)
+    assert cache._near is None
+    assert "near cache disabled" in caplog.text
+    cache.close()
+
+
+WRITER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from flask_fennec_cache import RedisCache
+    cache = RedisCache(sys.argv[1], prefix=sys.argv[2])
+    for line in sys.stdin:
+        cache.set("shared", int(line))
+        print("ok", flush=True)
+    """
+)
+
+
+def test_no_stale_read_after_a_write_acknowledged_in_another_process(
+    near: RedisCache, redis_server: RedisServer, prefix: str
+) -> None:
+    """1,000 trials: another process writes, acknowledges, then this process reads."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER_SCRIPT, redis_server.url, prefix],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    stale = 0
+    near_hits_before = near.get_stats()["near_hits"]
+    try:
+        for trial in range(1000):
+            proc.stdin.write(f"{trial}\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "ok"
+            if near.get("shared") != trial:
+                stale += 1
+            near.get("shared")  # a near hit: the entry is held locally until the next write
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+    assert stale == 0
+    assert near.get_stats()["near_hits"] - near_hits_before >= 1000
