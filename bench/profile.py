@@ -89,23 +89,48 @@ def _profile_function_hit(url: str, count: int) -> None:
     ours.close()
 
 
-def _profile_view_hit(url: str, count: int) -> None:
+def _wsgi_caller(url: str) -> Callable[[str], Callable[[int], None]]:
+    """``caller(path)(i)`` runs one GET of *path* through the bench app's WSGI callable."""
     from werkzeug.test import EnvironBuilder
 
     os.environ["FENNEC_BENCH_REDIS_URL"] = url
     from .app import create_app
 
     app = create_app()
-    environ = EnvironBuilder(path="/fennec", base_url="http://127.0.0.1/").get_environ()
 
     def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> None:
         return None
 
-    def hit() -> None:
-        body = app.wsgi_app(dict(environ), start_response)
-        b"".join(body)
+    def caller(path: str) -> Callable[[int], None]:
+        environ = EnvironBuilder(path=path, base_url="http://127.0.0.1/").get_environ()
 
-    _profile(hit, count, "cached view hit through Flask's WSGI app (no HTTP server)")
+        def call(_i: int) -> None:
+            b"".join(app.wsgi_app(dict(environ), start_response))
+
+        return call
+
+    return caller
+
+
+def _views_in_process(url: str, rounds: int, per_round: int) -> None:
+    from .app import VIEWS
+
+    caller = _wsgi_caller(url)
+    samples = interleaved(
+        {name: caller(path) for name, path in VIEWS.items()},
+        warmup=300, rounds=rounds, per_round=per_round,
+    )  # fmt: skip
+    base = summarize(samples["const"]).median
+    print("\n## Views through Flask's WSGI app, in process (no HTTP server)\n")
+    print("| view | median per request | requests/s equivalent vs const |\n|---|---|---|")
+    for name, values in samples.items():
+        median = summarize(values).median
+        print(f"| {name} | {median / 1000:.1f} µs | {base / median:.2f}× |")
+
+
+def _profile_view_hit(url: str, count: int) -> None:
+    hit = _wsgi_caller(url)("/fennec")
+    _profile(lambda: hit(0), count, "cached view hit through Flask's WSGI app (no HTTP server)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with BenchRedis() as server:
         _breakdown(server.url, rounds=5, per_round=max(100, args.calls // 5))
+        _views_in_process(server.url, rounds=5, per_round=max(100, args.calls // 5))
         _profile_function_hit(server.url, args.calls)
         _profile_view_hit(server.url, args.calls)
     return 0

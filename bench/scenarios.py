@@ -148,7 +148,7 @@ def _stampede_once(
         began = time.perf_counter()
         try:
             result = cached(trial)
-        except Exception:  # noqa: BLE001 - a peer's failure is a result here, not a bench bug
+        except Exception:  # a peer's failure is a result here, not a bench bug
             with lock:
                 failures += 1
             return
@@ -277,7 +277,7 @@ def _bounded_call(call: Callable[[], Any], limit: float) -> dict[str, Any]:
         try:
             call()
             outcome["outcome"] = "value"
-        except Exception as exc:  # noqa: BLE001 - the peer's failure mode is the result
+        except Exception as exc:  # the peer's failure mode is the result
             outcome["outcome"] = f"raises {type(exc).__name__}"
         outcome["ms"] = (time.perf_counter() - began) * 1e3
 
@@ -313,7 +313,7 @@ def _timed_calls(call: Callable[[], Any], count: int) -> tuple[list[int], str]:
         began = time.perf_counter_ns()
         try:
             call()
-        except Exception as exc:  # noqa: BLE001 - the peer's failure mode is the result
+        except Exception as exc:  # the peer's failure mode is the result
             outcome = f"raises {type(exc).__name__}"
         samples.append(time.perf_counter_ns() - began)
     return samples, outcome

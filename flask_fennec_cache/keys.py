@@ -15,6 +15,11 @@ from .errors import ConfigurationError, KeyBuildError
 __all__ = ["FunctionKeys", "KeySpec", "canonical", "hashed_if_long", "variant_key", "view_key"]
 
 MAX_READABLE_KEY = 200
+MEMO_SIZE = 4096
+MEMO_MAX_STR = 256
+# Arguments of these exact types (not subclasses: True is not 1 here) have keys that depend on
+# their value alone, so a call's key can be remembered by its arguments.
+_MEMO_TYPES = frozenset({int, str})
 KeySpec = str | Callable[..., str] | None
 
 
@@ -76,6 +81,7 @@ class FunctionKeys:
         self._head = f"fn:{func.__module__}.{func.__qualname__}:"
         if isinstance(spec, str):
             self._check_template(spec, kinds)
+        self._memo: dict[tuple[Any, ...], str] | None = None if callable(spec) else {}
 
     def _check_template(self, template: str, kinds: set[inspect._ParameterKind]) -> None:
         try:
@@ -121,6 +127,22 @@ class FunctionKeys:
 
     def key(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         """The cache key, relative to the backend's prefix, for one call."""
+        memo = self._memo
+        if memo is not None and not kwargs:
+            for arg in args:
+                if type(arg) not in _MEMO_TYPES or (type(arg) is str and len(arg) > MEMO_MAX_STR):
+                    break
+            else:
+                found = memo.get(args)
+                if found is None:
+                    found = self._build(args, kwargs)
+                    if len(memo) >= MEMO_SIZE:
+                        memo.clear()
+                    memo[args] = found
+                return found
+        return self._build(args, kwargs)
+
+    def _build(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
         bound = self.arguments(args, kwargs)
         spec = self._spec
         if isinstance(spec, str):

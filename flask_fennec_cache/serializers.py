@@ -24,6 +24,7 @@ import hmac
 import json
 import pickle
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,12 @@ def _refuse(obj: object) -> Any:
 
 _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_refuse)
 _json_decoder = json.JSONDecoder()
+
+_orjson_loads: Callable[[memoryview], Any] | None
+try:  # orjson decodes 3-4x faster; it is optional (the "fast" extra)
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson_loads = None
 
 
 class CorruptEntry(Exception):
@@ -205,7 +212,7 @@ def decode(data: bytes, pickle_secret: bytes | None = None) -> Any:
     tag = data[0]
     try:
         if tag == TAG_JSON:
-            return _json_decoder.decode(codecs.decode(memoryview(data)[1:], "utf-8"))
+            return _decode_json(data)
         if tag == TAG_RESPONSE:
             return _decode_response(data)
         if tag == TAG_ENVELOPE:
@@ -220,6 +227,15 @@ def decode(data: bytes, pickle_secret: bytes | None = None) -> Any:
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise CorruptEntry(f"unreadable {chr(tag)!r} entry: {exc}") from exc
     raise CorruptEntry(f"unknown format tag {data[:1]!r}")
+
+
+def _decode_json(data: bytes) -> Any:
+    if _orjson_loads is not None:
+        try:
+            return _orjson_loads(memoryview(data)[1:])
+        except ValueError:
+            pass  # NaN, Infinity, integers over 64 bits: the standard decoder reads these
+    return _json_decoder.decode(codecs.decode(memoryview(data)[1:], "utf-8"))
 
 
 def _decode_response(data: bytes) -> CachedResponse:

@@ -17,7 +17,8 @@ import pytest
 
 pytest.importorskip("gunicorn")
 
-from _gunicorn import ACCESS_LINE, DemoServer, running_demo  # noqa: E402
+from _gunicorn import ACCESS_LINE, DemoServer, LoadGenerator, running_demo  # noqa: E402
+from _support import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -147,3 +148,74 @@ def test_seed_session_under_gunicorn(demo_server: DemoServer) -> None:
     assert server.stop() == 0
     log = server.log()
     assert "Traceback" not in log, log
+
+
+# ==================================================================================
+# gunicorn --preload: nothing shared across the fork
+# ==================================================================================
+
+#: A gunicorn config: the demo's, plus a hook that uses the cache in the master after the
+#: app is preloaded and before the workers are forked (a pooled connection, a started stats
+#: thread, a taken lock: everything a fork must not share).
+MASTER_WARMS_CONFIG = """
+import runpy
+
+globals().update(runpy.run_path({demo_config!r}))
+
+
+def when_ready(server):
+    app = server.app.wsgi()
+    with app.app_context():
+        backend = app.extensions["fennec_cache"]
+        backend.set("master", "warmed", ttl=60)
+        assert backend.get("master") == "warmed"
+        assert backend.health()["status"] == "healthy"
+        backend.get_stats()
+"""
+
+
+@pytest.mark.parametrize("master_uses_cache", [False, True], ids=["plain", "master-warmed"])
+def test_preload_workers_share_nothing(
+    redis_server: Any, tmp_path: Path, master_uses_cache: bool
+) -> None:
+    """Two preloaded workers both serve, flush their counters, and log no error."""
+    config: str | Path = "demo/gunicorn.conf.py"
+    if master_uses_cache:
+        config = tmp_path / "gunicorn.conf.py"
+        demo_config = str(Path(__file__).resolve().parents[1] / "demo" / "gunicorn.conf.py")
+        config.write_text(MASTER_WARMS_CONFIG.format(demo_config=demo_config))
+    with running_demo(
+        str(redis_server.url), tmp_path, db_delay=0.01, workers=2,
+        env={"FENNEC_DEMO_PRELOAD": "1"}, config=config,
+    ) as demo:  # fmt: skip
+        demo.request("POST", "/cache/clear")  # open admin in the demo without a token
+        baseline = demo.get("/cache/stats").json
+        paths = [f"/users/{1 + i % 3}" for i in range(60)]
+        with LoadGenerator(demo, paths, threads=8) as load:
+            assert wait_for(
+                lambda: len(load.samples()) >= 150 and len(demo.access_pids()) >= 2,
+                timeout=10.0, step=0.05,
+            ), f"served {len(load.samples())}, by workers {demo.access_pids()}"
+            load.stop()
+        everything = load.window()
+        for sample in everything.samples:
+            assert sample.status == 200, sample
+            # The answer is for the user asked for: no reply crossed to another request.
+            assert sample.body["user"]["id"] == int(sample.path.rsplit("/", 1)[1]), sample
+        time.sleep(1.3)  # every worker flushes its counters at least once a second
+        stats = demo.get("/cache/stats").json
+        health = demo.get("/cache/health")
+    print(f"\n[--preload, {'master warmed the cache' if master_uses_cache else 'plain'}] "
+          f"{everything.summary()}")
+    print(f"  workers that served: {sorted(demo.access_pids())}; stats: {stats}")
+
+    assert len(demo.access_pids()) == 2
+    assert health.status == 200
+    assert everything.failures == []
+    lookups = len(everything.samples)
+    assert stats["total_requests"] - baseline["total_requests"] == lookups, (stats, lookups)
+    assert stats["errors"] == 0, stats
+    log = demo.log()
+    assert "Traceback" not in log, log[-5000:]
+    assert "continuing without the cache" not in log, log[-5000:]
+    assert "[ERROR]" not in log, log[-5000:]

@@ -1,0 +1,220 @@
+"""``GET {mount}/``: the live dashboard, served by the blueprint and run in a real headless Chromium.
+
+The browser test needs Debian's ``chromium`` (``apt-get install chromium``) and Playwright's
+Python package (in the ``test`` extra; its own browser download is not used). Without them it
+is skipped locally, and fails when ``CI`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from flask_fennec_cache import FennecCache, RedisCache, cache
+from flask_fennec_cache._connect import _memory_servers
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+#: Set to a path to keep the screenshot (``docs/dashboard.png`` is made this way).
+SCREENSHOT_ENV = "FENNEC_DASHBOARD_SCREENSHOT"
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} [CI is set, so this is an error, not a skip]", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def app(memory_url: str) -> Iterator[Flask]:
+    app = Flask(f"dash_{uuid.uuid4().hex[:8]}")
+    app.config.update(
+        FENNEC_CACHE_URL=memory_url,
+        FENNEC_CACHE_PREFIX=f"dash-{uuid.uuid4().hex[:8]}:",
+        FENNEC_CACHE_ADMIN_URL_PREFIX="/cache",
+        FENNEC_CACHE_STATS_FLUSH_INTERVAL=0.2,
+    )
+    FennecCache(app)
+
+    @app.get("/items/<int:n>")
+    @cache(ttl=60)
+    def item(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    yield app
+    backend: RedisCache = app.extensions["fennec_cache"]
+    backend.close()
+
+
+# ==================================================================================
+# Served by the blueprint (no browser)
+# ==================================================================================
+
+
+def test_the_page_and_its_assets_are_served_by_the_blueprint(app: Flask) -> None:
+    client = app.test_client()
+    page = client.get("/cache/")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    html = page.get_data(as_text=True)
+    page.close()
+    assets = re.findall(r'(?:src|href)="(assets/[^"]+)"', html)
+    assert sorted(assets) == ["assets/dashboard.css", "assets/dashboard.js"]
+    for asset in assets:
+        response = client.get(f"/cache/{asset}")
+        assert response.status_code == 200, asset
+        response.close()
+    assert "http://" not in html and "https://" not in html  # no CDN
+    assert client.get("/cache").status_code == 308  # to /cache/, so relative URLs resolve
+
+
+def test_the_dashboard_is_not_mounted_without_a_prefix(memory_url: str) -> None:
+    app = Flask("unmounted")
+    app.config.update(FENNEC_CACHE_URL=memory_url)
+    FennecCache(app)
+    assert app.test_client().get("/").status_code == 404
+    app.extensions["fennec_cache"].close()
+
+
+# ==================================================================================
+# In Chromium
+# ==================================================================================
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="dashboard-test-server")
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+    server.server_close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - depends on the machine
+        _unavailable("playwright is not installed: pip install -e '.[test]'")
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        _unavailable(f"{CHROMIUM} not found: apt-get install chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def get(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        response.read()
+
+
+def painted_pixels(page: Any, canvas_id: str) -> int:
+    count: int = page.evaluate(
+        """(id) => {
+            const canvas = document.getElementById(id);
+            const data = canvas.getContext("2d")
+                .getImageData(0, 0, canvas.width, canvas.height).data;
+            let painted = 0;
+            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) painted += 1;
+            return painted;
+        }""",
+        canvas_id,
+    )
+    return count
+
+
+def text(page: Any, element_id: str) -> str:
+    content: str = page.text_content(f"#{element_id}") or ""
+    return content
+
+
+def test_the_dashboard_shows_live_numbers(
+    app: Flask, live_server: str, browser: Any, tmp_path: Path
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 820})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: console_errors.append(str(error)))
+
+    # The page runs under its Content-Security-Policy (no eval): wait with locators, which
+    # Playwright evaluates outside the page's world, not with wait_for_function.
+    page.goto(f"{live_server}/cache/?interval=250")
+    expect(page.locator("#health-status")).to_have_text("healthy")
+    assert page.title() == "fennec-cache dashboard"
+    assert text(page, "total-requests") == "0"
+    assert text(page, "breaker") == "closed"
+    blank_chart = painted_pixels(page, "hit-rate-chart")
+
+    # Traffic: 6 distinct pages, 5 times each: 6 misses then 24 hits.
+    stop = threading.Event()
+
+    def traffic() -> None:
+        rounds = 0
+        while not stop.is_set() and rounds < 400:
+            get(f"{live_server}/items/{rounds % 6}")
+            rounds += 1
+            stop.wait(0.01)
+
+    for n in range(30):
+        get(f"{live_server}/items/{n % 6}")
+    expect(page.locator("#total-requests")).to_have_text("30", timeout=10_000)
+    assert text(page, "hit-rate-total") == "80.00 %"
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        positive = re.compile(r"^(?:[1-9][\d,]*\.\d|0\.[1-9])$")
+        expect(page.locator("#ops")).to_have_text(positive, timeout=10_000)
+        expect(page.locator("#hit-rate")).to_have_text(re.compile(r" %$"), timeout=10_000)
+        expect(page.locator("#p50")).to_have_text(re.compile(r" ms$"), timeout=10_000)
+        more = re.compile(r"^(?!30$)[\d,]+$")
+        expect(page.locator("#total-requests")).to_have_text(more, timeout=10_000)
+    finally:
+        stop.set()
+        worker.join()
+    assert int(text(page, "total-requests").replace(",", "")) > 30
+    assert int(text(page, "round-trips").replace(",", "")) > 0
+    for name in ("p50", "p90", "p99"):
+        assert re.fullmatch(r"[\d.,]+ ms", text(page, name)), text(page, name)
+    assert painted_pixels(page, "hit-rate-chart") > blank_chart
+    assert painted_pixels(page, "ops-chart") > 0
+    assert console_errors == []
+
+    screenshot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+    if os.environ.get(SCREENSHOT_ENV):
+        shutil.copyfile(screenshot, os.environ[SCREENSHOT_ENV])
+
+    # Redis goes away: the page says so (the 503 answers of health are expected here).
+    server = _memory_servers[app.config["FENNEC_CACHE_URL"][len("memory://"):].strip("/")]
+    server.connected = False
+    try:
+        expect(page.locator("#health-status")).to_have_text("unhealthy", timeout=10_000)
+        expect(page.locator("#health")).to_have_class(re.compile(r"\bunhealthy\b"))
+    finally:
+        server.connected = True
+    page.close()
