@@ -4,6 +4,8 @@
 tag    layout
 =====  ==================================================================================
 ``j``  UTF-8 JSON of the value (the default: one byte over plain JSON)
+``J``  the same, holding a number of 19 or more digits: decoded by the standard library only
+       (orjson would turn integers beyond 64 bits into floats)
 ``r``  a cached HTTP response: JSON head (status, headers, time), newline, raw body bytes
 ``v``  a view's vary marker: JSON list of the request headers its responses vary on
 ``e``  an envelope: 16-character version, JSON metadata (soft expiry, load time, tag
@@ -23,6 +25,7 @@ import hashlib
 import hmac
 import json
 import pickle
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 TAG_JSON = 0x6A
+TAG_JSON_EXACT = 0x4A
 TAG_RESPONSE = 0x72
 TAG_VARY = 0x76
 TAG_ENVELOPE = 0x65
@@ -64,6 +68,7 @@ def _refuse(obj: object) -> Any:
 
 _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_refuse)
 _json_decoder = json.JSONDecoder()
+_LONG_NUMBER = re.compile(rb"\d{19}")
 
 _orjson_loads: Callable[[memoryview], Any] | None
 try:  # orjson decodes 3-4x faster; it is optional (the "fast" extra)
@@ -146,7 +151,8 @@ def encode(value: Any, key: str, pickle_secret: bytes | None = None) -> bytes:
         raise SerializationError(
             f"cannot store a {type(value).__qualname__} under key {key!r} as JSON: {exc}"
         ) from exc
-    return b"j" + text.encode("utf-8")
+    data = text.encode("utf-8")
+    return (b"J" if _LONG_NUMBER.search(data) else b"j") + data
 
 
 def _check_json_exact(value: Any) -> None:
@@ -213,6 +219,8 @@ def decode(data: bytes, pickle_secret: bytes | None = None) -> Any:
     try:
         if tag == TAG_JSON:
             return _decode_json(data)
+        if tag == TAG_JSON_EXACT:
+            return _json_decoder.decode(codecs.decode(memoryview(data)[1:], "utf-8"))
         if tag == TAG_RESPONSE:
             return _decode_response(data)
         if tag == TAG_ENVELOPE:
@@ -234,7 +242,7 @@ def _decode_json(data: bytes) -> Any:
         try:
             return _orjson_loads(memoryview(data)[1:])
         except ValueError:
-            pass  # NaN, Infinity, integers over 64 bits: the standard decoder reads these
+            pass  # NaN and Infinity: the standard decoder reads these
     return _json_decoder.decode(codecs.decode(memoryview(data)[1:], "utf-8"))
 
 

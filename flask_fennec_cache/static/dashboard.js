@@ -5,7 +5,8 @@
 (function () {
   const params = new URLSearchParams(window.location.search);
   const POLL_MS = Math.max(250, Number(params.get("interval")) || 1000);
-  const HISTORY_MS = 5 * 60 * 1000; // the charts' span
+  const HISTORY_MS = 5 * 60 * 1000; // the charts' longest span
+  const MIN_SPAN_MS = 20 * 1000; // ... and shortest, while the page is young
   const WINDOW_MS = 10 * 1000; // "current" hit rate and latency percentiles
   const samples = []; // {t, stats, histogram}
 
@@ -164,6 +165,14 @@
     setText("p99", fmtMs(quantile(latency, 0.99)));
   }
 
+  function niceCeiling(value) {
+    const magnitude = 10 ** Math.floor(Math.log10(value));
+    for (const step of [1, 2, 4, 5, 10]) {
+      if (step * magnitude >= value) return step * magnitude;
+    }
+    return 10 * magnitude;
+  }
+
   function drawChart(canvas, series, options) {
     const ratio = window.devicePixelRatio || 1;
     const width = canvas.clientWidth || canvas.width;
@@ -176,10 +185,11 @@
 
     const left = 36;
     const bottom = height - 18;
-    const now = performance.now();
+    const now = samples.length ? samples[samples.length - 1].t : performance.now();
+    const span = Math.min(HISTORY_MS, Math.max(MIN_SPAN_MS, samples.length ? now - samples[0].t : 0));
     const values = series.flatMap((s) => s.points.map((p) => p[1])).filter((v) => v !== null);
-    const max = options.max || Math.max(1, ...values) * 1.15;
-    const x = (t) => left + ((width - left - 4) * (t - (now - HISTORY_MS))) / HISTORY_MS;
+    const max = options.max || niceCeiling(Math.max(1, ...values) * 1.1);
+    const x = (t) => left + ((width - left - 4) * (t - (now - span))) / span;
     const y = (v) => 6 + (bottom - 6) * (1 - v / max);
 
     ctx.font = "11px system-ui, sans-serif";
@@ -194,7 +204,8 @@
       ctx.stroke();
       ctx.fillText(v >= 10 || v === 0 ? fmt(v, 0) : fmt(v, 1), 2, y(v) + 4);
     }
-    ctx.fillText("-5 min", left, height - 4);
+    const seconds = Math.round(span / 1000);
+    ctx.fillText(seconds >= 120 ? `-${Math.round(seconds / 60)} min` : `-${seconds} s`, left, height - 4);
     ctx.fillText("now", width - 26, height - 4);
 
     for (const s of series) {
