@@ -168,7 +168,7 @@ def text(page: Any, element_id: str) -> str:
 def test_the_dashboard_shows_live_numbers(
     app: Flask, live_server: str, browser: Any, tmp_path: Path
 ) -> None:
-    page = browser.new_page(viewport={"width": 1280, "height": 820})
+    page = browser.new_page(viewport={"width": 1280, "height": 560})
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda error: console_errors.append(str(error)))

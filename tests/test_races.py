@@ -158,6 +158,7 @@ def run_race(
                 rid = rng.randrange(ROWS)
                 reader(rid, loader_for(rid))
                 count("reads")
+                time.sleep(rng.uniform(0, 0.0005))  # leave the writers some of the GIL
         except BaseException as exc:  # surfaced by the main thread
             errors.append(exc)
 
