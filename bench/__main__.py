@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from .loadgen import generator_name
-from .peers import make_peers, missing_peers
+from .peers import (
+    OURS,
+    OURS_NEAR,
+    FennecPeer,
+    Peer,
+    make_peers,
+    missing_peers,
+    near_cache_supported,
+)
 from .report import check_targets, machine, machine_line, markdown, targets_markdown
 from .scenarios import (
     Plan,
@@ -37,9 +45,13 @@ def run(plan: Plan) -> dict[str, Any]:
     with BenchRedis() as server:
         results["machine"] = machine(server.version(), generator_name())
         peers = make_peers(server.url)
+        with_near: dict[str, Peer] = dict(peers)
+        if near_cache_supported():
+            near = FennecPeer(server.url, "bench:near:", near_cache=True)
+            with_near = {OURS: peers[OURS], OURS_NEAR: near, **peers}
         try:
             _progress("1/6 hit latency")
-            results["hit_latency"] = run_hit_latency(peers, plan)
+            results["hit_latency"] = run_hit_latency(with_near, plan)
             _progress("2/6 miss then set")
             results["miss_then_set"] = run_miss_then_set(peers, plan)
             _progress("3/6 cached-view throughput under gunicorn")
@@ -51,7 +63,7 @@ def run(plan: Plan) -> dict[str, Any]:
             _progress("5/6 bytes per entry")
             results["bytes_per_entry"] = run_bytes_per_entry(server, peers)
         finally:
-            for peer in peers.values():
+            for peer in with_near.values():
                 peer.close()
     _progress("6/6 Redis down")
     results["redis_down"] = run_redis_down(plan)

@@ -6,6 +6,7 @@ what happens on a miss or an error are each library's own: that is what is measu
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from typing import Any, Final, Literal
@@ -24,7 +25,9 @@ __all__ = [
     "Peer",
     "RawPeer",
     "Setup",
+    "make_peers",
     "missing_peers",
+    "near_cache_supported",
     "named",
     "returning",
 ]
@@ -42,12 +45,14 @@ Setup = Literal["tuned", "url", "host"]
 TUNED_TIMEOUT: Final = 0.25
 
 OURS: Final = "fennec"
+OURS_NEAR: Final = "fennec_near"
 RAW: Final = "raw"
 FLASK_CACHING: Final = "flask_caching"
 DOGPILE: Final = "dogpile"
 PEERS: Final = (OURS, RAW, FLASK_CACHING, DOGPILE)
 LABELS: Final = {
     OURS: "flask-fennec-cache",
+    OURS_NEAR: "flask-fennec-cache + near cache",
     RAW: "raw redis-py",
     FLASK_CACHING: "Flask-Caching",
     DOGPILE: "dogpile.cache",
@@ -115,14 +120,19 @@ class Peer:
 
 
 class FennecPeer(Peer):
-    """Ours: ``@cache(ttl=..., backend=RedisCache(url))`` with the library's defaults."""
+    """Ours: ``@cache(ttl=..., backend=RedisCache(url))`` with the library's defaults.
 
-    name = OURS
+    With *near_cache*, the backend also keeps a coherent in-process copy (``near_cache=True``).
+    """
 
-    def __init__(self, url: str, prefix: str = "bench:fennec:") -> None:
+    def __init__(
+        self, url: str, prefix: str = "bench:fennec:", *, near_cache: bool = False
+    ) -> None:
         from flask_fennec_cache import RedisCache
 
-        self.backend = RedisCache(url, prefix=prefix)
+        self.name = OURS_NEAR if near_cache else OURS
+        options = {"near_cache": True} if near_cache else {}
+        self.backend = RedisCache(url, prefix=prefix, **options)
 
     def memoize(self, func: Loader, ttl: int) -> Loader:
         from flask_fennec_cache import cache
@@ -257,6 +267,13 @@ class DogpilePeer(Peer):
 
     def close(self) -> None:
         self.region.backend.writer_client.close()
+
+
+def near_cache_supported() -> bool:
+    """Whether this version of flask-fennec-cache has the near cache."""
+    from flask_fennec_cache import RedisCache
+
+    return "near_cache" in inspect.signature(RedisCache).parameters
 
 
 def make_peers(url: str) -> dict[str, Peer]:

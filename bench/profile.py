@@ -113,11 +113,11 @@ def _wsgi_caller(url: str) -> Callable[[str], Callable[[int], None]]:
 
 
 def _views_in_process(url: str, rounds: int, per_round: int) -> None:
-    from .app import VIEWS
+    from .app import views
 
     caller = _wsgi_caller(url)
     samples = interleaved(
-        {name: caller(path) for name, path in VIEWS.items()},
+        {name: caller(path) for name, path in views().items()},
         warmup=300, rounds=rounds, per_round=per_round,
     )  # fmt: skip
     base = summarize(samples["const"]).median

@@ -77,10 +77,13 @@ class TopologyURL:
 def check_url(url: str) -> str:
     """*url* if we can use it (scheme, and for topologies the whole URL); ConfigurationError
     otherwise."""
-    scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+    try:
+        scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+    except ValueError as exc:
+        raise ConfigurationError(f"cache URL {redact_url(url)!r}: {exc}") from exc
     if scheme not in SCHEMES:
         raise ConfigurationError(
-            f"cache URL {url!r}: unsupported scheme {scheme!r}; use one of "
+            f"cache URL {redact_url(url)!r}: unsupported scheme {scheme!r}; use one of "
             + ", ".join(f"{s}://" for s in SCHEMES)
         )
     if scheme in CLUSTER_SCHEMES or scheme in SENTINEL_SCHEMES:

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from ._ratelog import RateLimitedLog
 from .backend import RedisCache
-from .errors import NoBackendError, SerializationError
+from .errors import ConfigurationError, NoBackendError, SerializationError
 from .keys import FunctionKeys, KeySpec, variant_key, view_key
 from .loading import LoadPolicy, get_or_load
 from .serializers import CachedResponse, VaryMarker
@@ -132,6 +132,8 @@ def cache(
     resolve: Callable[[], RedisCache] = current_backend
     if backend is not None:
         resolve = lambda: backend  # noqa: E731
+    if isinstance(tags, str):
+        raise ConfigurationError(f"tags must be a sequence of names, e.g. tags=({tags!r},)")
     policy = LoadPolicy(ttl, cache_none, none_ttl, lock, lock_timeout, stale_ttl, beta, tuple(tags))
 
     def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:

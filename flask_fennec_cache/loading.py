@@ -130,11 +130,16 @@ def _refresh(
     """One caller refreshes a stale (or soon stale) entry; the others are served it at once."""
     lock = RedisLock(backend, f"{RESERVED}refresh:{key}", policy.lock_timeout)
     if not lock.acquire():
-        backend._stats.add("hits")
-        if envelope.fresh_until is not None and time.time() >= envelope.fresh_until:
-            backend._stats.add("stale_hits")
-        return stale, True
+        return _serve_stale(backend, stale, envelope)
     try:
+        current, tags = _read(backend, key, policy)
+        if not (isinstance(current, Envelope) and current.version == envelope.version):
+            # Refreshed (or rewritten) since this caller read it: no second load.
+            value, _ = _classify(backend, current, policy, tags)
+            if value is not MISSING:
+                backend._stats.add("hits")
+                return value, True
+            return _serve_stale(backend, stale, envelope)
         versions = _tag_versions(backend, policy)
         value, elapsed = _timed(loader)
         _store(backend, key, value, elapsed, policy, versions, version_prefix(envelope.version))
@@ -144,12 +149,25 @@ def _refresh(
     return value, False
 
 
+def _serve_stale(backend: RedisCache, stale: T, envelope: Envelope) -> tuple[T, bool]:
+    backend._stats.add("hits")
+    if envelope.fresh_until is not None and time.time() >= envelope.fresh_until:
+        backend._stats.add("stale_hits")
+    return stale, True
+
+
 def _fill(
     backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy,
     entry: Any, wait: bool,
 ) -> tuple[T, bool]:
-    """Take the key's lease and load, or wait for the lease holder's value: ``(value, hit)``."""
-    deadline = time.monotonic() + policy.lock_timeout
+    """Take the key's lease and load, or wait for the lease holder's value: ``(value, hit)``.
+
+    A waiter waits until the lease it found must have expired (``lock_timeout`` plus a poll),
+    then tries to take it over; if another waiter took it first, it waits for that one once.
+    """
+    deadline = time.monotonic() + policy.lock_timeout + 2 * MAX_POLL
+    holder = entry.token if isinstance(entry, Lease) else None
+    extended = False
     delay = FIRST_POLL
     waited = False
     while True:
@@ -163,6 +181,15 @@ def _fill(
             if token:
                 assert isinstance(token, str)
                 return _load_leased(backend, key, loader, policy, token), False
+        if (
+            wait
+            and not extended
+            and isinstance(entry, Lease)
+            and entry.token != holder
+            and time.monotonic() + delay > deadline
+        ):
+            deadline = time.monotonic() + policy.lock_timeout + 2 * MAX_POLL  # a new holder
+            extended = True
         if not wait or time.monotonic() + delay > deadline:
             if wait:
                 _log.warning(

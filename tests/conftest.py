@@ -14,6 +14,18 @@ from _servers import (
     redis_server_binary,
     stop_all,
 )
+from hypothesis import settings as hypothesis_settings
+
+# ==================================================================================
+# Hypothesis: with $CI set, every property test runs the same examples each time
+# (derandomize) and keeps no example database; locally, examples are random and failures
+# are remembered in .hypothesis/. Example counts are set per test (kept modest).
+# ==================================================================================
+
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
+
 
 # ==================================================================================
 # Real redis-server fixtures

@@ -85,9 +85,7 @@ def _contract_tests() -> dict[str, Any]:
     for module in (test_backend, test_strategies, test_loading, test_locks):
         short = module.__name__.removeprefix("test_")
         for name, obj in vars(module).items():
-            if getattr(obj, "_fixture_function_marker", None) is not None or type(
-                obj
-            ).__name__ == "FixtureFunctionDefinition":
+            if type(obj).__name__ == "FixtureFunctionDefinition":
                 if name not in {"cache_factory", "real_caches", "backend"}:
                     collected.setdefault(name, obj)
                 continue
@@ -436,8 +434,9 @@ def test_master_killed_under_load_demo_under_gunicorn(
     everything = load.window()
     report(
         f"gunicorn (2 workers, 8 client threads): writes cached again "
-        f"{recovered - killed:.2f} s after the kill; before {load.window(started, killed).summary()}"
-        f"; failover {load.window(killed, recovered).summary()}"
+        f"{recovered - killed:.2f} s after the kill; "
+        f"before {load.window(started, killed).summary()}; "
+        f"failover {load.window(killed, recovered).summary()}"
     )
     assert everything.server_errors == 0, everything.failures[:5]
     assert everything.failures == [], everything.failures[:5]

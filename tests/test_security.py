@@ -567,7 +567,9 @@ PATTERNS = st.text(
 
 
 @pytest.mark.real
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(pattern=PATTERNS)
 def test_clear_never_reaches_outside_the_prefix(redis_server: RedisServer, pattern: str) -> None:
     control = redis_server.client()
