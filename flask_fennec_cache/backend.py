@@ -16,7 +16,7 @@ from ._ratelog import RateLimitedLog
 from ._scripts import Scripts
 from ._stats import StatsBuffer, summarize
 from ._topology import mget, scan_targets
-from .errors import CacheUnavailable, ConfigurationError
+from .errors import CacheUnavailable, ConfigurationError, InvalidKeyError
 from .locks import SingleFlight
 from .near import NearCache
 from .serializers import (
@@ -30,7 +30,7 @@ from .serializers import (
     new_version,
 )
 
-__all__ = ["MISSING", "RedisCache", "check_prefix"]
+__all__ = ["MISSING", "RedisCache", "check_key", "check_prefix"]
 
 DEFAULT_URL: Final = "redis://localhost:6379/0"
 DEFAULT_PREFIX: Final = "fennec:"
@@ -183,6 +183,8 @@ class RedisCache:
         keys = list(keys)
         if not keys:
             return {}
+        for key in keys:
+            check_key(key)
         datas = self._run("get_many", lambda c: mget(c, [self.prefix + k for k in keys]))
         datas = datas or [None] * len(keys)
         entries = [self._decode(k, d) for k, d in zip(keys, datas, strict=True)]
@@ -199,6 +201,8 @@ class RedisCache:
 
     def ttl(self, key: str) -> int | None:
         """Seconds *key* has left; -1 if it never expires; None if it does not exist."""
+        check_key(key)
+
         def read(client: redis.Redis) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             pipe.getrange(self.prefix + key, 0, 0)
@@ -283,6 +287,8 @@ class RedisCache:
         """Like :meth:`delete`, but None when Redis could not be reached (fail-open)."""
         if not keys:
             return 0
+        for key in keys:
+            check_key(key)
         removed = self._run("delete", lambda c: c.unlink(*[self.prefix + k for k in keys]))
         self._forget_near(*keys)
         if removed is not None:
@@ -394,6 +400,7 @@ class RedisCache:
 
     def _read(self, key: str) -> Any:
         """The decoded entry under *key* (value, Envelope, Lease, ...) or MISSING; not counted."""
+        check_key(key)
         if not self._breaker.allow():
             self._skipped("get")
             return MISSING
@@ -465,6 +472,7 @@ class RedisCache:
         there, which can only cause a spurious miss: tag versions are unique, so a value is
         never taken as current under a version it was not stored with.
         """
+        check_key(key)
         names = sorted(set(tags))
         keys = [self.prefix + key] + [self._tag_key(t) for t in names]
         found = self._run("get", lambda c: mget(c, keys))
@@ -598,6 +606,7 @@ class RedisCache:
     # -- internals -----------------------------------------------------------------------------
 
     def _encode(self, key: str, value: Any) -> bytes | None:
+        check_key(key)
         secret = self._pickle_secret
         if isinstance(value, Envelope):
             data = encode_envelope(value, key, secret)
@@ -698,6 +707,16 @@ def _check_ttl(ttl: float | None) -> float | None:
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
         raise ConfigurationError(f"ttl must be a number of seconds > 0 (or None), got {ttl!r}")
     return ttl
+
+
+def check_key(key: str) -> None:
+    """Refuse a key that is not a string or that names the library's reserved namespace."""
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"cache keys are strings, got a {type(key).__qualname__}")
+    if key.startswith(RESERVED):
+        raise InvalidKeyError(
+            f"key {key!r} is in the reserved namespace {RESERVED!r} (statistics, locks, tags)"
+        )
 
 
 def check_prefix(prefix: str) -> str:

@@ -47,8 +47,15 @@ class CachedFunction(Protocol[P, R]):
     """What ``@cache`` returns: the function, plus helpers to inspect and invalidate its entries."""
 
     __wrapped__: Callable[P, R]
+    __name__: str
+    __qualname__: str
+    __module__: str
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Callable[..., R]:
+        """Bind like the function it wraps (so decorated methods work)."""
+        ...
 
     def lookup(self, *args: P.args, **kwargs: P.kwargs) -> CacheLookup[R]:
         """Call through the cache and say whether the value was a hit."""

@@ -6,6 +6,7 @@ __all__ = [
     "CacheUnavailable",
     "ConfigurationError",
     "FennecCacheError",
+    "InvalidKeyError",
     "KeyBuildError",
     "LockTimeout",
     "NoBackendError",
@@ -23,6 +24,10 @@ class ConfigurationError(FennecCacheError, ValueError):
 
 class SerializationError(FennecCacheError, ValueError):
     """A value cannot be stored in the configured format; the message names the type and key."""
+
+
+class InvalidKeyError(FennecCacheError, ValueError):
+    """A key names the library's reserved namespace (``__fennec__:``), or is not a string."""
 
 
 class KeyBuildError(FennecCacheError, TypeError):

@@ -864,3 +864,32 @@ def test_url_is_accepted_as_a_keyword(memory_url: str) -> None:
         assert made.prefix == "kw:"
     finally:
         made.close()
+
+
+@pytest.mark.parametrize("operation", ["set", "set_many", "delete"])
+def test_user_keys_cannot_reach_the_reserved_namespace(
+    backend: RedisCache, operation: str
+) -> None:
+    """DESIGN: the library's bookkeeping under ``{prefix}__fennec__:`` never collides with users.
+
+    A user key that starts with ``__fennec__:`` (say, from a template filled with request data)
+    must be refused or kept apart; it must not overwrite or delete the shared counters.
+    """
+    import contextlib
+
+    from flask_fennec_cache import FennecCacheError
+
+    backend.get("absent")
+    assert backend.get_stats()["misses"] == 1  # the shared counters now exist
+    reserved = "__fennec__:stats"
+    with contextlib.suppress(FennecCacheError, ValueError):
+        if operation == "set":
+            backend.set(reserved, 1)
+        elif operation == "set_many":
+            backend.set_many({reserved: 1})
+        else:
+            backend.delete(reserved)
+    stats = backend.get_stats()
+    assert stats["shared"] is True
+    assert stats["misses"] == 1
+    assert stats["errors"] == 0

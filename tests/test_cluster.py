@@ -343,6 +343,7 @@ def test_master_killed_under_load_threads(heal_after: RedisClusterTopology, pref
 
     errors: list[BaseException] = []
     answers = 0
+    slowest = [0.0, 0.0]
     stop = threading.Event()
     count_lock = threading.Lock()
 
@@ -352,14 +353,18 @@ def test_master_killed_under_load_threads(heal_after: RedisClusterTopology, pref
         while not stop.is_set():
             n = turn % 50
             turn += 1
+            started = time.monotonic()
             try:
                 assert item(n) == {"n": n}
                 if turn % 7 == 0:
                     item.invalidate(n)
             except BaseException as exc:  # any exception at all is a failure here
                 errors.append(exc)
+            latency = time.monotonic() - started
             with count_lock:
                 answers += 1
+                if latency > slowest[0]:
+                    slowest[:] = [latency, started]
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(6)]
     victim_key = "item:0"
@@ -382,7 +387,8 @@ def test_master_killed_under_load_threads(heal_after: RedisClusterTopology, pref
     report(
         f"threads: master killed under load; writes to its slots succeeded again "
         f"{promoted - killed:.2f} s later; {answers} answers, {len(errors)} exceptions, "
-        f"{stats['errors']} errors counted, loads={len(loads)}"
+        f"{stats['errors']} errors counted, loads={len(loads)}; slowest call "
+        f"{slowest[0]:.2f} s (started {slowest[1] - killed:+.2f} s from the kill)"
     )
     assert errors == [], errors[:3]
     assert stats["errors"] > 0, "the failover's errors were not counted"

@@ -1,4 +1,4 @@
-"""``GET {mount}/``: the live dashboard, served by the blueprint and run in a real headless Chromium.
+"""``GET {mount}/``: the live dashboard, served by the blueprint, run in a real headless Chromium.
 
 The browser test needs Debian's ``chromium`` (``apt-get install chromium``) and Playwright's
 Python package (in the ``test`` extra; its own browser download is not used). Without them it

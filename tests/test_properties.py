@@ -392,10 +392,21 @@ USER_IDS = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70), st.booleans(), st.floats(), UTF8_TEXT,
     st.none(), st.just(2**63 - 1), st.just(2**63),
 )  # fmt: skip
-USERS = st.fixed_dictionaries(
+FUZZED_USERS = st.fixed_dictionaries(
     {"id": USER_IDS, "name": ANY_TEXT, "email": ANY_TEXT},
     optional={"extra": JSON_VALUES},
 )
+#: Users that pass validation except, perhaps, for what their text holds.
+VALID_USERS = st.fixed_dictionaries(
+    {
+        "id": st.integers(1, 10**6),
+        "name": st.text(st.one_of(st.characters(), SURROGATES), min_size=1, max_size=20).filter(
+            lambda name: bool(name.strip())
+        ),
+        "email": st.tuples(ANY_TEXT, ANY_TEXT).map(lambda parts: f"{parts[0]}@x{parts[1]}"),
+    }
+)
+USERS = st.one_of(VALID_USERS, FUZZED_USERS)
 
 
 def json_bytes(value: Any, ascii_only: bool) -> bytes:

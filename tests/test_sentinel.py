@@ -176,6 +176,7 @@ def test_master_killed_under_load_backend_follows_the_promoted_replica(
 
     errors: list[BaseException] = []
     answers = [0]
+    slowest: list[float] = [0.0, 0, 0.0]
     stop = threading.Event()
 
     def worker(index: int) -> None:
@@ -183,12 +184,16 @@ def test_master_killed_under_load_backend_follows_the_promoted_replica(
         while not stop.is_set():
             n = turn % 30
             turn += 1
+            started = time.monotonic()
             try:
                 assert item(n) == {"n": n}
                 if turn % 5 == 0:
                     item.invalidate(n)
             except BaseException as exc:  # any exception at all is a failure here
                 errors.append(exc)
+            latency = time.monotonic() - started
+            if latency > slowest[0]:
+                slowest[:] = [latency, n, started]
             answers[0] += 1
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(6)]
@@ -210,7 +215,8 @@ def test_master_killed_under_load_backend_follows_the_promoted_replica(
     report(
         f"threads: master killed under load; the backend wrote to the promoted replica "
         f"{followed - killed:.2f} s later; {len(errors)} exceptions, "
-        f"{stats['errors']} errors counted"
+        f"{stats['errors']} errors counted; slowest call {slowest[0]:.2f} s "
+        f"(started {slowest[2] - killed:+.2f} s from the kill)"
     )
     assert errors == [], errors[:3]
     assert new_master is not old_master
