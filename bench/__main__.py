@@ -17,7 +17,6 @@ from .peers import (
     Peer,
     make_peers,
     missing_peers,
-    near_cache_supported,
 )
 from .report import check_targets, machine, machine_line, markdown, targets_markdown
 from .scenarios import (
@@ -45,10 +44,8 @@ def run(plan: Plan) -> dict[str, Any]:
     with BenchRedis() as server:
         results["machine"] = machine(server.version(), generator_name())
         peers = make_peers(server.url)
-        with_near: dict[str, Peer] = dict(peers)
-        if near_cache_supported():
-            near = FennecPeer(server.url, "bench:near:", near_cache=True)
-            with_near = {OURS: peers[OURS], OURS_NEAR: near, **peers}
+        near = FennecPeer(server.url, "bench:near:", near_cache=True)
+        with_near: dict[str, Peer] = {OURS: peers[OURS], OURS_NEAR: near, **peers}
         try:
             _progress("1/6 hit latency")
             results["hit_latency"] = run_hit_latency(with_near, plan)

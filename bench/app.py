@@ -14,10 +14,9 @@ from flask import Flask, Response
 
 from flask_fennec_cache import FennecCache, RedisCache, cache
 
-from .peers import near_cache_supported
 from .values import compact, json_value
 
-__all__ = ["BODY_BYTES", "VIEWS", "create_app", "views"]
+__all__ = ["BODY_BYTES", "VIEWS", "create_app"]
 
 BODY_BYTES = 1_000
 VIEWS = {
@@ -25,15 +24,8 @@ VIEWS = {
     "fennec": "/fennec",
     "flask_caching": "/flask-caching",
     "raw": "/raw",
+    "fennec_near": "/fennec-near",
 }
-NEAR_VIEW = ("fennec_near", "/fennec-near")
-
-
-def views() -> dict[str, str]:
-    """The views served, by name: the near-cache one when this version has it."""
-    if near_cache_supported():
-        return {**VIEWS, NEAR_VIEW[0]: NEAR_VIEW[1]}
-    return dict(VIEWS)
 
 
 TTL = 600
@@ -81,14 +73,13 @@ def create_app() -> Flask:
             client.set("bench:rawview", data, ex=TTL)
         return Response(data, mimetype="application/json")
 
-    if near_cache_supported():
-        # Its own backend (per gunicorn worker: the app is built after the fork), so that the
-        # near cache can be on for this view only.
-        near = RedisCache(url, prefix="bench:nearview:", near_cache=True)
+    # Its own backend (one per gunicorn worker: the app is built after the fork), so that the
+    # near cache is on for this view only.
+    near = RedisCache(url, prefix="bench:nearview:", near_cache=True)
 
-        @app.get(NEAR_VIEW[1])
-        @cache(ttl=TTL, backend=near)
-        def fennec_near_view() -> Response:
-            return respond()
+    @app.get(VIEWS["fennec_near"])
+    @cache(ttl=TTL, backend=near)
+    def fennec_near_view() -> Response:
+        return respond()
 
     return app

@@ -6,7 +6,6 @@ what happens on a miss or an error are each library's own: that is what is measu
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable
 from typing import Any, Final, Literal
@@ -25,9 +24,9 @@ __all__ = [
     "Peer",
     "RawPeer",
     "Setup",
+    "calling",
     "make_peers",
     "missing_peers",
-    "near_cache_supported",
     "named",
     "returning",
 ]
@@ -90,6 +89,15 @@ def returning(name: str, value: Any) -> Loader:
     return named(name, load)
 
 
+def calling(cached: Loader, arg: str) -> Callable[[int], Any]:
+    """``cached(arg)`` as a timing loop's call (which passes a counter, ignored here)."""
+
+    def call(_i: int) -> Any:
+        return cached(arg)
+
+    return call
+
+
 def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
@@ -131,8 +139,7 @@ class FennecPeer(Peer):
         from flask_fennec_cache import RedisCache
 
         self.name = OURS_NEAR if near_cache else OURS
-        options = {"near_cache": True} if near_cache else {}
-        self.backend = RedisCache(url, prefix=prefix, **options)
+        self.backend = RedisCache(url, prefix=prefix, near_cache=near_cache)
 
     def memoize(self, func: Loader, ttl: int) -> Loader:
         from flask_fennec_cache import cache
@@ -267,13 +274,6 @@ class DogpilePeer(Peer):
 
     def close(self) -> None:
         self.region.backend.writer_client.close()
-
-
-def near_cache_supported() -> bool:
-    """Whether this version of flask-fennec-cache has the near cache."""
-    from flask_fennec_cache import RedisCache
-
-    return "near_cache" in inspect.signature(RedisCache).parameters
 
 
 def make_peers(url: str) -> dict[str, Peer]:

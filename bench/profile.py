@@ -15,7 +15,7 @@ import json
 import os
 import pstats
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -39,7 +39,7 @@ def _breakdown(url: str, rounds: int, per_round: int) -> None:
     full_key = ours.backend.prefix + relative
     plain = redis.Redis.from_url(url)
     data = compact(value)
-    stored = ours.backend.client.get(full_key)
+    stored = cast(bytes, ours.backend.client.get(full_key))
     from flask_fennec_cache.serializers import decode
 
     steps: dict[str, Callable[[int], Any]] = {
@@ -98,8 +98,10 @@ def _wsgi_caller(url: str) -> Callable[[str], Callable[[int], None]]:
 
     app = create_app()
 
-    def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> None:
-        return None
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None, /
+    ) -> Callable[[bytes], object]:
+        return lambda data: None
 
     def caller(path: str) -> Callable[[int], None]:
         environ = EnvironBuilder(path=path, base_url="http://127.0.0.1/").get_environ()
@@ -113,11 +115,11 @@ def _wsgi_caller(url: str) -> Callable[[str], Callable[[int], None]]:
 
 
 def _views_in_process(url: str, rounds: int, per_round: int) -> None:
-    from .app import views
+    from .app import VIEWS
 
     caller = _wsgi_caller(url)
     samples = interleaved(
-        {name: caller(path) for name, path in views().items()},
+        {name: caller(path) for name, path in VIEWS.items()},
         warmup=300, rounds=rounds, per_round=per_round,
     )  # fmt: skip
     base = summarize(samples["const"]).median

@@ -130,7 +130,7 @@ def markdown(results: dict[str, Any]) -> str:
     const = views["views"]["const"]
     row(
         f"cached view, req/s under gunicorn ({views['workers']} {views['worker_class']} workers;"
-        f" constant view = {const['rps']:.0f} req/s = 1.00×)",
+        f" constant view = {const['rps']:.0f} req/s = 1.00×; median of per-round ratios)",
         {
             name: f"{entry['rps']:.0f} req/s (**{entry['ratio']:.2f}×**)"
             for name, entry in views["views"].items()

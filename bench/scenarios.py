@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from . import peers as P
-from .peers import Peer, named, returning
+from .peers import Peer, calling, named, returning
 from .server import BenchRedis
 from .timing import interleaved, summarize
 from .values import SIZES, compact, json_value, size_label
@@ -55,7 +56,7 @@ class Plan:
             warmup=300, rounds=6,
             per_round={100: 600, 1_000: 600, 10_000: 300, 100_000: 60},
             miss_per_round=250, stampede_threads=50, stampede_trials=3, loader_seconds=0.2,
-            view_seconds=5.0, view_warmup=1.0, view_rounds=5, down_window=2.5, down_calls=300,
+            view_seconds=10.0, view_warmup=1.0, view_rounds=5, down_window=2.5, down_calls=300,
             down_defaults=True,
         )  # fmt: skip
 
@@ -96,7 +97,7 @@ def run_hit_latency(peers: dict[str, Peer], plan: Plan) -> dict[str, Any]:
             cached("hit")  # stores it
             if cached("hit") != value:
                 raise RuntimeError(f"{peer.label} returned a different value at {size} B")
-            calls[name] = lambda _i, f=cached: f("hit")
+            calls[name] = calling(cached, "hit")
         samples = interleaved(
             calls, warmup=plan.warmup, rounds=plan.rounds, per_round=plan.per_round[size]
         )
@@ -107,13 +108,19 @@ def run_hit_latency(peers: dict[str, Peer], plan: Plan) -> dict[str, Any]:
 # -- 2. miss then set -------------------------------------------------------------------------
 
 
+def _fresh_keys(cached: Callable[[str], Any]) -> Callable[[int], Any]:
+    def call(i: int) -> Any:
+        return cached(f"m{i}")
+
+    return call
+
+
 def run_miss_then_set(peers: dict[str, Peer], plan: Plan) -> dict[str, Any]:
     """A fresh key every call: the read that misses, the loader (immediate), the write."""
     value = json_value(100)
     calls: dict[str, Callable[[int], Any]] = {}
     for name, peer in peers.items():
-        cached = peer.memoize(returning("miss", value), TTL)
-        calls[name] = lambda i, f=cached: f(f"m{i}")
+        calls[name] = _fresh_keys(peer.memoize(returning("miss", value), TTL))
     samples = interleaved(
         calls, warmup=plan.warmup // 3, rounds=plan.rounds, per_round=plan.miss_per_round
     )
@@ -219,8 +226,8 @@ def _stored(client: redis.Redis, prefix: bytes) -> dict[str, Any]:
     value_bytes = 0
     key_bytes = 0
     extras: list[dict[str, Any]] = []
-    for key in client.scan_iter(match=prefix + b"*", count=1000):
-        kind = client.type(key).decode()
+    for key in cast(Iterator[bytes], client.scan_iter(match=prefix + b"*", count=1000)):
+        kind = cast(bytes, client.type(key)).decode()
         size = int(client.strlen(key)) if kind == "string" else 0
         if kind == "string" and not any(m in key for m in _BOOKKEEPING_MARKERS):
             value_bytes += size
@@ -402,7 +409,7 @@ def _redis_down(loader: Callable[[str], Any], plan: Plan) -> dict[str, Any]:
             "settings": "defaults (0.25 s timeouts, breaker after 3 failures, 1 s cool-down)",
         }
         for name in tuned:
-            samples, outcome = _timed_calls(lambda f=cached[name]: f("k"), plan.down_calls)
+            samples, outcome = _timed_calls(functools.partial(cached[name], "k"), plan.down_calls)
             results[name] = {
                 **_summary_us(samples),
                 "outcome": outcome,

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .app import BODY_BYTES, VIEWS, views
+from .app import BODY_BYTES, VIEWS
 from .loadgen import generator_name, run_load
 from .server import free_port
+from .timing import summarize
 
 __all__ = ["WORKERS", "run_view_throughput"]
 
@@ -90,12 +91,13 @@ class Gunicorn:
 def run_view_throughput(
     redis_url: str, seconds: float, warmup: float, rounds: int
 ) -> dict[str, Any]:
-    """Requests/s of each view and the ratio to ``/const``.
+    """Requests/s of each view and its ratio to ``/const``.
 
-    Each view gets *seconds* of load in total, split into *rounds* runs taken in rotating order,
-    so that drift (other work on the machine) weighs on every view alike.
+    Each view gets *seconds* of load in total, split into *rounds* runs taken in rotating order;
+    the ratio is the median of the per-round ratios, so that drift (other work on the machine)
+    weighs on every view alike.
     """
-    served = views()
+    served = VIEWS
     names = list(served)
     totals = {name: {"requests": 0, "seconds": 0.0, "errors": 0} for name in names}
     per_round: dict[str, list[float]] = {name: [] for name in names}
@@ -134,9 +136,15 @@ def run_view_throughput(
             "p50_ms": p50s[len(p50s) // 2] if p50s else None,
             "p99_ms": p99s[len(p99s) // 2] if p99s else None,
         }
-    const = results["const"]["rps"]
-    for entry in results.values():
-        entry["ratio"] = entry["rps"] / const if const else 0.0
+    # The ratio of each round (to the constant view's rate in the same round), then their
+    # median: drift between rounds cancels out.
+    for name in names:
+        ratios = [
+            rps / const if const else 0.0
+            for rps, const in zip(per_round[name], per_round["const"], strict=True)
+        ]
+        results[name]["ratio"] = summarize(ratios).median
+        results[name]["ratio_per_round"] = ratios
     return {
         "views": results,
         "workers": WORKERS,

@@ -84,8 +84,9 @@ class ConfigKey:
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("FENNEC_CACHE_URL", "redis://localhost:6379/0",
-              "Where the cache lives: redis://, rediss://, unix:// or memory:// "
-              "(an in-process server, per process; for development and tests).",
+              "Where the cache lives: redis://, rediss://, unix://, memory:// "
+              "(an in-process server, per process; for development and tests), "
+              "redis+cluster:// or redis+sentinel:// (see docs/scaling.md).",
               check_url, "url"),
     ConfigKey("FENNEC_CACHE_PREFIX", "fennec:",
               "Prepended to every key; clear() never reaches keys outside it. Must not be empty.",

@@ -367,8 +367,8 @@ def test_master_killed_under_load_threads(heal_after: RedisClusterTopology, pref
                     slowest[:] = [latency, started]
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(6)]
-    victim_key = "item:0"
-    victim = cluster.master_of_slot(key_slot((prefix + victim_key).encode()))
+    victim = cluster.master_of_slot(key_slot(f"{prefix}item:0".encode()))
+    probe = same_master_key(cluster, prefix, victim, "probe:{}")
     try:
         for thread in threads:
             thread.start()
@@ -376,7 +376,7 @@ def test_master_killed_under_load_threads(heal_after: RedisClusterTopology, pref
         killed = time.monotonic()
         victim.kill()
         # Writes to the dead master's slots fail (fail-open) until its replica is promoted.
-        promoted = _wait_for_writes(made, victim_key, killed)
+        promoted = _wait_for_writes(made, probe, killed)
         time.sleep(0.5)  # keep the load on a little after the promotion
     finally:
         stop.set()
@@ -394,11 +394,21 @@ def test_master_killed_under_load_threads(heal_after: RedisClusterTopology, pref
     assert stats["errors"] > 0, "the failover's errors were not counted"
 
 
+def same_master_key(cluster: RedisClusterTopology, prefix: str, master: Any, pattern: str) -> str:
+    """The first ``pattern.format(i)`` whose slot *master* serves (a probe for its slots)."""
+    for i in range(1000):
+        key = pattern.format(i)
+        if cluster.master_of_slot(key_slot(f"{prefix}{key}".encode())) is master:
+            return key
+    raise AssertionError("no key found on that master")
+
+
 def _wait_for_writes(made: RedisCache, key: str, since: float) -> float:
-    """Poll (bounded) until a write to *key*'s slot succeeds and reads back; the time then."""
+    """Poll (bounded) until a write to *key* (on the dead master's slots) succeeds and reads
+    back; the time then."""
 
     def writable() -> bool:
-        return made.set(key + ":probe", since) is True and made.get(key + ":probe") == since
+        return made.set(key, since) is True and made.get(key) == since
 
     assert wait_for(writable, timeout=PROMOTION_TIMEOUT, step=0.05), (
         f"writes did not succeed within {PROMOTION_TIMEOUT} s of the master's death"
@@ -420,15 +430,15 @@ def test_master_killed_under_load_demo_under_gunicorn(
         assert load.wait_for_hits(started, count=20) is not None, "the cache never hit"
         # Kill the master holding user:1.
         victim = cluster.master_of_slot(key_slot(f"{prefix}user:1".encode()))
+        probe_id = int(same_master_key(cluster, prefix, victim, "user:1{:03d}").split(":")[1])
         killed = time.monotonic()
         victim.kill()
 
         def written_again() -> bool:
-            reply = demo.request(
-                "POST", "/users", {"id": 9, "name": "Nine", "email": "nine@example.com"}
-            )
+            user = {"id": probe_id, "name": "Probe", "email": "probe@example.com"}
+            reply = demo.request("POST", "/users", user)
             assert reply.status in (200, 201), reply
-            return bool(demo.get("/users/9").json.get("cached"))
+            return bool(demo.get(f"/users/{probe_id}").json.get("cached"))
 
         assert wait_for(written_again, timeout=PROMOTION_TIMEOUT, step=0.1), (
             "the cache did not accept writes again after the promotion"
@@ -463,3 +473,17 @@ def test_plain_client_sees_what_the_cache_wrote(
     assert raw.get(made.prefix + "visible") is not None
     with pytest.raises(RedisClusterException, match="same key slot"):
         raw.mget(made.prefix + "a", made.prefix + "b")  # cross-slot: why mget_nonatomic
+
+
+def test_wrong_cluster_password_fails_open(
+    redis_cluster: RedisClusterTopology, prefix: str
+) -> None:
+    url = redis_cluster.url.replace(f":{redis_cluster.password}@", ":wrong@")
+    made = RedisCache(url, prefix=prefix, stats_flush_interval=QUIET)
+    try:
+        assert made.get("k", default="d") == "d"
+        assert made.set("k", 1) is False
+        health = made.health()
+        assert health["status"] == "unhealthy" and "wrong" not in health["url"]
+    finally:
+        made.close()

@@ -6,7 +6,7 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -207,7 +207,12 @@ def test_render_without_counters() -> None:
 )
 def test_observations_land_in_the_right_bucket(seconds: float, bucket: float) -> None:
     flushed: list[dict[str, int]] = []
-    buffer = StatsBuffer(lambda counts: flushed.append(dict(counts)) is None, 60.0)
+
+    def keep(counts: Mapping[str, int]) -> bool:
+        flushed.append(dict(counts))
+        return True
+
+    buffer = StatsBuffer(keep, 60.0)
     buffer.observe(seconds)
     assert buffer.flush()
     histogram = latency_histogram(flushed[0])
