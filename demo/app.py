@@ -67,6 +67,8 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 
 def fetch_user(user_id: int) -> db.User | None:
     """The slow database query every pattern below hides behind the cache."""
+    if not 0 < user_id <= MAX_USER_ID:  # SQLite could not even hold such an id
+        return None
     return db.get_user(_db_path(), user_id, _db_delay())
 
 
@@ -87,6 +89,17 @@ def _timed_aside(key: str, loader: Callable[[], _T]) -> tuple[_T, bool, float]:
     return result.value, result.hit, _ms(start)
 
 
+def _is_text(value: Any) -> bool:
+    """A string that has a UTF-8 form (JSON escapes can smuggle in lone surrogates)."""
+    if not isinstance(value, str):
+        return True  # the type checks below name the problem
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _validate_user(payload: Any) -> db.User | str:
     """Return the user ``payload`` describes, or a message naming what is wrong with it."""
     if not isinstance(payload, dict):
@@ -104,6 +117,8 @@ def _validate_user(payload: Any) -> db.User | str:
         return f"Field 'id' must be between 1 and {MAX_USER_ID}"
     if not isinstance(name, str):
         return "Field 'name' must be a string"
+    if not _is_text(name) or not _is_text(email):
+        return "Fields 'name' and 'email' must be valid Unicode text (no lone surrogates)"
     name = name.strip()
     if not 1 <= len(name) <= 100:
         return "Field 'name' must be 1 to 100 characters long"

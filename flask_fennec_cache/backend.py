@@ -30,7 +30,7 @@ from .serializers import (
     new_version,
 )
 
-__all__ = ["MISSING", "RedisCache", "check_key", "check_prefix"]
+__all__ = ["MISSING", "RedisCache", "check_key", "check_prefix", "key_problem"]
 
 DEFAULT_URL: Final = "redis://localhost:6379/0"
 DEFAULT_PREFIX: Final = "fennec:"
@@ -180,11 +180,9 @@ class RedisCache:
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The entries found among *keys* (misses are left out), in one round trip
         (on a cluster: one MGET per slot, pipelined, so one round trip per node)."""
-        keys = list(keys)
+        keys = [key for key in keys if self._key_ok(key)]
         if not keys:
             return {}
-        for key in keys:
-            check_key(key)
         datas = self._run("get_many", lambda c: mget(c, [self.prefix + k for k in keys]))
         datas = datas or [None] * len(keys)
         entries = [self._decode(k, d) for k, d in zip(keys, datas, strict=True)]
@@ -201,7 +199,8 @@ class RedisCache:
 
     def ttl(self, key: str) -> int | None:
         """Seconds *key* has left; -1 if it never expires; None if it does not exist."""
-        check_key(key)
+        if not self._key_ok(key):
+            return None
 
         def read(client: redis.Redis) -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -399,8 +398,14 @@ class RedisCache:
         return f"{self._reserved}{{{self.prefix}tags}}:{tag}"
 
     def _read(self, key: str) -> Any:
-        """The decoded entry under *key* (value, Envelope, Lease, ...) or MISSING; not counted."""
-        check_key(key)
+        """The decoded entry under *key* (value, Envelope, Lease, ...) or MISSING; not counted.
+
+        An unusable key (see :func:`check_key`) reads as a miss: reads never break on input.
+        """
+        return self._fetch(key) if self._key_ok(key) else MISSING
+
+    def _fetch(self, key: str) -> Any:
+        """:meth:`_read` for a key already known to be usable."""
         if not self._breaker.allow():
             self._skipped("get")
             return MISSING
@@ -459,12 +464,20 @@ class RedisCache:
         options = {**pool.connection_kwargs, "protocol": 3}
         return NearCache(lambda: pool.connection_class(**options), self.prefix, size, ttl)
 
+    def _key_ok(self, key: str) -> bool:
+        """Whether *key* can be read; an unusable one is logged (reads treat it as a miss)."""
+        problem = key_problem(key)
+        if problem is None:
+            return True
+        self._log.warning("bad-key", f"not using the cache for this read: {problem}")
+        return False
+
     def _forget_near(self, *keys: str) -> None:
         """This process changed *keys*: drop them from the near cache before Redis says so."""
         if self._near is not None:
             self._near.evict(*((self.prefix + k).encode("utf-8", "surrogatepass") for k in keys))
 
-    def _read_tagged(self, key: str, tags: tuple[str, ...]) -> tuple[Any, dict[str, str] | None]:
+    def _fetch_tagged(self, key: str, tags: tuple[str, ...]) -> tuple[Any, dict[str, str] | None]:
         """The entry under *key* and the current versions of *tags*, in one round trip.
 
         On a cluster the value and the tag keys live in different slots: the MGET is split
@@ -472,7 +485,6 @@ class RedisCache:
         there, which can only cause a spurious miss: tag versions are unique, so a value is
         never taken as current under a version it was not stored with.
         """
-        check_key(key)
         names = sorted(set(tags))
         keys = [self.prefix + key] + [self._tag_key(t) for t in names]
         found = self._run("get", lambda c: mget(c, keys))
@@ -710,13 +722,30 @@ def _check_ttl(ttl: float | None) -> float | None:
 
 
 def check_key(key: str) -> None:
-    """Refuse a key that is not a string or that names the library's reserved namespace."""
+    """Refuse a key that is not a string, names the library's reserved namespace, or has no
+    UTF-8 form (a surrogate code point)."""
+    problem = key_problem(key)
+    if problem is not None:
+        raise InvalidKeyError(problem)
+
+
+def key_problem(key: str) -> str | None:
+    """Why *key* cannot be used, or None (cheap for the usual ASCII key)."""
     if not isinstance(key, str):
-        raise InvalidKeyError(f"cache keys are strings, got a {type(key).__qualname__}")
+        return f"cache keys are strings, got a {type(key).__qualname__}"
     if key.startswith(RESERVED):
-        raise InvalidKeyError(
-            f"key {key!r} is in the reserved namespace {RESERVED!r} (statistics, locks, tags)"
-        )
+        return f"key {key!r} is in the reserved namespace {RESERVED!r} (statistics, locks, tags)"
+    if not key.isascii() and not _encodable(key):
+        return f"key {key!r} holds a surrogate code point: it has no UTF-8 form"
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_prefix(prefix: str) -> str:
@@ -750,6 +779,8 @@ def _check_pattern(pattern: str) -> None:
         raise ConfigurationError(f"pattern is longer than {MAX_PATTERN_LENGTH} characters")
     if any(ord(ch) < 32 for ch in pattern):
         raise ConfigurationError("pattern must not contain control characters")
+    if not _encodable(pattern):
+        raise ConfigurationError("pattern holds a lone surrogate: it has no UTF-8 form")
 
 
 def _glob_escape(text: str) -> str:

@@ -18,7 +18,7 @@ from ._ratelog import RateLimitedLog
 from .backend import RedisCache
 from .errors import ConfigurationError, NoBackendError, SerializationError
 from .keys import FunctionKeys, KeySpec, variant_key, view_key
-from .loading import LoadPolicy, get_or_load
+from .loading import Deliver, LoadPolicy, get_or_load
 from .serializers import CachedResponse, VaryMarker
 
 __all__ = ["CacheLookup", "CachedFunction", "cache", "current_backend"]
@@ -229,36 +229,59 @@ class _Cached:
         base = view_key(
             request.endpoint or "", request.host, request.path, request.args.items(multi=True)
         )
-        vary = self.vary_memo.get(base)
-        key = self.variant(base, vary) if vary else base
-        entry = backend.lookup(key)
-        if isinstance(entry, VaryMarker):
-            self.remember_vary(base, entry.headers)
-            key = self.variant(base, entry.headers)
-            entry = backend.lookup(key)
-        if isinstance(entry, CachedResponse):
-            if "If-None-Match" in request.headers:
-                etag = next((v for n, v in entry.headers if n.lower() == "etag"), None)
-                if _matches(etag):
-                    return _not_modified(entry.headers, "HIT", entry.stored_at)
-            hit = Response(entry.body, entry.status, list(entry.headers))
-            hit.headers["X-Cache"] = "HIT"
-            hit.headers["Age"] = str(max(0, int(time.time() - entry.stored_at)))
-            return hit
+        vary = self.vary_memo.get(base, ())
+        for _ in range(2):  # the key the memo suggests, then the one a vary marker names
+            key = self.variant(base, vary) if vary else base
+            render = functools.partial(self.render, args, kwargs, backend, base, vary)
+            value, hit = get_or_load(backend, key, render, self.policy)
+            if isinstance(value, Deliver):
+                if not hit:  # this request rendered it
+                    response, stored = value.result
+                    return _answer_miss(response, stored)
+                value = value.store  # another thread rendered it for the same key
+            if isinstance(value, CachedResponse):
+                return _answer_hit(value)
+            if not isinstance(value, VaryMarker) or value.headers == vary:
+                break
+            self.remember_vary(base, value.headers)
+            vary = value.headers
+        return _answer_miss(make_response(self.func(*args, **kwargs)), False)
+
+    def render(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        backend: RedisCache,
+        base: str,
+        vary: tuple[str, ...],
+    ) -> Deliver:
+        """Run the view; what to store under the key chosen for *vary*, and the response."""
         response = make_response(self.func(*args, **kwargs))
         response_filter = self.view_options.response_filter
-        if (
+        if not (
             _session_allows_caching(response)
             and _cacheable(response)
             and (response_filter is None or response_filter(response))
         ):
-            self.store_response(backend, base, response)
-            if "If-None-Match" in request.headers and _matches(response.headers.get("ETag")):
-                return _not_modified(tuple(response.headers.items()), "MISS")
-        response.headers["X-Cache"] = "MISS"
-        return response
+            return Deliver(None, (response, False))
+        entry = self.entry_for(backend, response)
+        varies_on = tuple(sorted(h.title() for h in response.vary))
+        if varies_on == vary:
+            return Deliver(entry, (response, True))
+        # The response varies on other headers than the key was chosen by: learn them.
+        self.remember_vary(base, varies_on)
+        if not varies_on:
+            self.store(backend, base, entry)
+            return Deliver(None, (response, True))
+        self.store(backend, self.variant(base, varies_on), entry)
+        marker = VaryMarker(varies_on)
+        if not vary:
+            return Deliver(marker, (response, True))
+        self.store(backend, base, marker)
+        return Deliver(None, (response, True))
 
-    def store_response(self, backend: RedisCache, base: str, response: Response) -> None:
+    def entry_for(self, backend: RedisCache, response: Response) -> CachedResponse:
+        """The stored form of a response, with its ETag and (opt-in) max-age added."""
         body = response.get_data()
         if "ETag" not in response.headers:
             response.headers["ETag"] = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
@@ -270,14 +293,7 @@ class _Cached:
             (name, value) for name, value in response.headers.items()
             if name.lower() not in _UNSTORED_HEADERS
         )
-        entry = CachedResponse(response.status_code, headers, body, time.time())
-        vary = tuple(sorted(h.title() for h in response.vary))
-        if not vary:
-            self.store(backend, base, entry)
-            return
-        self.remember_vary(base, vary)
-        self.store(backend, base, VaryMarker(vary))
-        self.store(backend, self.variant(base, vary), entry)
+        return CachedResponse(response.status_code, headers, body, time.time())
 
     def remember_vary(self, base: str, headers: tuple[str, ...]) -> None:
         if len(self.vary_memo) >= _MAX_VARY_MEMO:
@@ -287,6 +303,24 @@ class _Cached:
     @staticmethod
     def variant(base: str, headers: tuple[str, ...]) -> str:
         return variant_key(base, [request.headers.get(name, "") for name in headers])
+
+
+def _answer_hit(entry: CachedResponse) -> Response:
+    if "If-None-Match" in request.headers:
+        etag = next((v for n, v in entry.headers if n.lower() == "etag"), None)
+        if _matches(etag):
+            return _not_modified(entry.headers, "HIT", entry.stored_at)
+    hit = Response(entry.body, entry.status, list(entry.headers))
+    hit.headers["X-Cache"] = "HIT"
+    hit.headers["Age"] = str(max(0, int(time.time() - entry.stored_at)))
+    return hit
+
+
+def _answer_miss(response: Response, stored: bool) -> Response:
+    if stored and "If-None-Match" in request.headers and _matches(response.headers.get("ETag")):
+        return _not_modified(tuple(response.headers.items()), "MISS")
+    response.headers["X-Cache"] = "MISS"
+    return response
 
 
 def _matches(etag: str | None) -> bool:

@@ -47,7 +47,7 @@ def canonical(value: Any, where: str = "value") -> str:
     if isinstance(value, list):
         return "[" + ",".join(canonical(item, where) for item in value) + "]"
     if isinstance(value, (set, frozenset)):
-        return "{" + ",".join(sorted(canonical(item, where) for item in value)) + "}"
+        return "set{" + ",".join(sorted(canonical(item, where) for item in value)) + "}"
     if isinstance(value, Mapping):
         pairs = sorted(
             (canonical(k, where), canonical(v, where)) for k, v in value.items()
@@ -59,7 +59,7 @@ def canonical(value: Any, where: str = "value") -> str:
             f"{where} is {text}, which has no stable text for a cache key: give "
             f"{type(value).__qualname__} a __cache_key__() or __repr__, or pass key= to @cache"
         )
-    return text
+    return f"{type(value).__qualname__}:{text}"  # the type too: a repr may mimic a builtin's
 
 
 class FunctionKeys:

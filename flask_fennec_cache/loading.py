@@ -22,11 +22,25 @@ from .errors import ConfigurationError, SerializationError
 from .locks import FIRST_POLL, MAX_POLL, RedisLock
 from .serializers import Envelope, Lease, lease_bytes, new_version, version_prefix
 
-__all__ = ["LoadPolicy", "get_or_load"]
+__all__ = ["Deliver", "LoadPolicy", "get_or_load"]
 
 T = TypeVar("T")
 
 _log = RateLimitedLog()
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """What a loader may return to store one thing and hand its caller another.
+
+    ``get_or_load`` stores *store* (nothing when None) under the key and returns the Deliver
+    itself to the caller that ran the loader; a caller served by another thread's load gets it
+    too (with ``hit`` True) and can use *store*. Cached views use it to store the response's
+    bytes while handing back the live response object.
+    """
+
+    store: Any
+    result: Any
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,14 @@ class LoadPolicy:
 def get_or_load(
     backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy
 ) -> tuple[T, bool]:
-    """``(value, hit)``: the cached value of *key*, or the loader's; *hit* when no load ran here."""
+    """``(value, hit)``: the cached value of *key*, or the loader's; *hit* when no load ran here.
+
+    A key that cannot be used (reserved, or without a UTF-8 form) is not cached: the loader
+    answers.
+    """
+    if not backend._key_ok(key):
+        backend._stats.add("misses")
+        return loader(), False
     entry, current = _read(backend, key, policy)
     value, refresh = _classify(backend, entry, policy, current)
     if value is not MISSING:
@@ -97,8 +118,8 @@ def _read(
     backend: RedisCache, key: str, policy: LoadPolicy
 ) -> tuple[Any, dict[str, str] | None]:
     if policy.tags:
-        return backend._read_tagged(key, policy.tags)
-    return backend._read(key), None
+        return backend._fetch_tagged(key, policy.tags)
+    return backend._fetch(key), None
 
 
 def _classify(
@@ -247,7 +268,13 @@ def _store(
     versions: dict[str, str] | None, expected: bytes,
 ) -> bool:
     """Store a loaded value if *key* still starts with *expected* (nobody wrote since)."""
-    if versions is None or (value is None and not policy.cache_none):
+    if isinstance(value, Deliver):
+        if value.store is None:
+            return False
+        value = value.store
+    elif value is None and not policy.cache_none:
+        return False
+    if versions is None:
         return False
     ttl = policy.ttl if policy.ttl is not None else backend.default_ttl
     if value is None and policy.none_ttl is not None:

@@ -151,7 +151,15 @@ def encode(value: Any, key: str, pickle_secret: bytes | None = None) -> bytes:
         raise SerializationError(
             f"cannot store a {type(value).__qualname__} under key {key!r} as JSON: {exc}"
         ) from exc
-    data = text.encode("utf-8")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A surrogate code point: JSON would escape it, but a pair of them would come back as
+        # the one character they encode.
+        raise SerializationError(
+            f"cannot store a {type(value).__qualname__} under key {key!r} as JSON: a string "
+            "holds a surrogate code point, which would not come back unchanged"
+        ) from exc
     return (b"J" if _LONG_NUMBER.search(data) else b"j") + data
 
 

@@ -311,18 +311,20 @@ def test_out_of_memory_views_still_answer(full_server: RedisServer) -> None:
 
     with app.app_context():
         backend = fennec.backend
+    try:
         fill_until_oom(backend, full_server)
-    client = app.test_client()
-    for _ in range(3):
-        response = client.get("/page/5")
-        assert response.status_code == 200
-        assert response.get_json() == {"n": 5}
-        assert response.headers["X-Cache"] == "MISS"
-    assert renders == [5, 5, 5]
-    assert client.get("/cache/health").status_code == 200  # Redis is up, only full
-    stats = client.get("/cache/stats").get_json()
-    assert stats["errors"] >= 3, stats
-    backend.close()
+        client = app.test_client()
+        for _ in range(3):
+            response = client.get("/page/5")
+            assert response.status_code == 200
+            assert response.get_json() == {"n": 5}
+            assert response.headers["X-Cache"] == "MISS"
+        assert renders == [5, 5, 5]
+        assert client.get("/cache/health").status_code == 200  # Redis is up, only full
+        stats = client.get("/cache/stats").get_json()
+        assert stats["errors"] >= 3, stats
+    finally:
+        backend.close()
 
 
 # ==================================================================================

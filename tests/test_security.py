@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import pathlib
 import pickle
 import shutil
@@ -17,11 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import redis
-from _servers import RedisServer, RedisServerFactory
+from _servers import RedisServer, RedisServerError, RedisServerFactory
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -198,6 +199,13 @@ class Certs:
     other_ca: Path
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip, or fail on CI where the TLS tests must run (as conftest does for redis-server)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} [CI is set, so this is an error, not a skip]", pytrace=False)
+    pytest.skip(reason)
+
+
 def openssl(*args: str, cwd: Path) -> None:
     binary = shutil.which("openssl")
     assert binary is not None
@@ -235,7 +243,7 @@ def make_leaf(cwd: Path, name: str, extensions: str) -> None:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to generate certificates")
+        unavailable("the openssl command is needed to generate certificates")
     cwd = tmp_path_factory.mktemp("tls")
     make_ca(cwd, "ca")
     make_ca(cwd, "other-ca")
@@ -285,8 +293,8 @@ def tls_server(certs: Certs) -> Iterator[TLSRedisServer]:
     server = TLSRedisServer(certs)
     try:
         server.start()
-    except Exception as exc:  # noqa: BLE001 - e.g. a redis-server built without TLS
-        pytest.skip(f"redis-server with TLS could not start: {exc}")
+    except RedisServerError as exc:  # e.g. a redis-server built without TLS support
+        unavailable(f"redis-server with TLS could not start: {exc}")
     yield server
     server.stop()
 
