@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import math
 import threading
+import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ _BUCKET_FIELDS = tuple(f"latency_le:{bound!r}" for bound in LATENCY_BUCKETS) + (
     "latency_le:+Inf",
 )
 _SUM_FIELD = "latency_sum_us"
+SAMPLE_EVERY = 8
 
 
 class StatsBuffer:
@@ -49,6 +51,7 @@ class StatsBuffer:
         self._pending: dict[str, int] = {}
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._tick = 0
         _live.add(self)
         reset_after_fork(self)
 
@@ -59,13 +62,27 @@ class StatsBuffer:
         if self._thread is None:
             self._start()
 
-    def observe(self, seconds: float) -> None:
-        """Record one Redis round trip of *seconds* in the latency histogram; no I/O."""
+    def timer(self) -> float:
+        """A start time if this operation's latency is sampled (one in ``SAMPLE_EVERY``), else 0.
+
+        Sampling keeps two clock reads and a lock off most cache hits; the histogram's
+        quantiles are unaffected and its counts are scaled back up.
+        """
+        self._tick += 1
+        return 0.0 if self._tick % SAMPLE_EVERY else time.perf_counter()
+
+    def observe_since(self, started: float) -> None:
+        """Record the round trip that began at *started* (a :meth:`timer` reading), if sampled."""
+        if started:
+            self.observe(time.perf_counter() - started, SAMPLE_EVERY)
+
+    def observe(self, seconds: float, weight: int = 1) -> None:
+        """Record *weight* Redis round trips of *seconds* in the latency histogram; no I/O."""
         field = _BUCKET_FIELDS[bisect_left(LATENCY_BUCKETS, seconds)]
-        micros = int(seconds * 1_000_000)
+        micros = int(seconds * 1_000_000) * weight
         with self._lock:
             pending = self._pending
-            pending[field] = pending.get(field, 0) + 1
+            pending[field] = pending.get(field, 0) + weight
             pending[_SUM_FIELD] = pending.get(_SUM_FIELD, 0) + micros
         if self._thread is None:
             self._start()

@@ -420,19 +420,19 @@ class RedisCache:
             ticket = near.begin_fill(name)
             if ticket is not None:
                 return self._read_and_fill(key, near, name, ticket)
-        started = time.perf_counter()
+        started = self._stats.timer()
         try:
             data = cast(bytes | None, self._client.get(full))
         except RedisError as exc:
             self._failed(exc, "get")
             return MISSING
         finally:
-            self._stats.observe(time.perf_counter() - started)
+            self._stats.observe_since(started)
         self._breaker.success()
         return self._decode(key, data)
 
     def _read_and_fill(self, key: str, near: NearCache, name: bytes, ticket: object) -> Any:
-        started = time.perf_counter()
+        started = self._stats.timer()
         try:
             pipe = self._client.pipeline(transaction=False)
             pipe.get(name)
@@ -443,7 +443,7 @@ class RedisCache:
             self._failed(exc, "get")
             return MISSING
         finally:
-            self._stats.observe(time.perf_counter() - started)
+            self._stats.observe_since(started)
         self._breaker.success()
         entry = self._decode(key, data)
         if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
@@ -653,14 +653,14 @@ class RedisCache:
         if not self._breaker.allow():
             self._skipped(op)
             return None
-        started = time.perf_counter()
+        started = self._stats.timer()
         try:
             result = command(self._client)
         except RedisError as exc:
             self._failed(exc, op)
             return None
         finally:
-            self._stats.observe(time.perf_counter() - started)
+            self._stats.observe_since(started)
         self._breaker.success()
         return result
 

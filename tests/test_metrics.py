@@ -15,7 +15,13 @@ from flask import Flask
 
 from flask_fennec_cache import FennecCache, RedisCache
 from flask_fennec_cache._prometheus import BREAKER_STATES, CONTENT_TYPE, render
-from flask_fennec_cache._stats import FIELDS, LATENCY_BUCKETS, StatsBuffer, latency_histogram
+from flask_fennec_cache._stats import (
+    FIELDS,
+    LATENCY_BUCKETS,
+    SAMPLE_EVERY,
+    StatsBuffer,
+    latency_histogram,
+)
 
 AppFactory = Callable[..., Flask]
 HISTOGRAM = "fennec_cache_operation_duration_seconds"
@@ -131,12 +137,15 @@ def test_the_histogram_counts_every_round_trip(app: Flask) -> None:
     backend = backend_of(app)
     start = scrape(app)[f"{HISTOGRAM}_count"]
     backend.set("a", 1)  # through _run
-    for _ in range(5):
+    for _ in range(29):
         backend.get("a")  # through _read
     backend.get_many(["a", "b"])
     result = scrape(app)
     assert result.types[HISTOGRAM] == "histogram"
-    assert result[f"{HISTOGRAM}_count"] - start == 7
+    # One round trip in SAMPLE_EVERY is timed and counted SAMPLE_EVERY times.
+    counted = result[f"{HISTOGRAM}_count"] - start
+    assert counted % SAMPLE_EVERY == 0
+    assert abs(counted - 31) < SAMPLE_EVERY
     buckets = result.buckets()
     assert [bound for bound, _ in buckets] == [*LATENCY_BUCKETS, math.inf]
     counts = [count for _, count in buckets]
@@ -149,14 +158,15 @@ def test_counters_are_shared_by_every_process(app: Flask) -> None:
     """Another worker (another RedisCache on the same Redis and prefix) counts in the same place."""
     mine = backend_of(app)
     worker = RedisCache(mine.url, prefix=mine.prefix)
-    worker.set("x", 1)
+    for _ in range(SAMPLE_EVERY):
+        worker.set("x", 1)
     worker.get("x")
     worker.get("y")
     worker.close()  # flushes its counts, as a worker does every second and at exit
     result = scrape(app)
     assert result["fennec_cache_hits_total"] == 1
     assert result["fennec_cache_misses_total"] == 1
-    assert result[f"{HISTOGRAM}_count"] >= 3
+    assert result[f"{HISTOGRAM}_count"] >= SAMPLE_EVERY
 
 
 def test_breaker_state_is_labelled_with_the_pid(app: Flask) -> None:
