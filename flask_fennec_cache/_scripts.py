@@ -24,14 +24,19 @@ end
 return 1
 """
 
-# Put a lease placeholder ARGV[2] on KEYS[1] for ARGV[3] ms if the key is empty, or if it
-# still starts with ARGV[1] (a value known to be unusable, e.g. its tags were invalidated).
+# Put a lease placeholder ARGV[3] on KEYS[1] for ARGV[4] ms if the key is empty; or, with
+# ARGV[1] 'prefix', if it still starts with ARGV[2] (an envelope whose tags were invalidated);
+# or, with ARGV[1] 'exact', if it still holds exactly ARGV[2] (an unreadable value).
 ACQUIRE_LEASE = """
 local current = redis.call('GET', KEYS[1])
-if current and (ARGV[1] == '' or string.sub(current, 1, #ARGV[1]) ~= ARGV[1]) then
-  return 0
+if current then
+  if ARGV[1] == 'prefix' then
+    if string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
+  elseif ARGV[1] ~= 'exact' or current ~= ARGV[2] then
+    return 0
+  end
 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 return 1
 """
 

@@ -512,16 +512,20 @@ class RedisCache:
             return False
         return all(current.get(tag) == version for tag, version in entry.tags.items())
 
-    def _acquire_lease(self, key: str, replacing: bytes | None, lease_ms: int) -> str | bool | None:
-        """Put a lease placeholder on *key* if it is empty (or still starts with *replacing*).
+    def _acquire_lease(
+        self, key: str, replacing: tuple[str, bytes] | None, lease_ms: int
+    ) -> str | bool | None:
+        """Put a lease placeholder on *key* if it is empty, or if it still holds the unusable
+        entry *replacing* names: ``("prefix", bytes it starts with)`` or ``("exact", bytes)``.
 
         Returns the lease token, False when the key is taken, None when Redis failed.
         """
         token = new_version() + new_version()
+        mode, expected = replacing or ("absent", b"")
         acquired = self._run(
             "lease",
             lambda c: self._scripts.lease(
-                [self.prefix + key], [replacing or b"", lease_bytes(token), lease_ms], c
+                [self.prefix + key], [mode, expected, lease_bytes(token), lease_ms], c
             ),
         )
         self._forget_near(key)
@@ -601,7 +605,10 @@ class RedisCache:
             self._failed(exc, "get_stats")
             return None
         self._breaker.success()
-        return {k.decode(): int(v) for k, v in shared.items()}
+        counts = {k.decode(): int(v) for k, v in shared.items()}
+        for field, amount in self._stats.pending().items():  # refused by Redis (e.g. OOM)
+            counts[field] = counts.get(field, 0) + amount
+        return counts
 
     def reset_stats(self) -> None:
         """Set the shared counters to zero (and forget this process's unflushed counts)."""

@@ -232,12 +232,12 @@ def _fill(
             return value, True
 
 
-def _replaceable(entry: Any) -> bytes | None:
-    """The bytes that identify an unusable entry a new lease may replace (None: only empty)."""
+def _replaceable(entry: Any) -> tuple[str, bytes] | None:
+    """How to recognise an unusable entry a new lease may replace (None: only an empty key)."""
     if isinstance(entry, Envelope):
-        return version_prefix(entry.version)
+        return ("prefix", version_prefix(entry.version))
     if isinstance(entry, Unreadable):
-        return entry.data
+        return ("exact", entry.data)
     return None
 
 
