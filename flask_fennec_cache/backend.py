@@ -16,6 +16,7 @@ from ._ratelog import RateLimitedLog
 from ._scripts import Scripts
 from ._stats import StatsBuffer, summarize
 from ._topology import mget, scan_targets
+from .compression import Compressor
 from .errors import CacheUnavailable, ConfigurationError, InvalidKeyError
 from .locks import SingleFlight
 from .near import NearCache
@@ -25,7 +26,7 @@ from .serializers import (
     Lease,
     decode,
     encode,
-    encode_envelope,
+    envelope_head,
     lease_bytes,
     new_version,
 )
@@ -86,6 +87,9 @@ class RedisCache:
         no round trip. Needs a Redis server (>= 6.0), not ``memory://``.
     :param near_cache_size: most entries the near cache holds (LRU).
     :param near_cache_ttl: most seconds an entry stays in the near cache.
+    :param compression: ``"zlib"`` (default), ``"zstd"`` (needs the zstandard package) or
+        ``"none"``: how values larger than *compress_threshold* bytes are compressed (only
+        when that saves at least a tenth).
     :param client: an existing redis-py client to use instead of building one from *url*.
 
     The remaining keyword arguments tune timeouts, the connection pool, the circuit breaker, the
@@ -117,6 +121,8 @@ class RedisCache:
         near_cache: bool = False,
         near_cache_size: int = 10_000,
         near_cache_ttl: float = 30.0,
+        compression: str = "zlib",
+        compress_threshold: int = 1024,
         client: redis.Redis | None = None,
     ) -> None:
         self.url = url or DEFAULT_URL
@@ -128,6 +134,7 @@ class RedisCache:
             raise ConfigurationError(f"ttl_jitter must be a fraction in [0, 1), got {ttl_jitter!r}")
         self.ttl_jitter = ttl_jitter
         self._pickle_secret = _pickle_secret(serializer, secret_key)
+        self._compress = Compressor(compression, compress_threshold)
         self._client = client if client is not None else make_client(
             self.url,
             socket_timeout=socket_timeout,
@@ -625,12 +632,10 @@ class RedisCache:
     # -- internals -----------------------------------------------------------------------------
 
     def _encode(self, key: str, value: Any) -> bytes | None:
+        """The stored form of *value* (compressed when large), or None when it is too large."""
         check_key(key)
-        secret = self._pickle_secret
-        if isinstance(value, Envelope):
-            data = encode_envelope(value, key, secret)
-        else:
-            data = encode(value, key, secret)
+        inner = value.value if isinstance(value, Envelope) else value
+        data = encode(inner, key, self._pickle_secret)
         if len(data) > self.max_value_bytes:
             self._log.warning(
                 "too-large",
@@ -638,14 +643,15 @@ class RedisCache:
                 f"{self.max_value_bytes}-byte limit (FENNEC_CACHE_MAX_VALUE_BYTES)",
             )
             return None
-        return data
+        data = self._compress(data)
+        return envelope_head(value) + data if isinstance(value, Envelope) else data
 
     def _decode(self, key: str, data: bytes | None) -> Any:
         """The decoded entry, MISSING for no entry, or :class:`Unreadable` (counted, logged)."""
         if data is None:
             return MISSING
         try:
-            return decode(data, self._pickle_secret)
+            return decode(data, self._pickle_secret, self.max_value_bytes)
         except CorruptEntry as exc:
             self._stats.add("errors")
             self._log.warning("corrupt", f"treating {key!r} as a miss: {exc}")

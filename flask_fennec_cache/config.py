@@ -130,6 +130,13 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "Value format: json (safe, readable in redis-cli) or pickle (any Python object; "
               "every entry signed with FENNEC_CACHE_SECRET_KEY, unsigned ones never loaded).",
               _text, "serializer"),
+    ConfigKey("FENNEC_CACHE_COMPRESSION", "zlib",
+              "How values over the threshold are compressed: zlib, zstd (needs the zstd extra) "
+              "or none; only when that saves at least a tenth.",
+              _text, "compression"),
+    ConfigKey("FENNEC_CACHE_COMPRESS_THRESHOLD", 1024,
+              "Encoded values larger than this many bytes are compressed.",
+              _positive_int, "compress_threshold"),
     ConfigKey("FENNEC_CACHE_SECRET_KEY", None,
               "Secret (16+ characters) that signs pickled entries; required for pickle.",
               _optional_text, "secret_key"),
@@ -182,6 +189,8 @@ class Settings:
     stats_flush_interval: float
     ttl_jitter: float
     serializer: str
+    compression: str
+    compress_threshold: int
     secret_key: str | None
     tls_ca_certs: str | None
     tls_certfile: str | None

@@ -11,6 +11,8 @@ tag    layout
 ``e``  an envelope: 16-character version, JSON metadata (soft expiry, load time, tag
        versions), newline, then an inner entry with its own tag
 ``L``  a lease: a loader is filling this key; the rest is its random token
+``z``  zlib-compressed entry (a ``j``, ``J``, ``p`` or ``r`` one), for values over a threshold
+``Z``  the same, compressed with zstd
 ``p``  opt-in pickle: 32-byte HMAC-SHA256 of the pickle under the app's secret, then the pickle
 =====  ==================================================================================
 
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .compression import decompress
 from .errors import SerializationError
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_envelope",
+    "envelope_head",
     "lease_bytes",
     "new_version",
     "version_prefix",
@@ -54,6 +58,9 @@ TAG_VARY = 0x76
 TAG_ENVELOPE = 0x65
 TAG_LEASE = 0x4C
 TAG_PICKLE = 0x70
+TAG_ZLIB = 0x7A
+TAG_ZSTD = 0x5A
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 SIGNATURE_LENGTH = 32
 VERSION_LENGTH = 16
 
@@ -195,10 +202,16 @@ _CONTAINERS = (dict, list, tuple)
 
 def encode_envelope(envelope: Envelope, key: str, pickle_secret: bytes | None = None) -> bytes:
     """Encode an :class:`Envelope` (its version must be 16 characters)."""
+    return envelope_head(envelope) + encode(envelope.value, key, pickle_secret)
+
+
+def envelope_head(envelope: Envelope) -> bytes:
+    """The bytes before an envelope's inner entry (which may be encoded and compressed alone,
+    so that the version stays at the front for compare-and-set)."""
     fresh = None if envelope.fresh_until is None else round(envelope.fresh_until, 3)
     meta = {"f": fresh, "d": round(envelope.load_seconds, 4), "t": envelope.tags}
     head = b"e" + envelope.version.encode("ascii") + _json_encoder.encode(meta).encode("utf-8")
-    return head + b"\n" + encode(envelope.value, key, pickle_secret)
+    return head + b"\n"
 
 
 def new_version() -> str:
@@ -216,10 +229,13 @@ def version_prefix(version: str) -> bytes:
     return b"e" + version.encode("ascii")
 
 
-def decode(data: bytes, pickle_secret: bytes | None = None) -> Any:
+def decode(
+    data: bytes, pickle_secret: bytes | None = None, max_size: int = DEFAULT_MAX_SIZE
+) -> Any:
     """Decode bytes written by this module; raise CorruptEntry for anything else.
 
-    Signed pickles are loaded only with the *pickle_secret* they were signed with.
+    Signed pickles are loaded only with the *pickle_secret* they were signed with; compressed
+    entries that would inflate past *max_size* bytes are refused.
     """
     if not data:
         raise CorruptEntry("empty value")
@@ -232,7 +248,12 @@ def decode(data: bytes, pickle_secret: bytes | None = None) -> Any:
         if tag == TAG_RESPONSE:
             return _decode_response(data)
         if tag == TAG_ENVELOPE:
-            return _decode_envelope(data, pickle_secret)
+            return _decode_envelope(data, pickle_secret, max_size)
+        if tag in (TAG_ZLIB, TAG_ZSTD):
+            inner = decompress(data, max_size)
+            if inner[:1] in (b"z", b"Z", b"e", b"L"):
+                raise ValueError("a compressed entry holds only a value or a response")
+            return decode(inner, pickle_secret, max_size)
         if tag == TAG_PICKLE:
             return _decode_pickle(data, pickle_secret)
         if tag == TAG_LEASE:
@@ -288,11 +309,11 @@ def _decode_pickle(data: bytes, secret: bytes | None) -> Any:
         raise ValueError(f"cannot unpickle: {exc}") from exc
 
 
-def _decode_envelope(data: bytes, pickle_secret: bytes | None) -> Envelope:
+def _decode_envelope(data: bytes, pickle_secret: bytes | None, max_size: int) -> Envelope:
     end = data.index(b"\n")
     version = codecs.decode(memoryview(data)[1 : 1 + VERSION_LENGTH], "ascii")
     meta = _json_decoder.decode(codecs.decode(memoryview(data)[1 + VERSION_LENGTH : end], "utf-8"))
-    inner = decode(data[end + 1 :], pickle_secret)
+    inner = decode(data[end + 1 :], pickle_secret, max_size)
     if isinstance(inner, (Envelope, Lease)):
         raise ValueError("an envelope cannot hold another envelope or a lease")
     fresh = meta["f"]
