@@ -179,6 +179,7 @@ class _Cached:
         self.keys = FunctionKeys(func, key)
         self.policy = policy
         self.vary_memo: dict[str, tuple[str, ...]] = {}
+        self.view_keys: dict[tuple[Any, ...], str] = {}
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -226,9 +227,7 @@ class _Cached:
         if request.method not in ("GET", "HEAD") or "Authorization" in request.headers:
             return make_response(self.func(*args, **kwargs))
         backend = self.resolve()
-        base = view_key(
-            request.endpoint or "", request.host, request.path, request.args.items(multi=True)
-        )
+        base = self.base_key()
         vary = self.vary_memo.get(base, ())
         for _ in range(2):  # the key the memo suggests, then the one a vary marker names
             key = self.variant(base, vary) if vary else base
@@ -246,6 +245,21 @@ class _Cached:
             self.remember_vary(base, value.headers)
             vary = value.headers
         return _answer_miss(make_response(self.func(*args, **kwargs)), False)
+
+    def base_key(self) -> str:
+        """The view key of this request, remembered by its raw host, path and query string."""
+        environ = request.environ
+        raw = (request.endpoint, environ.get("HTTP_HOST"), request.path,
+               environ.get("QUERY_STRING", ""))
+        key = self.view_keys.get(raw)
+        if key is None:
+            key = view_key(
+                request.endpoint or "", request.host, request.path, request.args.items(multi=True)
+            )
+            if len(self.view_keys) >= _MAX_VARY_MEMO:
+                self.view_keys.clear()
+            self.view_keys[raw] = key
+        return key
 
     def render(
         self,
@@ -310,10 +324,9 @@ def _answer_hit(entry: CachedResponse) -> Response:
         etag = next((v for n, v in entry.headers if n.lower() == "etag"), None)
         if _matches(etag):
             return _not_modified(entry.headers, "HIT", entry.stored_at)
-    hit = Response(entry.body, entry.status, list(entry.headers))
-    hit.headers["X-Cache"] = "HIT"
-    hit.headers["Age"] = str(max(0, int(time.time() - entry.stored_at)))
-    return hit
+    age = str(max(0, int(time.time() - entry.stored_at)))
+    # X-Cache and Age are never stored, so they can be appended rather than set.
+    return Response(entry.body, entry.status, [*entry.headers, ("X-Cache", "HIT"), ("Age", age)])
 
 
 def _answer_miss(response: Response, stored: bool) -> Response:

@@ -266,7 +266,8 @@ def decode(
     raise CorruptEntry(f"unknown format tag {data[:1]!r}")
 
 
-def _decode_json(data: bytes) -> Any:
+def _decode_json(data: bytes | memoryview) -> Any:
+    """The JSON after the tag byte of *data*."""
     if _orjson_loads is not None:
         try:
             return _orjson_loads(memoryview(data)[1:])
@@ -277,8 +278,10 @@ def _decode_json(data: bytes) -> Any:
 
 def _decode_response(data: bytes) -> CachedResponse:
     end = data.index(b"\n")
-    head = _json_decoder.decode(codecs.decode(memoryview(data)[1:end], "utf-8"))
-    headers = tuple((str(name), str(value)) for name, value in head["h"])
+    head = _decode_json(memoryview(data)[:end])
+    headers = tuple((name, value) for name, value in head["h"])
+    if not all(type(name) is str and type(value) is str for name, value in headers):
+        raise ValueError("header names and values must be strings")
     return CachedResponse(int(head["s"]), headers, data[end + 1 :], float(head["t"]))
 
 
