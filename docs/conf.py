@@ -44,18 +44,33 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence", "deflist"]
 
-# autodoc: members in source order, signatures without the type noise of ParamSpec/TypeVar
-# (the types are listed under each parameter instead).
+# autodoc: members in source order; signatures without types (ParamSpec/TypeVar make them
+# long), which are listed under each documented parameter instead.
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_typehints_description_target = "documented_params"
-autodoc_class_signature = "separated"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_typehints_description_target = "documented"
+autodoc_default_options = {"members": True}
 
 html_theme = "furo"
 html_title = f"flask-fennec-cache {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["fennec.css"]
 pygments_style = "friendly"
+
+
+#: Repository files outside docs/ that pages link to (``[text](../bench/RESULTS.md)``, which
+#: reads right on GitHub), and the page of this site that includes each of them.
+OUTSIDE_PAGES = {
+    "../bench/RESULTS.md": "benchmarks.md",
+    "../CHANGELOG.md": "changelog.md",
+}
+
+
+def link_outside_pages(app: Sphinx, docname: str, source: list[str]) -> None:
+    """Point links to repository files outside docs/ at the pages that include them."""
+    for target, page in OUTSIDE_PAGES.items():
+        source[0] = source[0].replace(f"]({target})", f"]({page})")
+        source[0] = source[0].replace(f"]({target}#", f"]({page}#")
 
 
 class ConfigTable(Directive):
@@ -76,4 +91,5 @@ class ConfigTable(Directive):
 
 def setup(app: Sphinx) -> dict[str, object]:
     app.add_directive("fennec-config-table", ConfigTable)
+    app.connect("source-read", link_outside_pages)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
