@@ -54,7 +54,8 @@ class LoadPolicy:
     :param lock_timeout: seconds a loader may hold the key's lease; waiters take over after it.
     :param stale_ttl: seconds past *ttl* a stale value may be served while it is refreshed.
     :param beta: XFetch early refresh strength (0 disables; 1 is the usual choice).
-    :param tags: tag names; :meth:`RedisCache.invalidate_tags` drops entries carrying them.
+    :param tags: tag names; :meth:`~flask_fennec_cache.RedisCache.invalidate_tags` drops entries
+        carrying them.
     """
 
     ttl: float | None = None

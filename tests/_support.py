@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import pytest
+from flask import Flask
 
 from flask_fennec_cache import RedisCache
 
@@ -90,3 +92,53 @@ def wait_for(condition: Callable[[], object], timeout: float = 3.0, step: float 
         if time.monotonic() >= deadline:
             return False
         time.sleep(step)
+
+
+AppFactory = Callable[..., "Flask"]
+
+
+def backend_of(app: Flask) -> RedisCache:
+    """The backend FennecCache built for *app*."""
+    backend = app.extensions["fennec_cache"]
+    assert isinstance(backend, RedisCache)
+    return backend
+
+
+HANG = 30.0  # seconds: a deadline that only catches a hang, never a speed requirement
+
+
+class Counter:
+    """A thread-safe call counter."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def bump(self) -> int:
+        with self._lock:
+            self.calls += 1
+            return self.calls
+
+
+def run_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
+    """Start *count* threads on *target(i)* behind a barrier; return their results in order."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def body(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = target(index)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG)
+        assert not thread.is_alive(), "a caller never returned"
+    if errors:
+        raise errors[0]
+    return results

@@ -293,3 +293,40 @@ def sentinel_factory() -> Iterator[Callable[[], SentinelTopology]]:
 # ==================================================================================
 # End of topology fixtures
 # ==================================================================================
+
+
+# ==================================================================================
+# Flask app fixtures (test_admin, test_metrics, test_cli, ...)
+#
+#   make_app   function make(**config) -> a Flask app with FennecCache on a private
+#                       memory:// server, a unique prefix and the admin blueprint at
+#                       /cache; every backend it made is closed at teardown
+# ==================================================================================
+
+
+from _support import AppFactory, backend_of  # noqa: E402
+from flask import Flask  # noqa: E402
+
+from flask_fennec_cache import FennecCache  # noqa: E402
+
+
+@pytest.fixture
+def make_app(memory_url: str) -> Iterator[AppFactory]:
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        app = Flask(f"app_{uuid.uuid4().hex[:8]}")
+        app.config.update(
+            TESTING=True,
+            FENNEC_CACHE_URL=memory_url,
+            FENNEC_CACHE_PREFIX=f"app-{uuid.uuid4().hex[:8]}:",
+            FENNEC_CACHE_ADMIN_URL_PREFIX="/cache",
+        )
+        app.config.update(config)
+        FennecCache(app)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        backend_of(app).close()

@@ -3,48 +3,20 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from _servers import RedisServer
+from _support import AppFactory, backend_of
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_fennec_cache import FennecCache, RedisCache
+from flask_fennec_cache import RedisCache
 
 TOKEN = "s3cret-admin-token"
 STATS_KEYS = {"hits", "misses", "sets", "deletes", "errors", "total_requests", "hit_rate"}
-AppFactory = Callable[..., Flask]
 
 
-@pytest.fixture
-def make_app(memory_url: str) -> Iterator[AppFactory]:
-    made: list[Flask] = []
-
-    def make(**config: Any) -> Flask:
-        app = Flask(f"admin_{uuid.uuid4().hex[:8]}")
-        app.config.update(
-            TESTING=True,
-            FENNEC_CACHE_URL=memory_url,
-            FENNEC_CACHE_PREFIX=f"adm-{uuid.uuid4().hex[:8]}:",
-            FENNEC_CACHE_ADMIN_URL_PREFIX="/cache",
-        )
-        app.config.update(config)
-        FennecCache(app)
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        backend_of(app).close()
-
-
-def backend_of(app: Flask) -> RedisCache:
-    backend = app.extensions["fennec_cache"]
-    assert isinstance(backend, RedisCache)
-    return backend
 
 
 @pytest.fixture

@@ -4,43 +4,20 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 from _servers import RedisServer
+from _support import AppFactory, backend_of
 from click.testing import Result
 from flask import Flask
 from flask.cli import FlaskGroup, ScriptInfo
 from flask.testing import FlaskCliRunner
 
-from flask_fennec_cache import FennecCache, RedisCache, cache, current_backend
+from flask_fennec_cache import RedisCache, cache, current_backend
 from flask_fennec_cache.cli import MAX_LISTED_FAILURES, cli
-
-AppFactory = Callable[..., Flask]
-
-
-@pytest.fixture
-def make_app(memory_url: str) -> Iterator[AppFactory]:
-    made: list[Flask] = []
-
-    def make(**config: Any) -> Flask:
-        app = Flask(f"cli_{uuid.uuid4().hex[:8]}")
-        app.config.update(
-            TESTING=True,
-            FENNEC_CACHE_URL=memory_url,
-            FENNEC_CACHE_PREFIX=f"cli-{uuid.uuid4().hex[:8]}:",
-        )
-        app.config.update(config)
-        FennecCache(app)
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        backend_of(app).close()
 
 
 @pytest.fixture
@@ -52,11 +29,6 @@ def app(make_app: AppFactory) -> Flask:
 def runner(app: Flask) -> FlaskCliRunner:
     return app.test_cli_runner()
 
-
-def backend_of(app: Flask) -> RedisCache:
-    backend = app.extensions["fennec_cache"]
-    assert isinstance(backend, RedisCache)
-    return backend
 
 
 def run(runner: FlaskCliRunner, *args: str, input: str | None = None) -> Result:

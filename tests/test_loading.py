@@ -6,17 +6,14 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from _servers import RedisServerFactory
-from _support import CacheFactory, CallCounter, wait_for
+from _support import HANG, CacheFactory, CallCounter, Counter, run_threads, wait_for
 
 from flask_fennec_cache import MISSING, CacheAside, ConfigurationError, RedisCache, cache
 from flask_fennec_cache.serializers import Envelope, decode
-
-HANG = 30.0  # seconds: only catches a hang, never a speed requirement
 
 
 def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
@@ -24,38 +21,8 @@ def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
         print(f"\n[loading] {line}")
 
 
-class Counter:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls = 0
-
-    def bump(self) -> int:
-        with self._lock:
-            self.calls += 1
-            return self.calls
 
 
-def run_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = target(index)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(HANG)
-        assert not thread.is_alive(), "a caller never returned"
-    if errors:
-        raise errors[0]
-    return results
 
 
 def pttl(backend: RedisCache, key: str) -> int:

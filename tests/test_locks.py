@@ -16,12 +16,11 @@ from typing import Any
 import pytest
 import redis
 from _servers import RedisServer, find_free_port
-from _support import CacheFactory, wait_for
+from _support import HANG, CacheFactory, Counter, run_threads, wait_for
 
 from flask_fennec_cache import MISSING, CacheAside, RedisCache, WriteThrough, cache
 from flask_fennec_cache.serializers import Lease, decode
 
-HANG = 30.0  # seconds: a deadline that only catches a hang, never a speed requirement
 SPAWN = multiprocessing.get_context("spawn")
 
 
@@ -35,39 +34,8 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-class Counter:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls = 0
-
-    def bump(self) -> int:
-        with self._lock:
-            self.calls += 1
-            return self.calls
 
 
-def run_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
-    """Start *count* threads on *target(i)* behind a barrier; return their results in order."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-
-    def body(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = target(index)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(HANG)
-        assert not thread.is_alive(), "a caller never returned"
-    if errors:
-        raise errors[0]
-    return results
 
 
 def timed(call: Callable[[], Any]) -> tuple[Any, float]:

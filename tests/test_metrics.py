@@ -5,15 +5,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import pytest
 from _servers import RedisServer
+from _support import AppFactory, backend_of
 from flask import Flask
 
-from flask_fennec_cache import FennecCache, RedisCache
+from flask_fennec_cache import RedisCache
 from flask_fennec_cache._prometheus import BREAKER_STATES, CONTENT_TYPE, render
 from flask_fennec_cache._stats import (
     FIELDS,
@@ -23,41 +22,15 @@ from flask_fennec_cache._stats import (
     latency_histogram,
 )
 
-AppFactory = Callable[..., Flask]
 HISTOGRAM = "fennec_cache_operation_duration_seconds"
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_]\w*="[^"\\]*",?)*\})? (\S+)$')
 
-
-@pytest.fixture
-def make_app(memory_url: str) -> Iterator[AppFactory]:
-    made: list[Flask] = []
-
-    def make(**config: Any) -> Flask:
-        app = Flask(f"metrics_{uuid.uuid4().hex[:8]}")
-        app.config.update(
-            TESTING=True,
-            FENNEC_CACHE_URL=memory_url,
-            FENNEC_CACHE_PREFIX=f"met-{uuid.uuid4().hex[:8]}:",
-            FENNEC_CACHE_ADMIN_URL_PREFIX="/cache",
-        )
-        app.config.update(config)
-        FennecCache(app)
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        backend_of(app).close()
 
 
 @pytest.fixture
 def app(make_app: AppFactory) -> Flask:
     return make_app()
 
-
-def backend_of(app: Flask) -> RedisCache:
-    backend: RedisCache = app.extensions["fennec_cache"]
-    return backend
 
 
 class Scrape:
