@@ -217,7 +217,7 @@ def make_client(
         )
     # One quick retry for a connection that went stale in the pool; a timeout is not retried,
     # because a cache must not double the wait on a slow server.
-    retry = Retry(ExponentialBackoff(cap=0.05, base=0.005), retries=1,
+    retry = Retry(ExponentialBackoff(cap=0.01, base=0.001), retries=1,
                   supported_errors=(redis.ConnectionError,))
     common: dict[str, Any] = {
         "socket_timeout": socket_timeout,
