@@ -6,6 +6,7 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from flask import Response as FlaskResponse
@@ -187,7 +188,8 @@ class _Cached:
                 return func(*args, **kwargs)
             if has_request_context() and self.is_current_view():
                 return self.view(args, kwargs)
-            return self.call(args, kwargs).value
+            key = self.keys.key(args, kwargs)
+            return get_or_load(self.resolve(), key, partial(func, *args, **kwargs), policy)[0]
 
         def lookup(*args: Any, **kwargs: Any) -> CacheLookup[Any]:
             if unless is not None and unless():
@@ -205,7 +207,7 @@ class _Cached:
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheLookup[Any]:
         key = self.keys.key(args, kwargs)
         value, hit = get_or_load(
-            self.resolve(), key, lambda: self.func(*args, **kwargs), self.policy
+            self.resolve(), key, partial(self.func, *args, **kwargs), self.policy
         )
         return CacheLookup(value, hit, key)
 
