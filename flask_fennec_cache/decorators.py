@@ -10,8 +10,10 @@ from functools import partial
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from flask import Response as FlaskResponse
-from flask import current_app, has_app_context, has_request_context, make_response, request
+from flask import current_app, has_app_context, has_request_context, make_response
+from flask.ctx import RequestContext
 from flask.globals import request_ctx
+from flask.wrappers import Request
 from werkzeug.http import unquote_etag
 from werkzeug.wrappers import Response
 
@@ -186,8 +188,10 @@ class _Cached:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if unless is not None and unless():
                 return func(*args, **kwargs)
-            if has_request_context() and self.is_current_view():
-                return self.view(args, kwargs)
+            if has_request_context():
+                ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+                if self.is_view_of(ctx):
+                    return self.view(ctx.request, args, kwargs)
             key = self.keys.key(args, kwargs)
             return get_or_load(self.resolve(), key, partial(func, *args, **kwargs), policy)[0]
 
@@ -217,47 +221,45 @@ class _Cached:
         except SerializationError as exc:
             _log.warning(f"unserializable:{key}", f"not caching: {exc}")
 
-    def is_current_view(self) -> bool:
-        view = current_app.view_functions.get(request.endpoint or "")
+    def is_view_of(self, ctx: RequestContext) -> bool:
+        """Is the decorated function the view the request *ctx* was routed to?"""
+        view = ctx.app.view_functions.get(ctx.request.endpoint or "")
         while view is not None:
             if view is self.wrapper:
                 return True
             view = getattr(view, "__wrapped__", None)
         return False
 
-    def view(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:
-        if request.method not in ("GET", "HEAD") or "Authorization" in request.headers:
+    def view(self, req: Request, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:
+        if req.method not in ("GET", "HEAD") or "Authorization" in req.headers:
             return make_response(self.func(*args, **kwargs))
         backend = self.resolve()
-        base = self.base_key()
+        base = self.base_key(req)
         vary = self.vary_memo.get(base, ())
         for _ in range(2):  # the key the memo suggests, then the one a vary marker names
-            key = self.variant(base, vary) if vary else base
-            render = functools.partial(self.render, args, kwargs, backend, base, vary)
+            key = _variant(req, base, vary) if vary else base
+            render = functools.partial(self.render, req, args, kwargs, backend, base, vary)
             value, hit = get_or_load(backend, key, render, self.policy)
             if isinstance(value, Deliver):
                 if not hit:  # this request rendered it
                     response, stored = value.result
-                    return _answer_miss(response, stored)
+                    return _answer_miss(req, response, stored)
                 value = value.store  # another thread rendered it for the same key
             if isinstance(value, CachedResponse):
-                return _answer_hit(value)
+                return _answer_hit(req, value)
             if not isinstance(value, VaryMarker) or value.headers == vary:
                 break
             self.remember_vary(base, value.headers)
             vary = value.headers
-        return _answer_miss(make_response(self.func(*args, **kwargs)), False)
+        return _answer_miss(req, make_response(self.func(*args, **kwargs)), False)
 
-    def base_key(self) -> str:
+    def base_key(self, req: Request) -> str:
         """The view key of this request, remembered by its raw host, path and query string."""
-        environ = request.environ
-        raw = (request.endpoint, environ.get("HTTP_HOST"), request.path,
-               environ.get("QUERY_STRING", ""))
+        environ = req.environ
+        raw = (req.endpoint, environ.get("HTTP_HOST"), req.path, environ.get("QUERY_STRING", ""))
         key = self.view_keys.get(raw)
         if key is None:
-            key = view_key(
-                request.endpoint or "", request.host, request.path, request.args.items(multi=True)
-            )
+            key = view_key(req.endpoint or "", req.host, req.path, req.args.items(multi=True))
             if len(self.view_keys) >= _MAX_VARY_MEMO:
                 self.view_keys.clear()
             self.view_keys[raw] = key
@@ -265,6 +267,7 @@ class _Cached:
 
     def render(
         self,
+        req: Request,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         backend: RedisCache,
@@ -289,7 +292,7 @@ class _Cached:
         if not varies_on:
             self.store(backend, base, entry)
             return Deliver(None, (response, True))
-        self.store(backend, self.variant(base, varies_on), entry)
+        self.store(backend, _variant(req, base, varies_on), entry)
         marker = VaryMarker(varies_on)
         if not vary:
             return Deliver(marker, (response, True))
@@ -316,34 +319,35 @@ class _Cached:
             self.vary_memo.clear()
         self.vary_memo[base] = headers
 
-    @staticmethod
-    def variant(base: str, headers: tuple[str, ...]) -> str:
-        return variant_key(base, [request.headers.get(name, "") for name in headers])
 
 
-def _answer_hit(entry: CachedResponse) -> Response:
-    if "If-None-Match" in request.headers:
+def _variant(req: Request, base: str, headers: tuple[str, ...]) -> str:
+    return variant_key(base, [req.headers.get(name, "") for name in headers])
+
+
+def _answer_hit(req: Request, entry: CachedResponse) -> Response:
+    if "If-None-Match" in req.headers:
         etag = next((v for n, v in entry.headers if n.lower() == "etag"), None)
-        if _matches(etag):
+        if _matches(req, etag):
             return _not_modified(entry.headers, "HIT", entry.stored_at)
     age = str(max(0, int(time.time() - entry.stored_at)))
     # X-Cache and Age are never stored, so they can be appended rather than set.
     return Response(entry.body, entry.status, [*entry.headers, ("X-Cache", "HIT"), ("Age", age)])
 
 
-def _answer_miss(response: Response, stored: bool) -> Response:
-    if stored and "If-None-Match" in request.headers and _matches(response.headers.get("ETag")):
+def _answer_miss(req: Request, response: Response, stored: bool) -> Response:
+    if stored and "If-None-Match" in req.headers and _matches(req, response.headers.get("ETag")):
         return _not_modified(tuple(response.headers.items()), "MISS")
     response.headers["X-Cache"] = "MISS"
     return response
 
 
-def _matches(etag: str | None) -> bool:
+def _matches(req: Request, etag: str | None) -> bool:
     """Does the request's ``If-None-Match`` match *etag* (weak comparison, RFC 9110 13.1.2)?"""
     if etag is None:
         return False
     tag, _ = unquote_etag(etag)
-    return tag is not None and request.if_none_match.contains_weak(tag)
+    return tag is not None and req.if_none_match.contains_weak(tag)
 
 
 def _not_modified(
