@@ -257,7 +257,7 @@ def _cluster_client(
         return RedisCluster(startup_nodes=list(seeds), retry=retry, **options)
 
     description = ",".join(f"{host}:{port}" for host, port in parsed.nodes)
-    return cast(redis.Redis, ClusterClient(build, description))
+    return cast(redis.Redis, ClusterClient(build, description, parsed.read_from_replicas))
 
 
 def _sentinel_client(

@@ -11,7 +11,10 @@ The backend talks to one client object whatever the topology; this module suppli
 - :class:`ReplicaReads`, the client for ``redis+sentinel://...?read_from_replicas=true``: writes
   and scripts go to the master, plain reads (GET, MGET, TTL, PTTL) to a replica;
 - the multi-key helpers the backend needs on a cluster: :func:`mget` (one MGET per slot,
-  pipelined: one round trip per node) and :func:`scan_targets` (every primary, for SCAN).
+  pipelined: one round trip per node) and :func:`scan_targets` (every primary, for SCAN);
+- :func:`tracking_targets`, where the near cache's tracking connections go: the server, the
+  master Sentinel names (and the address the client currently uses), or every primary of a
+  cluster (and the primaries the cluster client currently knows).
 
 Routing, slot maps, MOVED/ASK redirections and failover discovery stay redis-py's job.
 """
@@ -26,13 +29,16 @@ import redis
 from redis._parsers.encoders import Encoder
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.connection import AbstractConnection
 from redis.exceptions import (
     CrossSlotTransactionError,
     InvalidPipelineStack,
     RedisClusterException,
 )
+from redis.sentinel import SentinelConnectionPool
 
 from ._forksafe import reset_after_fork
+from .near import Addresses, TrackingTargets
 
 __all__ = [
     "REPLICA_READ_COMMANDS",
@@ -42,6 +48,7 @@ __all__ = [
     "is_cluster",
     "mget",
     "scan_targets",
+    "tracking_targets",
 ]
 
 #: Commands :class:`ReplicaReads` sends to a replica; everything else goes to the master.
@@ -67,13 +74,20 @@ class ClusterClient:
     is :attr:`cluster`. A failed build (no seed node reachable) is retried on the next command.
     """
 
-    #: There is no single connection pool on a cluster; code that needs one (the near cache)
-    #: sees None and turns itself off.
+    #: There is no single connection pool on a cluster (the near cache asks
+    #: :meth:`tracking_connections` instead).
     connection_pool: ClassVar[None] = None
 
-    def __init__(self, build: Callable[[], RedisCluster], description: str = "cluster") -> None:
+    def __init__(
+        self,
+        build: Callable[[], RedisCluster],
+        description: str = "cluster",
+        replica_reads: bool = False,
+    ) -> None:
         self._build = build
         self._description = description
+        #: Whether plain reads (and so the near cache's fills) may be served by replicas.
+        self.replica_reads = replica_reads
         self._cluster: RedisCluster | None = None
         self._lock = threading.Lock()
         reset_after_fork(self)
@@ -131,6 +145,24 @@ class ClusterClient:
         """A client of every primary node, as currently known."""
         cluster: Any = self.cluster
         return [cluster.get_redis_connection(node) for node in cluster.get_primaries()]
+
+    def tracking_connections(self) -> list[AbstractConnection]:
+        """A new, unconnected RESP3 connection to every primary, as currently known (for the
+        near cache); the slot map is discovered first if not done yet."""
+        cluster: Any = self.cluster
+        made: list[AbstractConnection] = []
+        for node in cluster.get_primaries():
+            pool = cluster.get_redis_connection(node).connection_pool
+            made.append(pool.connection_class(**tracking_options(pool.connection_kwargs)))
+        return made
+
+    def primary_addresses(self) -> Addresses | None:
+        """``(host, port)`` of every primary the cluster client knows now (no I/O); None if
+        it has not discovered the cluster yet."""
+        cluster: Any = self._cluster
+        if cluster is None:
+            return None
+        return frozenset((str(node.host), int(node.port)) for node in cluster.get_primaries())
 
     def close(self) -> None:
         """Close every node's connections (a later command reconnects)."""
@@ -215,3 +247,54 @@ def scan_targets(client: Any) -> list[Any]:
     if isinstance(client, ClusterClient):
         return list(client.primary_clients())
     return [client]
+
+
+#: Connection options that belong to the client's own pooled connections, not to a tracking
+#: connection: redis-py's maintenance-notification handlers and the cluster's on-connect hook.
+_NOT_FOR_TRACKING = frozenset({
+    "maint_notifications_config", "maint_notifications_pool_handler",
+    "oss_cluster_maint_notifications_handler", "redis_connect_func",
+})  # fmt: skip
+
+
+def tracking_options(connection_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The options of a near-cache tracking connection made like the client's own: same
+    address, credentials, TLS and timeouts, RESP3."""
+    options = {k: v for k, v in connection_kwargs.items() if k not in _NOT_FOR_TRACKING}
+    options["protocol"] = 3
+    return options
+
+
+def tracking_targets(client: Any) -> TrackingTargets | str:
+    """Where the near cache of *client* tracks invalidations, or why it cannot.
+
+    - a single server: one connection to it;
+    - Sentinel: one connection to the master, asking the sentinels at each (re)connection;
+      compared with the address the client's own pool last got from them;
+    - a cluster: one connection to every primary; compared with the primaries the cluster
+      client knows (it learns of a failover from errors and ``MOVED`` replies).
+    """
+    if isinstance(client, ClusterClient):
+        if client.replica_reads:
+            return (
+                "read_from_replicas=true on a cluster sends its fills to replicas, which the "
+                "invalidations do not wait for"
+            )
+        return TrackingTargets(client.tracking_connections, client.primary_addresses)
+    pool: Any = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if pool is None or not isinstance(kwargs, dict):
+        return "the client has no connection pool to copy the connection settings from"
+    options = tracking_options(kwargs)
+
+    def connect() -> list[AbstractConnection]:
+        return [pool.connection_class(**options)]
+
+    if isinstance(pool, SentinelConnectionPool):
+
+        def master() -> Addresses | None:
+            address = pool.master_address
+            return None if address is None else frozenset({(str(address[0]), int(address[1]))})
+
+        return TrackingTargets(connect, master)
+    return TrackingTargets(connect)

@@ -15,9 +15,19 @@ from ._connect import make_client, redact_url
 from ._ratelog import RateLimitedLog
 from ._scripts import Scripts
 from ._stats import StatsBuffer, summarize
-from ._topology import mget, scan_targets
+from ._topology import mget, scan_targets, tracking_targets
+from ._validate import (
+    RESERVED,
+    check_key,
+    check_pattern,
+    check_prefix,
+    check_ttl,
+    glob_escape,
+    key_problem,
+    pickle_secret,
+)
 from .compression import Compressor
-from .errors import CacheUnavailable, ConfigurationError, InvalidKeyError
+from .errors import CacheUnavailable, ConfigurationError
 from .locks import SingleFlight
 from .near import NearCache
 from .serializers import (
@@ -31,13 +41,11 @@ from .serializers import (
     new_version,
 )
 
-__all__ = ["MISSING", "RedisCache", "check_key", "check_prefix", "key_problem"]
+__all__ = ["MISSING", "RESERVED", "RedisCache", "Unreadable"]
 
 DEFAULT_URL: Final = "redis://localhost:6379/0"
 DEFAULT_PREFIX: Final = "fennec:"
-RESERVED: Final = "__fennec__:"
 SCAN_BATCH: Final = 500
-MAX_PATTERN_LENGTH: Final = 512
 
 
 class _Missing:
@@ -127,13 +135,13 @@ class RedisCache:
     ) -> None:
         self.url = url or DEFAULT_URL
         self.prefix = check_prefix(prefix)
-        self.default_ttl = _check_ttl(default_ttl)
+        self.default_ttl = check_ttl(default_ttl)
         self.fail_open = fail_open
         self.max_value_bytes = max_value_bytes
         if not 0 <= ttl_jitter < 1:
             raise ConfigurationError(f"ttl_jitter must be a fraction in [0, 1), got {ttl_jitter!r}")
         self.ttl_jitter = ttl_jitter
-        self._pickle_secret = _pickle_secret(serializer, secret_key)
+        self._pickle_secret = pickle_secret(serializer, secret_key)
         self._compress = Compressor(compression, compress_threshold)
         self._client = client if client is not None else make_client(
             self.url,
@@ -155,7 +163,7 @@ class RedisCache:
         self._stats = StatsBuffer(self._flush_stats, stats_flush_interval)
 
     def __repr__(self) -> str:
-        return f"RedisCache(url={_redact(self.url)!r}, prefix={self.prefix!r})"
+        return f"RedisCache(url={redact_url(self.url)!r}, prefix={self.prefix!r})"
 
     @property
     def client(self) -> redis.Redis:
@@ -248,10 +256,10 @@ class RedisCache:
         versions = self.tag_versions(tags, create=True) if tags else {}
         if versions is None:
             return False
-        seconds = self.default_ttl if ttl is None else _check_ttl(ttl)
+        seconds = self.default_ttl if ttl is None else check_ttl(ttl)
         fresh_until = None if seconds is None or stale_ttl is None else time.time() + seconds
         envelope = Envelope(value, new_version(), fresh_until, 0.0, versions)
-        total = None if seconds is None else seconds + (_check_ttl(stale_ttl) or 0)
+        total = None if seconds is None else seconds + (check_ttl(stale_ttl) or 0)
         return self._set_encoded(key, self._encode(key, envelope), total)
 
     def _set_encoded(self, key: str, data: bytes | None, ttl: float | None) -> bool:
@@ -314,14 +322,14 @@ class RedisCache:
 
     def try_clear(self, pattern: str = "*") -> int | None:
         """Like :meth:`clear`, but None when Redis failed before the walk was complete."""
-        _check_pattern(pattern)
+        check_pattern(pattern)
         if not self._breaker.allow():
             self._skipped("clear")
             return None
         removed = 0
         failed = False
         try:
-            for batch in self._scan_batches(_glob_escape(self.prefix) + pattern):
+            for batch in self._scan_batches(glob_escape(self.prefix) + pattern):
                 removed += int(self._client.unlink(*batch))
         except RedisError as exc:
             failed = True
@@ -338,13 +346,13 @@ class RedisCache:
 
         Keys holding only the placeholder of a load in progress are left out.
         """
-        _check_pattern(pattern)
+        check_pattern(pattern)
         if not self._breaker.allow():
             self._skipped("keys")
             return []
         found: list[str] = []
         try:
-            for batch in self._scan_batches(_glob_escape(self.prefix) + pattern):
+            for batch in self._scan_batches(glob_escape(self.prefix) + pattern):
                 pipe = self._client.pipeline(transaction=False)
                 for name in batch:
                     pipe.getrange(name, 0, 0)
@@ -407,7 +415,7 @@ class RedisCache:
     def _read(self, key: str) -> Any:
         """The decoded entry under *key* (value, Envelope, Lease, ...) or MISSING; not counted.
 
-        An unusable key (see :func:`check_key`) reads as a miss: reads never break on input.
+        An unusable key (see :func:`~flask_fennec_cache._validate.check_key`) reads as a miss: reads never break on input.
         """
         return self._fetch(key) if self._key_ok(key) else MISSING
 
@@ -460,16 +468,20 @@ class RedisCache:
         return entry
 
     def _make_near_cache(self, size: int, ttl: float) -> NearCache | None:
-        pool = self._client.connection_pool
-        if self.url.startswith("memory:") or not hasattr(pool, "connection_kwargs"):
+        """The near cache, tracking the server, the Sentinel master or every cluster primary;
+        None (with a warning) where invalidations cannot be tracked."""
+        targets = (
+            "it needs a Redis server (CLIENT TRACKING), not an in-process one"
+            if self.url.startswith("memory:")
+            else tracking_targets(self._client)
+        )
+        if isinstance(targets, str):
             self._log.warning(
                 "near-unsupported",
-                "near cache disabled: it needs a Redis server (CLIENT TRACKING), not "
-                f"{_redact(self.url)}",
+                f"near cache disabled for {redact_url(self.url)}: {targets}",
             )
             return None
-        options = {**pool.connection_kwargs, "protocol": 3}
-        return NearCache(lambda: pool.connection_class(**options), self.prefix, size, ttl)
+        return NearCache(targets, self.prefix, size, ttl)
 
     def _key_ok(self, key: str) -> bool:
         """Whether *key* can be read; an unusable one is logged (reads treat it as a miss)."""
@@ -570,7 +582,7 @@ class RedisCache:
         """``status`` (healthy or unhealthy), ``backend``, ``url`` (without credentials),
         ``latency_ms`` and ``breaker``; ``error`` naming the cause when unhealthy."""
         started = time.perf_counter()
-        report: dict[str, Any] = {"backend": "redis", "url": _redact(self.url)}
+        report: dict[str, Any] = {"backend": "redis", "url": redact_url(self.url)}
         try:
             self._client.ping()
         except RedisError as exc:
@@ -658,7 +670,7 @@ class RedisCache:
             return Unreadable(data)
 
     def _ttl_ms(self, ttl: float | None) -> int | None:
-        seconds = self.default_ttl if ttl is None else _check_ttl(ttl)
+        seconds = self.default_ttl if ttl is None else check_ttl(ttl)
         return None if seconds is None else max(1, int(seconds * 1000))
 
     def _run(self, op: str, command: Any) -> Any:
@@ -725,80 +737,3 @@ class RedisCache:
         self._breaker.success()
         return True
 
-
-def _check_ttl(ttl: float | None) -> float | None:
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise ConfigurationError(f"ttl must be a number of seconds > 0 (or None), got {ttl!r}")
-    return ttl
-
-
-def check_key(key: str) -> None:
-    """Refuse a key that is not a string, names the library's reserved namespace, or has no
-    UTF-8 form (a surrogate code point)."""
-    problem = key_problem(key)
-    if problem is not None:
-        raise InvalidKeyError(problem)
-
-
-def key_problem(key: str) -> str | None:
-    """Why *key* cannot be used, or None (cheap for the usual ASCII key)."""
-    if not isinstance(key, str):
-        return f"cache keys are strings, got a {type(key).__qualname__}"
-    if key.startswith(RESERVED):
-        return f"key {key!r} is in the reserved namespace {RESERVED!r} (statistics, locks, tags)"
-    if not key.isascii() and not _encodable(key):
-        return f"key {key!r} holds a surrogate code point: it has no UTF-8 form"
-    return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def check_prefix(prefix: str) -> str:
-    """*prefix* if usable as a key namespace; ConfigurationError otherwise."""
-    if not isinstance(prefix, str) or not prefix:
-        raise ConfigurationError(
-            "prefix must be a non-empty string, so that clear() cannot reach other keys"
-        )
-    if RESERVED in prefix:
-        raise ConfigurationError(f"prefix must not contain the reserved {RESERVED!r}")
-    return prefix
-
-
-def _pickle_secret(serializer: str, secret_key: str | bytes | None) -> bytes | None:
-    if serializer == "json":
-        return None
-    if serializer != "pickle":
-        raise ConfigurationError(f"serializer must be 'json' or 'pickle', got {serializer!r}")
-    if not secret_key or len(secret_key) < 16:
-        raise ConfigurationError(
-            "serializer 'pickle' needs a secret key of at least 16 characters "
-            "(FENNEC_CACHE_SECRET_KEY) to sign entries: unsigned pickles are never loaded"
-        )
-    return secret_key.encode() if isinstance(secret_key, str) else secret_key
-
-
-def _check_pattern(pattern: str) -> None:
-    if not isinstance(pattern, str) or not pattern:
-        raise ConfigurationError(f"pattern must be a non-empty string, got {pattern!r}")
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise ConfigurationError(f"pattern is longer than {MAX_PATTERN_LENGTH} characters")
-    if any(ord(ch) < 32 for ch in pattern):
-        raise ConfigurationError("pattern must not contain control characters")
-    if not _encodable(pattern):
-        raise ConfigurationError("pattern holds a lone surrogate: it has no UTF-8 form")
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
-
-
-def _redact(url: str) -> str:
-    return redact_url(url)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._connect import check_url
-from .backend import check_prefix
+from ._validate import check_prefix
 from .errors import ConfigurationError
 
 __all__ = [

@@ -1,15 +1,16 @@
 """The near cache: a per-process LRU in front of Redis, kept coherent by Redis itself.
 
-A dedicated RESP3 connection per process runs ``CLIENT TRACKING ON BCAST PREFIX <prefix>``:
-Redis then pushes the name of every key under the prefix that anyone changes (or that expires
-or is evicted) to that connection. Every read first drains the pushes already received — a
-non-blocking poll of the socket — and evicts what they name, so a write acknowledged to another
-process before this read started is not served from here: Redis queues the push to this
+A dedicated RESP3 connection per process — on a cluster, one per master — runs ``CLIENT
+TRACKING ON BCAST PREFIX <prefix>``: each server then pushes the name of every key under the
+prefix that anyone changes on it (or that expires or is evicted) to that connection. Every
+read first drains the pushes already received — one non-blocking poll of every tracking
+socket at once — and evicts what they name, so a write acknowledged to another process before
+this read started is not served from here: a server queues the push to this process's
 connection before it replies to the writer. A fill (a value read from Redis to store here)
-that an invalidation raced is not stored. The whole near cache is flushed when the tracking
-connection breaks or reconnects, on a flush-all push, and in a forked child; while the tracking
-connection is down, reads bypass it. A local TTL (never longer than the key's TTL in Redis) and
-an LRU bound are backstops.
+that an invalidation raced is not stored. The whole near cache is flushed when a tracking
+connection breaks or the connections are rebuilt, on a flush-all push, in a forked child, and
+when the set of masters changes (a failover); while the connections are down, reads bypass
+it. A local TTL (never longer than the key's TTL in Redis) and an LRU bound are backstops.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import select
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -27,15 +29,38 @@ from redis.connection import AbstractConnection
 from ._forksafe import reset_after_fork
 from ._ratelog import RateLimitedLog
 
-__all__ = ["NearCache"]
+__all__ = ["TOPOLOGY_CHECK_INTERVAL", "Addresses", "NearCache", "TrackingTargets"]
 
 _log = RateLimitedLog()
+
+#: A set of ``(host, port)`` server addresses.
+Addresses = frozenset[tuple[str, int]]
+
+#: Most seconds between two checks, on the read path, that the masters are still the ones the
+#: tracking connections reach (fills check every time).
+TOPOLOGY_CHECK_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class TrackingTargets:
+    """Where a near cache's tracking connections go.
+
+    :param connect: new, not yet connected connections: one to every master (may do I/O, e.g.
+        ask the sentinels or discover a cluster's slot map; raises a RedisError on failure).
+    :param masters: the addresses of the masters as the client currently believes them to be,
+        without I/O, or None when unknown; None for a single server, whose address is fixed.
+        When it differs from the addresses the connections reached, the near cache is flushed
+        and reconnected.
+    """
+
+    connect: Callable[[], Sequence[AbstractConnection]]
+    masters: Callable[[], Addresses | None] | None = None
 
 
 class NearCache:
     """A bounded, coherent in-process copy of recently read Redis values (raw bytes).
 
-    :param connect: builds the dedicated RESP3 tracking connection.
+    :param targets: the tracking connections to open (:class:`TrackingTargets`).
     :param prefix: the key prefix Redis broadcasts invalidations for.
     :param max_entries: LRU bound.
     :param ttl: seconds an entry may live here at most.
@@ -43,17 +68,23 @@ class NearCache:
 
     def __init__(
         self,
-        connect: Callable[[], AbstractConnection],
+        targets: TrackingTargets,
         prefix: str,
         max_entries: int,
         ttl: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._connect = connect
+        self._connect = targets.connect
+        self._masters = targets.masters
         self._prefix = prefix
         self.max_entries = max_entries
         self.ttl = ttl
         self._clock = clock
+        # A single server's tracking connection cannot point at the wrong node: its reads do
+        # nothing but the poll. Topologies also compare the masters, at most once a second.
+        self._sync: Callable[[], bool] = (
+            self._sync_fixed if targets.masters is None else self._sync_watched
+        )
         self._init_state()
         reset_after_fork(self)
 
@@ -61,12 +92,15 @@ class NearCache:
         self._lock = threading.RLock()
         self._entries: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
         self._filling: dict[bytes, object] = {}
-        self._conn: AbstractConnection | None = None
+        self._conns: list[AbstractConnection] | None = None
+        self._by_fd: dict[int, AbstractConnection] = {}
+        self._reached: Addresses = frozenset()
         self._poller: Any = None
         self._retry_at = 0.0
+        self._check_at = 0.0
 
     def _after_fork(self) -> None:
-        # The parent's socket must not be read by two processes; start over, empty.
+        # The parent's sockets must not be read by two processes; start over, empty.
         self._init_state()
 
     # -- reads and fills ------------------------------------------------------------------------
@@ -89,16 +123,19 @@ class NearCache:
     def begin_fill(self, key: bytes) -> object | None:
         """Announce that *key* is about to be read from Redis; a ticket for :meth:`finish_fill`."""
         with self._lock:
-            if self._conn is None:
+            if self._conns is None:
                 return None
             ticket = object()
             self._filling[key] = ticket
             return ticket
 
     def finish_fill(self, key: bytes, ticket: object, data: bytes, ttl_ms: int) -> None:
-        """Store *data* read from Redis unless an invalidation of *key* arrived meanwhile."""
+        """Store *data* read from Redis unless an invalidation of *key* arrived meanwhile (or
+        the masters changed: the value may come from a server no connection tracks)."""
         with self._lock:
-            self._sync()
+            if self._masters is not None:
+                self._check_masters()
+            self._sync_fixed()
             if self._filling.get(key) is not ticket:
                 return
             del self._filling[key]
@@ -134,25 +171,54 @@ class NearCache:
 
     @property
     def connected(self) -> bool:
-        """Whether the tracking connection is up (the near cache serves only while it is)."""
-        return self._conn is not None
+        """Whether the tracking connections are up (the near cache serves only while they are)."""
+        return self._conns is not None
 
-    # -- the tracking connection ---------------------------------------------------------------
+    @property
+    def tracked(self) -> Addresses:
+        """The ``(host, port)`` of every server a tracking connection reaches (empty if down)."""
+        return self._reached if self._conns is not None else frozenset()
 
-    def _sync(self) -> bool:
+    # -- the tracking connections --------------------------------------------------------------
+
+    def _sync_fixed(self) -> bool:
         """Apply every invalidation received so far; False when coherence is not assured."""
-        if self._conn is None and not self._reconnect():
+        if self._conns is None and not self._reconnect():
             return False
-        if self._poller.poll(0):
-            self._drain()
-        return self._conn is not None
+        ready = self._poller.poll(0)
+        if ready:
+            self._drain(ready)
+        return self._conns is not None
 
-    def _drain(self) -> None:
-        conn = self._conn
-        assert conn is not None
+    def _sync_watched(self) -> bool:
+        """:meth:`_sync_fixed`, after checking the masters if the last check is a second old."""
+        now = self._clock()
+        if now >= self._check_at:
+            self._check_at = now + TOPOLOGY_CHECK_INTERVAL
+            self._check_masters()
+        return self._sync_fixed()
+
+    def _check_masters(self) -> None:
+        """Flush and drop the connections if the client now knows other masters."""
+        assert self._masters is not None
+        if self._conns is None:
+            return
+        masters = self._masters()
+        if masters is not None and masters != self._reached:
+            _log.warning(
+                "near-topology",
+                f"near cache: the masters changed ({_show(self._reached)} -> {_show(masters)});"
+                " flushed, reconnecting",
+            )
+            self._disconnect()
+            self._retry_at = 0.0  # reconnect at once, to the new masters
+
+    def _drain(self, ready: list[tuple[int, int]]) -> None:
         try:
-            while conn.can_read(timeout=0):
-                conn.read_response(push_request=True, timeout=0, disconnect_on_error=False)
+            for fd, _ in ready:
+                conn = cast(Any, self._by_fd[fd])
+                while conn.can_read(timeout=0):
+                    conn.read_response(push_request=True, timeout=0, disconnect_on_error=False)
         except (redis.RedisError, OSError) as exc:
             _log.warning("near-broken", f"near cache: tracking connection lost ({exc}); flushed")
             self._disconnect()
@@ -174,33 +240,55 @@ class NearCache:
             return False
         self._retry_at = now + 1.0
         self.flush()
+        opened: list[Any] = []
         try:
-            conn = cast(Any, self._connect())
-            conn.connect()
-            conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self._prefix)
-            reply = conn.read_response()
-            if reply not in (b"OK", "OK"):
-                raise redis.ResponseError(f"CLIENT TRACKING answered {reply!r}")
-            conn._parser.set_invalidation_push_handler(self._on_invalidate)
+            made: Sequence[Any] = self._connect()
+            if not made:
+                raise redis.ConnectionError("no master is known")
+            for conn in made:
+                opened.append(conn)
+                conn.connect()
+                conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self._prefix)
+            for conn in opened:  # every server's answer, after every request was sent
+                reply = conn.read_response()
+                if reply not in (b"OK", "OK"):
+                    raise redis.ResponseError(f"CLIENT TRACKING answered {reply!r}")
+                conn._parser.set_invalidation_push_handler(self._on_invalidate)
         except (redis.RedisError, OSError) as exc:
+            _close(opened)
             _log.warning("near-connect", f"near cache: cannot enable tracking ({exc}); bypassed")
             return False
         poller = select.poll()
-        poller.register(conn._sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-        self._conn, self._poller = conn, poller
+        for conn in opened:
+            poller.register(conn._sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        self._by_fd = {conn._sock.fileno(): conn for conn in opened}
+        self._reached = frozenset(
+            (str(conn.host), int(conn.port)) for conn in opened if hasattr(conn, "host")
+        )
+        self._conns, self._poller = list(opened), poller
+        self._check_at = self._clock() + TOPOLOGY_CHECK_INTERVAL
         return True
 
     def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
+        conns, self._conns = self._conns, None
+        self._by_fd = {}
         self._entries.clear()
         self._filling.clear()
-        if conn is not None:
-            try:
-                cast(Any, conn).disconnect()
-            except (redis.RedisError, OSError):
-                pass
+        _close(conns or [])
 
     def close(self) -> None:
-        """Close the tracking connection and drop everything."""
+        """Close the tracking connections and drop everything."""
         with self._lock:
             self._disconnect()
+
+
+def _close(conns: Sequence[Any]) -> None:
+    for conn in conns:
+        try:
+            conn.disconnect()
+        except (redis.RedisError, OSError):
+            pass
+
+
+def _show(addresses: Addresses) -> str:
+    return ",".join(f"{host}:{port}" for host, port in sorted(addresses)) or "none"
