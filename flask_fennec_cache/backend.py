@@ -415,7 +415,8 @@ class RedisCache:
     def _read(self, key: str) -> Any:
         """The decoded entry under *key* (value, Envelope, Lease, ...) or MISSING; not counted.
 
-        An unusable key (see :func:`~flask_fennec_cache._validate.check_key`) reads as a miss: reads never break on input.
+        An unusable key (reserved, or without a UTF-8 form) reads as a miss: reads never break
+        on input.
         """
         return self._fetch(key) if self._key_ok(key) else MISSING
 

@@ -474,3 +474,17 @@ def test_db_delay(tmp_path: Path) -> None:
     start = time.perf_counter()
     db.get_user(path, 1, delay=0.05)
     assert time.perf_counter() - start >= 0.05
+
+
+def test_python_m_demo_uses_a_local_redis_only_when_one_answers(
+    monkeypatch: pytest.MonkeyPatch, redis_server: Any
+) -> None:
+    """``python -m demo`` probes localhost:6379; here the probe is pointed at test servers."""
+    from _servers import find_free_port
+
+    import demo.__main__ as entry
+
+    monkeypatch.setattr(entry, "LOCAL_REDIS", redis_server.url)
+    assert entry._local_redis_answers()
+    monkeypatch.setattr(entry, "LOCAL_REDIS", f"redis://127.0.0.1:{find_free_port()}/0")
+    assert not entry._local_redis_answers()  # then create_app() falls back to memory://
