@@ -40,6 +40,14 @@ redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 return 1
 """
 
+# Extend KEYS[1] to ARGV[2] ms if it still starts with ARGV[1] (a holder's lease or lock).
+EXTEND = """
+local current = redis.call('GET', KEYS[1])
+if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
 # The value of each tag key in KEYS, setting a missing one to its fresh version in ARGV.
 TAG_VERSIONS = """
 local versions = {}
@@ -62,6 +70,7 @@ class Scripts:
         self._cas = client.register_script(COMPARE_AND_SET)
         self._lease = client.register_script(ACQUIRE_LEASE)
         self._tags = client.register_script(TAG_VERSIONS)
+        self._extend = client.register_script(EXTEND)
 
     def cas(self, keys: Sequence[str], args: Sequence[Any], client: redis.Redis) -> Any:
         return self._cas(keys=keys, args=args, client=client)
@@ -71,3 +80,6 @@ class Scripts:
 
     def tags(self, keys: Sequence[str], args: Sequence[Any], client: redis.Redis) -> Any:
         return self._tags(keys=keys, args=args, client=client)
+
+    def extend(self, keys: Sequence[str], args: Sequence[Any], client: redis.Redis) -> Any:
+        return self._extend(keys=keys, args=args, client=client)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -28,7 +28,7 @@ from ._validate import (
 )
 from .compression import Compressor
 from .errors import CacheUnavailable, ConfigurationError
-from .locks import SingleFlight
+from .locks import LeaseKeeper, SingleFlight
 from .near import NearCache
 from .serializers import (
     CorruptEntry,
@@ -159,6 +159,7 @@ class RedisCache:
         self._log = RateLimitedLog()
         self._breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
         self._flights = SingleFlight()
+        self._keeper = LeaseKeeper(self._extend)
         self._near = self._make_near_cache(near_cache_size, near_cache_ttl) if near_cache else None
         self._stats = StatsBuffer(self._flush_stats, stats_flush_interval)
 
@@ -723,18 +724,31 @@ class RedisCache:
         if not self.fail_open:
             raise CacheUnavailable(f"{op} skipped: the circuit breaker is open after failures")
 
-    def _flush_stats(self, counts: Mapping[str, int]) -> bool:
+    def _quietly(self, command: Callable[[redis.Redis], Any]) -> Any:
+        """Run ``command(client)`` for a background thread: no logging, no counting, no raising
+        (the breaker still learns); None when Redis failed or the breaker is open."""
         if not self._breaker.allow():
-            return False
+            return None
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for field, amount in counts.items():
-                pipe.hincrby(self._stats_key, field, amount)
-            pipe.execute()
+            result = command(self._client)
         except RedisError as exc:
             if isinstance(exc, _BREAKER_ERRORS):
                 self._breaker.failure()
-            return False
+            return None
         self._breaker.success()
-        return True
+        return result
+
+    def _flush_stats(self, counts: Mapping[str, int]) -> bool:
+        def flush(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for field, amount in counts.items():
+                pipe.hincrby(self._stats_key, field, amount)
+            return pipe.execute()
+
+        return self._quietly(flush) is not None
+
+    def _extend(self, name: str, expected: bytes, ttl_ms: int) -> bool:
+        """Extend the lease or lock *name* if it still starts with *expected* (its holder's)."""
+        key = self.prefix + name
+        return bool(self._quietly(lambda c: self._scripts.extend([key], [expected, ttl_ms], c)))
 

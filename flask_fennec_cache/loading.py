@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from ._ratelog import RateLimitedLog
 from .backend import MISSING, RESERVED, RedisCache, Unreadable
 from .errors import ConfigurationError, SerializationError
-from .locks import FIRST_POLL, MAX_POLL, RedisLock
+from .locks import FIRST_POLL, LEASE_SLICE, MAX_POLL, RedisLock
 from .serializers import Envelope, Lease, lease_bytes, new_version, version_prefix
 
 __all__ = ["Deliver", "LoadPolicy", "get_or_load"]
@@ -195,7 +195,7 @@ def _fill(
     while True:
         if not isinstance(entry, Lease):
             token = backend._acquire_lease(
-                key, _replaceable(entry), int(policy.lock_timeout * 1000)
+                key, _replaceable(entry), int(min(policy.lock_timeout, LEASE_SLICE) * 1000)
             )
             if token is None:  # Redis failed: load without storing (fail-open)
                 backend._stats.add("misses")
@@ -247,11 +247,13 @@ def _load_leased(
 ) -> T:
     lease = lease_bytes(token)
     stored = False
+    held = backend._keeper.hold(key, lease, policy.lock_timeout)
     try:
         versions = _tag_versions(backend, policy)
         value, elapsed = _timed(loader)
         stored = _store(backend, key, value, elapsed, policy, versions, lease)
     finally:
+        backend._keeper.drop(held)
         if not stored:
             backend._compare_and_set(key, lease, None, None)
     backend._stats.add("misses")

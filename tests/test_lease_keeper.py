@@ -1,0 +1,115 @@
+"""Leases and locks live in short slices renewed while their holder works (real Redis)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from _support import HANG, CacheFactory, wait_for
+
+import flask_fennec_cache.loading as loading
+import flask_fennec_cache.locks as locks
+from flask_fennec_cache import CacheAside, RedisCache
+from flask_fennec_cache.locks import RedisLock
+
+SLICE = 0.3
+
+
+@pytest.fixture(autouse=True)
+def short_slices(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(locks, "LEASE_SLICE", SLICE)
+    monkeypatch.setattr(loading, "LEASE_SLICE", SLICE)
+    yield
+
+
+@pytest.fixture
+def backend(real_caches: CacheFactory) -> RedisCache:
+    return real_caches()
+
+
+def pttl(backend: RedisCache, name: str) -> int:
+    value = backend.client.pttl(backend.prefix + name)
+    assert isinstance(value, int)
+    return value
+
+
+def test_a_slow_loader_keeps_its_short_lease_alive_and_nobody_takes_over(
+    backend: RedisCache,
+) -> None:
+    """A loader running 5 slices keeps a lease that never has more than a slice to live."""
+    release = threading.Event()
+    loads: list[int] = []
+
+    def slow() -> str:
+        loads.append(1)
+        release.wait(HANG)
+        return "v"
+
+    aside = CacheAside(backend, ttl=60, lock_timeout=30)
+    holder = threading.Thread(target=aside.get, args=("k", slow))
+    holder.start()
+    try:
+        leased = wait_for(lambda: (backend.client.get(backend.prefix + "k") or b"")[:1] == b"L",
+                          timeout=HANG)
+        assert leased
+        renewed_and_waited(backend, release, loads)
+    finally:
+        release.set()
+        holder.join(HANG)
+    assert backend.get("k") == "v"
+
+
+def renewed_and_waited(backend: RedisCache, release: threading.Event, loads: list[int]) -> None:
+    ttls = []
+    for _ in range(5):  # five slices: without renewal the lease would be gone after one
+        threading.Event().wait(SLICE)
+        ttls.append(pttl(backend, "k"))
+    other = RedisCache(backend.url, prefix=backend.prefix)
+    try:
+        waiter_result: list[str] = []
+        waiter = threading.Thread(
+            target=lambda: waiter_result.append(CacheAside(other, ttl=60, lock_timeout=30).get(
+                "k", lambda: "other load")))
+        waiter.start()
+        threading.Event().wait(SLICE * 2)
+        assert loads == [1], "nobody else loaded while the holder renewed its lease"
+        release.set()
+        waiter.join(HANG)
+        assert waiter_result == ["v"]
+    finally:
+        other.close()
+    assert all(0 < ttl <= SLICE * 1000 for ttl in ttls), ttls
+
+
+def test_a_lease_its_holder_abandoned_is_taken_over_after_one_slice(backend: RedisCache) -> None:
+    """A holder that died (or could not release after a failover) leaves a lease of one slice."""
+    token = backend._acquire_lease("k", None, int(SLICE * 1000))
+    assert token
+    value = CacheAside(backend, ttl=60, lock_timeout=30).lookup("k", lambda: "taken over")
+    assert value == ("taken over", False, "k")
+    assert backend.get("k") == "taken over"
+
+
+def test_locks_are_renewed_while_held_and_gone_after_release(backend: RedisCache) -> None:
+    lock = RedisLock(backend, "__fennec__:write:k", timeout=30)
+    assert lock.acquire()
+    threading.Event().wait(SLICE * 3)
+    assert 0 < pttl(backend, "__fennec__:write:k") <= SLICE * 1000
+    assert lock.release()
+    assert pttl(backend, "__fennec__:write:k") == -2
+
+
+def test_renewal_stops_at_the_holders_timeout(backend: RedisCache) -> None:
+    lock = RedisLock(backend, "__fennec__:write:k", timeout=SLICE * 2)
+    assert lock.acquire()
+    assert wait_for(lambda: pttl(backend, "__fennec__:write:k") == -2, timeout=HANG)
+    assert not lock.release()
+
+
+def test_renewal_never_extends_someone_elses_lease(backend: RedisCache) -> None:
+    backend._keeper.hold("k", b"Lmine", 30)
+    backend.client.set(backend.prefix + "k", b"Ltheirs", px=int(SLICE * 1000))
+    backend._keeper.renew_all()
+    assert pttl(backend, "k") <= SLICE * 1000
+    assert wait_for(lambda: pttl(backend, "k") == -2, timeout=HANG)
