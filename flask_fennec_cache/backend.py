@@ -587,7 +587,7 @@ class RedisCache:
         report: dict[str, Any] = {"backend": "redis", "url": redact_url(self.url)}
         try:
             self._client.ping()
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             if isinstance(exc, _BREAKER_ERRORS):
                 self._breaker.failure()
             report.update(status="unhealthy", error=f"{type(exc).__name__}: {exc}")

@@ -65,19 +65,21 @@ class FennecCache:
         key: KeySpec = None,
         unless: Callable[[], bool] | None = None,
         cache_none: bool = False,
+        none_ttl: float | None = None,
+        lock: bool = True,
+        lock_timeout: float = 10.0,
+        stale_ttl: float | None = None,
+        beta: float = 0.0,
+        tags: tuple[str, ...] = (),
         cache_control: bool = False,
         response_filter: ResponseFilter | None = None,
     ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
-        """:func:`~flask_fennec_cache.cache` using the current app's backend.
-
-        :param cache_control: views: add ``Cache-Control: max-age=<ttl>`` to cached responses.
-        :param response_filter: views: a response is cached only if this returns True for it.
-        """
+        """:func:`~flask_fennec_cache.cache` with the current app's backend; same options."""
         return _cache(
-            ttl=ttl, key=key, unless=unless, cache_none=cache_none,
+            ttl=ttl, key=key, unless=unless, cache_none=cache_none, none_ttl=none_ttl, lock=lock,
+            lock_timeout=lock_timeout, stale_ttl=stale_ttl, beta=beta, tags=tags,
             cache_control=cache_control, response_filter=response_filter,
         )
-
 
 def settings_of(app: Flask) -> Settings:
     """The parsed configuration FennecCache read for *app*."""

@@ -236,3 +236,13 @@ def test_a_real_server_url(redis_server: RedisServer, make_app: AppFactory) -> N
         assert fennec.backend.ping() is True
         fennec.backend.set("user:1", {"id": 1})
     assert redis_server.client().exists("real:user:1") == 1
+
+
+def test_fennec_cache_takes_every_option_of_cache(make_app: AppFactory) -> None:
+    """``fennec.cache(...)`` is ``cache(...)`` bound to the app: the same options, no backend."""
+    import inspect
+
+    from flask_fennec_cache import cache
+
+    bound = set(inspect.signature(FennecCache.cache).parameters) - {"self"}
+    assert bound == set(inspect.signature(cache).parameters) - {"backend"}
