@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ._prometheus import CONTENT_TYPE, render
 from .decorators import current_backend
@@ -61,9 +62,11 @@ def make_blueprint() -> Blueprint:
         refused = _refuse_unauthorised()
         if refused is not None:
             return refused
-        if (request.content_length or 0) > MAX_BODY_BYTES:
+        request.max_content_length = MAX_BODY_BYTES  # also bounds chunked bodies
+        try:
+            pattern = _pattern_from_body()
+        except RequestEntityTooLarge:
             return _error(f"request body is larger than {MAX_BODY_BYTES} bytes", 413)
-        pattern = _pattern_from_body()
         if isinstance(pattern, tuple):
             return pattern
         backend = current_backend()
