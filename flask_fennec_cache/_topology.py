@@ -146,10 +146,15 @@ class ClusterClient:
         cluster: Any = self.cluster
         return [cluster.get_redis_connection(node) for node in cluster.get_primaries()]
 
-    def tracking_connections(self) -> list[AbstractConnection]:
-        """A new, unconnected RESP3 connection to every primary, as currently known (for the
-        near cache); the slot map is discovered first if not done yet."""
+    def tracking_connections(self, refresh: bool = False) -> list[AbstractConnection]:
+        """A new, unconnected RESP3 connection to every primary (for the near cache); the slot
+        map is discovered first if not done yet, or asked again with *refresh*."""
         cluster: Any = self.cluster
+        if refresh:
+            try:
+                cluster.nodes_manager.initialize(disconnect_startup_nodes_pools=False)
+            except RedisClusterException as exc:
+                raise _translate(exc) from exc
         made: list[AbstractConnection] = []
         for node in cluster.get_primaries():
             pool = cluster.get_redis_connection(node).connection_pool
@@ -287,7 +292,8 @@ def tracking_targets(client: Any) -> TrackingTargets | str:
         return "the client has no connection pool to copy the connection settings from"
     options = tracking_options(kwargs)
 
-    def connect() -> list[AbstractConnection]:
+    def connect(refresh: bool) -> list[AbstractConnection]:
+        # A Sentinel-managed connection asks the sentinels where the master is as it connects.
         return [pool.connection_class(**options)]
 
     if isinstance(pool, SentinelConnectionPool):

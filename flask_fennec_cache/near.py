@@ -47,13 +47,16 @@ class TrackingTargets:
 
     :param connect: new, not yet connected connections: one to every master (may do I/O, e.g.
         ask the sentinels or discover a cluster's slot map; raises a RedisError on failure).
+        Its argument is True on every attempt after the first: the previous connections broke,
+        the masters changed or the last attempt failed, so the client's view of the masters
+        should be refreshed first.
     :param masters: the addresses of the masters as the client currently believes them to be,
         without I/O, or None when unknown; None for a single server, whose address is fixed.
         When it differs from the addresses the connections reached, the near cache is flushed
         and reconnected.
     """
 
-    connect: Callable[[], Sequence[AbstractConnection]]
+    connect: Callable[[bool], Sequence[AbstractConnection]]
     masters: Callable[[], Addresses | None] | None = None
 
 
@@ -80,11 +83,10 @@ class NearCache:
         self.max_entries = max_entries
         self.ttl = ttl
         self._clock = clock
-        # A single server's tracking connection cannot point at the wrong node: its reads do
-        # nothing but the poll. Topologies also compare the masters, at most once a second.
-        self._sync: Callable[[], bool] = (
-            self._sync_fixed if targets.masters is None else self._sync_watched
-        )
+        if targets.masters is not None:
+            # Topologies also compare the masters, at most once a second. A single server's
+            # reads keep the class's _sync: nothing but the poll.
+            self._sync = self._sync_watched  # type: ignore[method-assign]
         self._init_state()
         reset_after_fork(self)
 
@@ -98,6 +100,7 @@ class NearCache:
         self._poller: Any = None
         self._retry_at = 0.0
         self._check_at = 0.0
+        self._refresh = False  # whether the next connection attempt refreshes the topology
 
     def _after_fork(self) -> None:
         # The parent's sockets must not be read by two processes; start over, empty.
@@ -135,7 +138,7 @@ class NearCache:
         with self._lock:
             if self._masters is not None:
                 self._check_masters()
-            self._sync_fixed()
+            NearCache._sync(self)
             if self._filling.get(key) is not ticket:
                 return
             del self._filling[key]
@@ -181,7 +184,7 @@ class NearCache:
 
     # -- the tracking connections --------------------------------------------------------------
 
-    def _sync_fixed(self) -> bool:
+    def _sync(self) -> bool:
         """Apply every invalidation received so far; False when coherence is not assured."""
         if self._conns is None and not self._reconnect():
             return False
@@ -191,12 +194,12 @@ class NearCache:
         return self._conns is not None
 
     def _sync_watched(self) -> bool:
-        """:meth:`_sync_fixed`, after checking the masters if the last check is a second old."""
+        """:meth:`_sync`, after checking the masters if the last check is a second old."""
         now = self._clock()
         if now >= self._check_at:
             self._check_at = now + TOPOLOGY_CHECK_INTERVAL
             self._check_masters()
-        return self._sync_fixed()
+        return NearCache._sync(self)
 
     def _check_masters(self) -> None:
         """Flush and drop the connections if the client now knows other masters."""
@@ -242,7 +245,8 @@ class NearCache:
         self.flush()
         opened: list[Any] = []
         try:
-            made: Sequence[Any] = self._connect()
+            refresh, self._refresh = self._refresh, True
+            made: Sequence[Any] = self._connect(refresh)
             if not made:
                 raise redis.ConnectionError("no master is known")
             for conn in made:

@@ -119,6 +119,15 @@ def test_a_lost_tracking_connection_flushes_and_bypasses_then_recovers(
     assert near_of(near).connected
 
 
+def test_one_server_reads_do_nothing_but_the_poll(near: RedisCache) -> None:
+    """No topology check on a single server: the class's _sync (one poll) serves reads."""
+    cache = near_of(near)
+    assert cache._masters is None
+    assert "_sync" not in vars(cache)
+    near.get("k")
+    assert len(cache.tracked) == 1
+
+
 def test_a_forked_child_starts_empty(near: RedisCache, writer: RedisCache) -> None:
     writer.set("k", 1)
     near.get("k")
