@@ -6,7 +6,6 @@ import functools
 import hashlib
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast
 
 from flask import Response as FlaskResponse
@@ -193,7 +192,8 @@ class _Cached:
                 if self.is_view_of(ctx):
                     return self.view(ctx.request, args, kwargs)
             key = self.keys.key(args, kwargs)
-            return get_or_load(self.resolve(), key, partial(func, *args, **kwargs), policy)[0]
+            load = functools.partial(func, *args, **kwargs)
+            return get_or_load(self.resolve(), key, load, policy)[0]
 
         def lookup(*args: Any, **kwargs: Any) -> CacheLookup[Any]:
             if unless is not None and unless():
@@ -211,7 +211,7 @@ class _Cached:
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheLookup[Any]:
         key = self.keys.key(args, kwargs)
         value, hit = get_or_load(
-            self.resolve(), key, partial(self.func, *args, **kwargs), self.policy
+            self.resolve(), key, functools.partial(self.func, *args, **kwargs), self.policy
         )
         return CacheLookup(value, hit, key)
 
