@@ -20,6 +20,7 @@ replication lag), writes, scripts, locks and SCAN stay on the master(s).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -36,6 +37,7 @@ __all__ = [
     "SENTINEL_SCHEMES",
     "TopologyURL",
     "check_url",
+    "fast_get",
     "make_client",
     "parse_topology_url",
     "redact_url",
@@ -344,3 +346,38 @@ def _memory_client(url: str) -> redis.Redis:
             server = _memory_servers[name] = fakeredis.FakeServer()
     client: redis.Redis = fakeredis.FakeRedis(server=server)
     return client
+
+
+def fast_get(client: redis.Redis) -> Callable[[str], Any]:
+    """``GET`` on a pooled connection directly, without redis-py's per-command layers.
+
+    redis-py 8 wraps every command in a retry helper and an observability layer that cost a
+    few microseconds, a tenth of a loopback hit. This does what they do for ``GET`` on a
+    plain connection pool: one reconnect for a stale pooled connection (as the client's
+    retry policy would), no retry after a timeout, and a connection left in an unknown state
+    is closed, never reused. Other clients (Sentinel, cluster, fakeredis) use their own
+    ``get``.
+    """
+    pool = client.connection_pool if type(client) is redis.Redis else None
+    if pool is None or type(pool) is not redis.ConnectionPool:
+        return client.get
+
+    def get(name: str) -> Any:
+        conn: Any = pool.get_connection()
+        try:
+            try:
+                conn.send_command("GET", name)
+                return conn.read_response()
+            except redis.ConnectionError:
+                conn.disconnect()  # stale: the retry policy's one reconnect
+                conn.send_command("GET", name)
+                return conn.read_response()
+        except redis.ResponseError:
+            raise  # an error reply: the connection is fine
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    return get

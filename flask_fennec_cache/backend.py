@@ -11,7 +11,7 @@ import redis
 from redis.exceptions import RedisError
 
 from ._breaker import CircuitBreaker
-from ._connect import make_client, redact_url
+from ._connect import fast_get, make_client, redact_url
 from ._ratelog import RateLimitedLog
 from ._scripts import Scripts
 from ._stats import StatsBuffer, summarize
@@ -153,6 +153,7 @@ class RedisCache:
             tls_certfile=tls_certfile,
             tls_keyfile=tls_keyfile,
         )
+        self._get = fast_get(self._client)
         self._scripts = Scripts(self._client)
         self._reserved = prefix + RESERVED
         self._stats_key = self._reserved + "stats"
@@ -439,7 +440,7 @@ class RedisCache:
                 return self._read_and_fill(key, near, name, ticket)
         started = self._stats.timer()
         try:
-            data = cast(bytes | None, self._client.get(full))
+            data = cast(bytes | None, self._get(full))
         except RedisError as exc:
             self._failed(exc, "get")
             return MISSING

@@ -42,10 +42,11 @@ class Factory:
 
 
 class CallCounter:
-    """Counts the round trips of one redis-py client: plain commands and pipeline executes.
+    """Counts the round trips of one :class:`RedisCache`: plain commands and pipeline executes.
 
-    :meth:`install` wraps the client's ``execute_command`` and ``pipeline`` in place (instance
-    attributes), so everything a :class:`RedisCache` sends through that client is seen.
+    :meth:`install` wraps, in place, the cache's client (``execute_command`` and ``pipeline``)
+    and its direct ``GET`` (the hit path that skips the client's command layers), so everything
+    the cache sends is seen.
     """
 
     def __init__(self) -> None:
@@ -56,13 +57,21 @@ class CallCounter:
     def round_trips(self) -> int:
         return len(self.commands) + self.pipelines
 
-    def install(self, client: Any, monkeypatch: pytest.MonkeyPatch) -> CallCounter:
+    def install(self, cache: RedisCache, monkeypatch: pytest.MonkeyPatch) -> CallCounter:
+        client = cache.client
         execute = client.execute_command
         make_pipeline = client.pipeline
+        direct_get = cache._get
 
         def counting_execute(*args: Any, **kwargs: Any) -> Any:
             self.commands.append(str(args[0]))
             return execute(*args, **kwargs)
+
+        def counting_get(name: str) -> Any:
+            if direct_get == client.get:  # the client's own get: counted by execute_command
+                return client.get(name)
+            self.commands.append("GET")
+            return direct_get(name)
 
         def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
             pipe = make_pipeline(*args, **kwargs)
@@ -77,6 +86,7 @@ class CallCounter:
 
         monkeypatch.setattr(client, "execute_command", counting_execute)
         monkeypatch.setattr(client, "pipeline", counting_pipeline)
+        monkeypatch.setattr(cache, "_get", counting_get)
         return self
 
 

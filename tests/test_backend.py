@@ -138,7 +138,7 @@ def test_get_many_is_one_round_trip(
 ) -> None:
     made = cache_factory(stats_flush_interval=QUIET)
     made.set_many({f"k{i}": i for i in range(20)})
-    counter = CallCounter().install(made.client, monkeypatch)
+    counter = CallCounter().install(made, monkeypatch)
     found = made.get_many([f"k{i}" for i in range(25)])
     assert found == {f"k{i}": i for i in range(20)}
     assert counter.round_trips == 1
@@ -148,7 +148,7 @@ def test_set_many_is_one_round_trip(
     cache_factory: CacheFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made = cache_factory(stats_flush_interval=QUIET)
-    counter = CallCounter().install(made.client, monkeypatch)
+    counter = CallCounter().install(made, monkeypatch)
     assert made.set_many({f"k{i}": {"i": i} for i in range(20)}, ttl=60) is True
     assert counter.round_trips == 1
     assert made.get("k19") == {"i": 19}
@@ -160,7 +160,7 @@ def test_a_hit_is_one_round_trip(
     """Counting statistics must not add a round trip to a hit."""
     made = cache_factory(stats_flush_interval=QUIET)
     made.set("k", 1)
-    counter = CallCounter().install(made.client, monkeypatch)
+    counter = CallCounter().install(made, monkeypatch)
     assert made.get("k") == 1
     assert counter.round_trips == 1
 
@@ -619,7 +619,7 @@ def test_fail_closed_raises_cache_unavailable(redis_server: RedisServer, prefix:
 
 
 def _count_client_calls(made: RedisCache, monkeypatch: pytest.MonkeyPatch) -> CallCounter:
-    return CallCounter().install(made.client, monkeypatch)
+    return CallCounter().install(made, monkeypatch)
 
 
 @pytest.fixture
@@ -782,7 +782,7 @@ def test_clear_uses_scan_and_unlink_never_keys_or_flush(
 ) -> None:
     made = cache_factory(stats_flush_interval=QUIET)
     made.set_many({f"k{i}": i for i in range(50)})
-    counter = CallCounter().install(made.client, monkeypatch)
+    counter = CallCounter().install(made, monkeypatch)
     assert made.clear() == 50
     names = {name.upper() for name in counter.commands}
     assert "SCAN" in names and "UNLINK" in names

@@ -351,7 +351,7 @@ def test_invalidating_10000_tagged_keys_is_one_round_trip(
             stats = admin.info("commandstats")
             return {name: int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info"}
 
-        counter = CallCounter().install(backend.client, monkeypatch)
+        counter = CallCounter().install(backend, monkeypatch)
         before = commandstats()
         assert backend.invalidate_tags("items") is True
         after = commandstats()
