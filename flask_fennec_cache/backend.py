@@ -31,9 +31,11 @@ from .errors import CacheUnavailable, ConfigurationError
 from .locks import LeaseKeeper, SingleFlight
 from .near import NearCache
 from .serializers import (
+    CachedResponse,
     CorruptEntry,
     Envelope,
     Lease,
+    VaryMarker,
     decode,
     encode,
     envelope_head,
@@ -431,10 +433,10 @@ class RedisCache:
         near = self._near
         if near is not None:
             name = full.encode("utf-8", "surrogatepass")
-            data = near.get(name)
-            if data is not None:
+            held = near.get(name)
+            if held is not None:
                 self._stats.add("near_hits")
-                return self._decode(key, data)
+                return self._decode(key, held) if isinstance(held, bytes) else held
             ticket = near.begin_fill(name)
             if ticket is not None:
                 return self._read_and_fill(key, near, name, ticket)
@@ -467,7 +469,10 @@ class RedisCache:
         if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
             near.abandon_fill(name, ticket)
         else:
-            near.finish_fill(name, ticket, data, int(ttl_ms))
+            # Immutable entries (cached responses, vary markers) are kept decoded; values are
+            # kept as bytes and decoded on every hit, so callers never share a mutable object.
+            held = entry if isinstance(entry, (CachedResponse, VaryMarker)) else data
+            near.finish_fill(name, ticket, held, int(ttl_ms))
         return entry
 
     def _make_near_cache(self, size: int, ttl: float) -> NearCache | None:

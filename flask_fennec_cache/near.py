@@ -92,7 +92,7 @@ class NearCache:
 
     def _init_state(self) -> None:
         self._lock = threading.RLock()
-        self._entries: OrderedDict[bytes, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[object, float]] = OrderedDict()
         self._filling: dict[bytes, object] = {}
         self._conns: list[AbstractConnection] | None = None
         self._by_fd: dict[int, AbstractConnection] = {}
@@ -108,8 +108,9 @@ class NearCache:
 
     # -- reads and fills ------------------------------------------------------------------------
 
-    def get(self, key: bytes) -> bytes | None:
-        """The stored bytes of *key*, or None (also when coherence cannot be guaranteed)."""
+    def get(self, key: bytes) -> object | None:
+        """What was stored for *key* (its bytes, or an immutable decoded entry), or None (also
+        when coherence cannot be guaranteed)."""
         with self._lock:
             if not self._sync():
                 return None
@@ -132,7 +133,7 @@ class NearCache:
             self._filling[key] = ticket
             return ticket
 
-    def finish_fill(self, key: bytes, ticket: object, data: bytes, ttl_ms: int) -> None:
+    def finish_fill(self, key: bytes, ticket: object, data: object, ttl_ms: int) -> None:
         """Store *data* read from Redis unless an invalidation of *key* arrived meanwhile (or
         the masters changed: the value may come from a server no connection tracks)."""
         with self._lock:

@@ -188,3 +188,42 @@ def test_no_stale_read_after_a_write_acknowledged_in_another_process(
         proc.stdout.close()
     assert stale == 0
     assert near.get_stats()["near_hits"] - near_hits_before >= 1000
+
+
+def test_cached_views_are_near_hits_and_see_invalidations(
+    redis_server: RedisServer, prefix: str, writer: RedisCache
+) -> None:
+    """Cached responses are immutable, so the near cache keeps them decoded; still coherent."""
+    from flask import Flask
+
+    from flask_fennec_cache import FennecCache
+    from flask_fennec_cache.serializers import CachedResponse
+
+    app = Flask(__name__)
+    app.config.update(FENNEC_CACHE_URL=redis_server.url, FENNEC_CACHE_PREFIX=prefix,
+                      FENNEC_CACHE_NEAR_CACHE=True)
+    fennec = FennecCache(app)
+    renders: list[int] = []
+
+    @app.get("/page")
+    @fennec.cache(ttl=60)
+    def page() -> str:
+        renders.append(1)
+        return f"render {len(renders)}"
+
+    client = app.test_client()
+    backend = app.extensions["fennec_cache"]
+    try:
+        assert client.get("/page").headers["X-Cache"] == "MISS"
+        before = backend.get_stats()["near_hits"]
+        for _ in range(2):  # the first read fills the near cache, the second is a near hit
+            hit = client.get("/page")
+            assert (hit.headers["X-Cache"], hit.get_data(as_text=True)) == ("HIT", "render 1")
+        assert backend.get_stats()["near_hits"] > before
+        held = [entry for entry, _ in near_of(backend)._entries.values()]
+        assert any(isinstance(entry, CachedResponse) for entry in held)
+        writer.clear("view:*")  # another process drops the page
+        again = client.get("/page")
+        assert (again.headers["X-Cache"], again.get_data(as_text=True)) == ("MISS", "render 2")
+    finally:
+        backend.close()
