@@ -250,8 +250,9 @@ class RedisClusterTopology:
         from redis.cluster import ClusterNode, RedisCluster
 
         kwargs.setdefault("password", self.password)
+        node: Any = ClusterNode
         client = RedisCluster(
-            startup_nodes=[ClusterNode("127.0.0.1", s.port) for s in self.servers[:3]], **kwargs
+            startup_nodes=[node("127.0.0.1", s.port) for s in self.servers[:3]], **kwargs
         )
         self._clients.append(client)
         return client
@@ -380,10 +381,11 @@ class SentinelTopology:
             self.data.append(replica)
             wait_until(lambda: _link_up(replica), READY_TIMEOUT, "replica in sync")
             for _ in range(self.sentinel_count):
-                self.sentinels.append(
-                    SentinelServer(master.port, 2, self.sentinel_password, self.data_password)
-                    .start()
+                sentinel = SentinelServer(
+                    master.port, 2, self.sentinel_password, self.data_password
                 )
+                sentinel.start()
+                self.sentinels.append(sentinel)
             self.wait_ready()
         except BaseException:
             self.stop()

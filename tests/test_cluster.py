@@ -27,7 +27,7 @@ import test_strategies
 from _gunicorn import LoadGenerator, running_demo
 from _support import CacheFactory, Factory, wait_for
 from _topology import RedisClusterTopology
-from redis.cluster import key_slot
+from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from flask_fennec_cache import RedisCache, cache
@@ -191,7 +191,7 @@ def test_one_pipeline_per_node_for_get_many(
     from redis.cluster import NodeCommands
 
     writes: list[int] = []
-    original = NodeCommands.write
+    original: Any = NodeCommands.write
 
     def counting_write(self: Any) -> None:
         writes.append(len(self.commands))

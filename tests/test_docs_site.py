@@ -96,8 +96,7 @@ def test_the_configuration_reference_is_the_code_table(site: Path) -> None:
 def _text(markup: str) -> str:
     """Visible text, with Sphinx's typographic quotes and whitespace normalised."""
     text = html.unescape(re.sub(r"<[^>]+>", "", markup))
-    text = text.translate(str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"',
-                                         "\u201d": '"'}))
+    text = text.translate({0x2018: "'", 0x2019: "'", 0x201C: '"', 0x201D: '"'})
     return " ".join(text.split())
 
 

@@ -3,10 +3,11 @@ jitter, tags and negative caching."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from _servers import RedisServerFactory
@@ -32,7 +33,7 @@ def pttl(backend: RedisCache, key: str) -> int:
 def raw(backend: RedisCache, key: str) -> Any:
     """The decoded stored entry (lease, envelope, value), or MISSING when the key is absent."""
     data = backend.client.get(backend.prefix + key)
-    return MISSING if data is None else decode(data)
+    return MISSING if data is None else decode(cast(bytes, data))
 
 
 def soft_expired(backend: RedisCache, key: str) -> bool:
@@ -279,7 +280,7 @@ def test_ttl_jitter_spreads_loader_fills(cache_factory: CacheFactory) -> None:
     aside = CacheAside(backend, ttl=100)
     started = time.monotonic()
     for i in range(200):
-        aside.get(f"k{i}", lambda i=i: i)
+        aside.get(f"k{i}", functools.partial(int, i))
     pipe = backend.client.pipeline(transaction=False)
     for i in range(200):
         pipe.pttl(backend.prefix + f"k{i}")
@@ -301,7 +302,7 @@ def test_no_jitter_when_disabled(cache_factory: CacheFactory) -> None:
     backend = cache_factory(ttl_jitter=0)
     aside = CacheAside(backend, ttl=100)
     for i in range(20):
-        aside.get(f"k{i}", lambda i=i: i)
+        aside.get(f"k{i}", functools.partial(int, i))
     assert all(pttl(backend, f"k{i}") >= 99_000 for i in range(20))
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -47,7 +47,7 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
 def raw(backend: RedisCache, key: str) -> Any:
     """The decoded stored entry (lease, envelope, value), or MISSING when the key is absent."""
     data = backend.client.get(backend.prefix + key)
-    return MISSING if data is None else decode(data)
+    return MISSING if data is None else decode(cast(bytes, data))
 
 
 # -- stampede: threads ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from _servers import RedisServer
 from _support import CacheFactory, Factory, wait_for
 from _topology import RedisClusterTopology, SentinelTopology
-from redis.cluster import key_slot
+from redis.crc import key_slot
 from test_near import WRITER_SCRIPT, near_of
 
 from flask_fennec_cache import RedisCache

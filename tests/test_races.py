@@ -23,6 +23,7 @@ the library's own reader when its lease check is disabled (tried by hand, monkey
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sqlite3
@@ -31,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from _support import CacheFactory
@@ -173,10 +174,10 @@ def run_race(
                 sequence += 1
                 if rng.random() < 0.5:
                     value = f"w{index}-{sequence}"
-                    writer.set(row_key(rid), value, writer=lambda v, rid=rid: db.write(rid, v))
+                    writer.set(row_key(rid), value, writer=functools.partial(db.write, rid))
                     count("sets")
                 else:
-                    writer.delete(row_key(rid), deleter=lambda rid=rid: db.delete(rid))
+                    writer.delete(row_key(rid), deleter=functools.partial(db.delete, rid))
                     count("deletes")
                 time.sleep(rng.uniform(0, 0.001))
         except BaseException as exc:
@@ -204,7 +205,7 @@ def run_race(
         raw = client.get(backend.prefix + row_key(rid))
         if raw is None:
             continue
-        entry = decode(raw)
+        entry = decode(cast(bytes, raw))
         if isinstance(entry, Lease):
             report.leases_left.append(rid)
             continue
