@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -152,3 +153,16 @@ def run_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
     if errors:
         raise errors[0]
     return results
+
+
+def new_app(memory_url: str, **config: Any) -> Flask:
+    """A Flask app on a private memory:// server with a unique prefix (FennecCache not yet
+    initialised; *config* overrides the defaults)."""
+    app = Flask(f"app_{uuid.uuid4().hex[:8]}")
+    app.config.update(
+        TESTING=True,
+        FENNEC_CACHE_URL=memory_url,
+        FENNEC_CACHE_PREFIX=f"app-{uuid.uuid4().hex[:8]}:",
+    )
+    app.config.update(config)
+    return app

@@ -304,7 +304,7 @@ def sentinel_factory() -> Iterator[Callable[[], SentinelTopology]]:
 # ==================================================================================
 
 
-from _support import AppFactory, backend_of  # noqa: E402
+from _support import AppFactory, backend_of, new_app  # noqa: E402
 from flask import Flask  # noqa: E402
 
 from flask_fennec_cache import FennecCache  # noqa: E402
@@ -315,14 +315,7 @@ def make_app(memory_url: str) -> Iterator[AppFactory]:
     made: list[Flask] = []
 
     def make(**config: Any) -> Flask:
-        app = Flask(f"app_{uuid.uuid4().hex[:8]}")
-        app.config.update(
-            TESTING=True,
-            FENNEC_CACHE_URL=memory_url,
-            FENNEC_CACHE_PREFIX=f"app-{uuid.uuid4().hex[:8]}:",
-            FENNEC_CACHE_ADMIN_URL_PREFIX="/cache",
-        )
-        app.config.update(config)
+        app = new_app(memory_url, **{"FENNEC_CACHE_ADMIN_URL_PREFIX": "/cache", **config})
         FennecCache(app)
         made.append(app)
         return app

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from _servers import RedisServer
+from _support import AppFactory, backend_of, new_app
 from flask import Flask
 
 from flask_fennec_cache import (
@@ -19,8 +19,6 @@ from flask_fennec_cache import (
 )
 from flask_fennec_cache.config import CONFIG_KEYS
 
-AppFactory = Callable[..., Flask]
-
 
 @pytest.fixture
 def make_app(memory_url: str) -> Iterator[AppFactory]:
@@ -28,13 +26,7 @@ def make_app(memory_url: str) -> Iterator[AppFactory]:
     made: list[Flask] = []
 
     def make(**config: Any) -> Flask:
-        app = Flask(f"app_{uuid.uuid4().hex[:8]}")
-        app.config.update(
-            TESTING=True,
-            FENNEC_CACHE_URL=memory_url,
-            FENNEC_CACHE_PREFIX=f"ext-{uuid.uuid4().hex[:8]}:",
-        )
-        app.config.update(config)
+        app = new_app(memory_url, **config)
         made.append(app)
         return app
 
@@ -45,10 +37,6 @@ def make_app(memory_url: str) -> Iterator[AppFactory]:
             backend.close()
 
 
-def backend_of(app: Flask) -> RedisCache:
-    backend = app.extensions["fennec_cache"]
-    assert isinstance(backend, RedisCache)
-    return backend
 
 
 def test_extension_with_the_app_in_the_constructor(make_app: AppFactory) -> None:
