@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import math
 import threading
 import time
@@ -52,6 +53,9 @@ class StatsBuffer:
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._tick = 0
+        self._tallied: dict[str, int] = {}
+        self._hits = itertools.count()
+        self._tallies: list[tuple[str, Callable[[], int]]] = []
         _live.add(self)
         reset_after_fork(self)
 
@@ -61,6 +65,29 @@ class StatsBuffer:
             self._pending[field] = self._pending.get(field, 0) + amount
         if self._thread is None:
             self._start()
+
+    def hit(self) -> None:
+        """Count one hit, without a lock: the hottest counter (``next`` on an
+        ``itertools.count`` is atomic)."""
+        next(self._hits)
+        if self._thread is None:
+            self._start()
+
+    def count_from(self, field: str, total: Callable[[], int]) -> None:
+        """Also count *field* from *total*, a running count kept elsewhere (a near cache counts
+        its hits under its own lock): its growth is taken in with every read of the counts."""
+        self._tallies.append((field, total))
+
+    def _take_tallies(self) -> None:
+        # Called with self._lock held.
+        totals = [("hits", _count_value(self._hits))]
+        totals += [(field, total()) for field, total in self._tallies]
+        for field, now in totals:
+            last = self._tallied.get(field, 0)
+            grown = now - last if now >= last else now  # a source that restarted from zero
+            if grown:
+                self._tallied[field] = now
+                self._pending[field] = self._pending.get(field, 0) + grown
 
     def timer(self) -> float:
         """A start time if this operation's latency is sampled (one in ``SAMPLE_EVERY``), else 0.
@@ -90,11 +117,13 @@ class StatsBuffer:
     def pending(self) -> dict[str, int]:
         """Counts not yet flushed."""
         with self._lock:
+            self._take_tallies()
             return dict(self._pending)
 
     def take(self) -> dict[str, int]:
         """Remove and return the pending counts (give them back with :meth:`restore`)."""
         with self._lock:
+            self._take_tallies()
             taken, self._pending = self._pending, {}
         return taken
 
@@ -107,6 +136,7 @@ class StatsBuffer:
     def discard(self) -> None:
         """Forget the pending counts (after a reset of the shared counters)."""
         with self._lock:
+            self._take_tallies()
             self._pending = {}
 
     def flush(self) -> bool:
@@ -139,6 +169,8 @@ class StatsBuffer:
         # The parent's pending counts are the parent's to flush; its thread does not exist here.
         self._lock = threading.Lock()
         self._pending = {}
+        self._tallied = {}
+        self._hits = itertools.count()
         self._thread = None
         self._stopped = threading.Event()
 
@@ -150,6 +182,12 @@ def _flush_loop(ref: weakref.ref[StatsBuffer], stopped: threading.Event, interva
             return
         buffer.flush()
         del buffer
+
+
+def _count_value(counter: itertools.count[int]) -> int:
+    """The next number *counter* would give, read without taking it (its repr is
+    ``count(N)``)."""
+    return int(repr(counter)[6:-1])
 
 
 def summarize(counts: Mapping[str, int]) -> dict[str, int | float]:

@@ -31,16 +31,15 @@ from .errors import CacheUnavailable, ConfigurationError
 from .locks import LeaseKeeper, SingleFlight
 from .near import NearCache
 from .serializers import (
-    CachedResponse,
     CorruptEntry,
     Envelope,
     Lease,
-    VaryMarker,
     decode,
     encode,
     envelope_head,
     lease_bytes,
     new_version,
+    redecoder,
 )
 
 __all__ = ["MISSING", "RESERVED", "RedisCache", "Unreadable"]
@@ -165,6 +164,9 @@ class RedisCache:
         self._keeper = LeaseKeeper(self._extend)
         self._near = self._make_near_cache(near_cache_size, near_cache_ttl) if near_cache else None
         self._stats = StatsBuffer(self._flush_stats, stats_flush_interval)
+        if self._near is not None:
+            near = self._near
+            self._stats.count_from("near_hits", lambda: near.hits)
 
     def __repr__(self) -> str:
         return f"RedisCache(url={redact_url(self.url)!r}, prefix={self.prefix!r})"
@@ -193,7 +195,10 @@ class RedisCache:
         invalidated, or a placeholder of a load in progress, is a miss here.
         """
         value = self._usable(self._read(key))
-        self._stats.add("misses" if value is MISSING else "hits")
+        if value is MISSING:
+            self._stats.add("misses")
+        else:
+            self._stats.hit()
         return value
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
@@ -435,14 +440,14 @@ class RedisCache:
             name = full.encode("utf-8", "surrogatepass")
             held = near.get(name)
             if held is not None:
-                self._stats.add("near_hits")
-                return self._decode(key, held) if isinstance(held, bytes) else held
+                redecode, argument = cast("tuple[Callable[[Any], Any], Any]", held)
+                return redecode(argument)
             ticket = near.begin_fill(name)
             if ticket is not None:
                 return self._read_and_fill(key, near, name, ticket)
         started = self._stats.timer()
         try:
-            data = cast(bytes | None, self._get(full))
+            data = cast("bytes | None", self._get(full))
         except RedisError as exc:
             self._failed(exc, "get")
             return MISSING
@@ -469,9 +474,9 @@ class RedisCache:
         if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
             near.abandon_fill(name, ticket)
         else:
-            # Immutable entries (cached responses, vary markers) are kept decoded; values are
-            # kept as bytes and decoded on every hit, so callers never share a mutable object.
-            held = entry if isinstance(entry, (CachedResponse, VaryMarker)) else data
+            # Every hit gets a fresh decoding (callers never share a mutable value), from a form
+            # prepared once here.
+            held = redecoder(data, entry, self._pickle_secret, self.max_value_bytes)
             near.finish_fill(name, ticket, held, int(ttl_ms))
         return entry
 

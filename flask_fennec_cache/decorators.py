@@ -13,6 +13,7 @@ from flask import current_app, has_app_context, has_request_context, make_respon
 from flask.ctx import RequestContext
 from flask.globals import request_ctx
 from flask.wrappers import Request
+from werkzeug.datastructures import Headers
 from werkzeug.http import unquote_etag
 from werkzeug.wrappers import Response
 
@@ -190,10 +191,9 @@ class _Cached:
             if has_request_context():
                 ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
                 if self.is_view_of(ctx):
-                    return self.view(ctx.request, args, kwargs)
+                    return self.view(ctx, args, kwargs)
             key = self.keys.key(args, kwargs)
-            load = functools.partial(func, *args, **kwargs)
-            return get_or_load(self.resolve(), key, load, policy)[0]
+            return get_or_load(self.resolve(), key, func, policy, args, kwargs)[0]
 
         def lookup(*args: Any, **kwargs: Any) -> CacheLookup[Any]:
             if unless is not None and unless():
@@ -210,9 +210,7 @@ class _Cached:
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheLookup[Any]:
         key = self.keys.key(args, kwargs)
-        value, hit = get_or_load(
-            self.resolve(), key, functools.partial(self.func, *args, **kwargs), self.policy
-        )
+        value, hit = get_or_load(self.resolve(), key, self.func, self.policy, args, kwargs)
         return CacheLookup(value, hit, key)
 
     def store(self, backend: RedisCache, key: str, value: Any) -> None:
@@ -230,23 +228,27 @@ class _Cached:
             view = getattr(view, "__wrapped__", None)
         return False
 
-    def view(self, req: Request, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Response:
-        if req.method not in ("GET", "HEAD") or "Authorization" in req.headers:
+    def view(
+        self, ctx: RequestContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Response:
+        req = ctx.request
+        if req.method not in ("GET", "HEAD") or "HTTP_AUTHORIZATION" in req.environ:
             return make_response(self.func(*args, **kwargs))
         backend = self.resolve()
         base = self.base_key(req)
         vary = self.vary_memo.get(base, ())
         for _ in range(2):  # the key the memo suggests, then the one a vary marker names
             key = _variant(req, base, vary) if vary else base
-            render = functools.partial(self.render, req, args, kwargs, backend, base, vary)
-            value, hit = get_or_load(backend, key, render, self.policy)
+            value, hit = get_or_load(
+                backend, key, self.render, self.policy, (req, args, kwargs, backend, base, vary)
+            )
             if isinstance(value, Deliver):
                 if not hit:  # this request rendered it
                     response, stored = value.result
                     return _answer_miss(req, response, stored)
                 value = value.store  # another thread rendered it for the same key
             if isinstance(value, CachedResponse):
-                return _answer_hit(req, value)
+                return _answer_hit(req, value, ctx.app.response_class)
             if not isinstance(value, VaryMarker) or value.headers == vary:
                 break
             self.remember_vary(base, value.headers)
@@ -325,14 +327,32 @@ def _variant(req: Request, base: str, headers: tuple[str, ...]) -> str:
     return variant_key(base, [req.headers.get(name, "") for name in headers])
 
 
-def _answer_hit(req: Request, entry: CachedResponse) -> Response:
-    if "If-None-Match" in req.headers:
+def _answer_hit(
+    req: Request, entry: CachedResponse, response_class: type[FlaskResponse]
+) -> Response:
+    if "HTTP_IF_NONE_MATCH" in req.environ:
         etag = next((v for n, v in entry.headers if n.lower() == "etag"), None)
         if _matches(req, etag):
             return _not_modified(entry.headers, "HIT", entry.stored_at)
     age = str(max(0, int(time.time() - entry.stored_at)))
-    # X-Cache and Age are never stored, so they can be appended rather than set.
-    return Response(entry.body, entry.status, [*entry.headers, ("X-Cache", "HIT"), ("Age", age)])
+    # X-Cache and Age are never stored, so they can be appended rather than set. The stored
+    # headers were checked when the entry was decoded, and the body is bytes with its
+    # Content-Length stored: the response is assembled without Werkzeug re-checking either.
+    response = response_class(None, entry.status, _checked_headers(
+        [*entry.headers, ("X-Cache", "HIT"), ("Age", age)]
+    ))
+    response.response = [entry.body]
+    return response
+
+
+def _checked_headers(items: list[tuple[str, str]]) -> Headers:
+    """Headers holding *items*, which are known to be valid (str names and values without line
+    breaks), without Werkzeug validating each one again."""
+    headers = Headers()
+    if type(getattr(headers, "_list", None)) is list:
+        headers._list = items
+        return headers
+    return Headers(items)  # pragma: no cover - a Werkzeug that stores its headers otherwise
 
 
 def _answer_miss(req: Request, response: Response, stored: bool) -> Response:

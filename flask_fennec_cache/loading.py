@@ -9,6 +9,7 @@ be refreshed early with probability rising towards expiry (XFetch).
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -86,22 +87,30 @@ class LoadPolicy:
 
 
 def get_or_load(
-    backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy
+    backend: RedisCache,
+    key: str,
+    loader: Callable[..., T],
+    policy: LoadPolicy,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
 ) -> tuple[T, bool]:
-    """``(value, hit)``: the cached value of *key*, or the loader's; *hit* when no load ran here.
+    """``(value, hit)``: the cached value of *key*, or ``loader(*args, **kwargs)``; *hit* when
+    no load ran here.
 
     A key that cannot be used (reserved, or without a UTF-8 form) is not cached: the loader
     answers.
     """
     if not backend._key_ok(key):
         backend._stats.add("misses")
-        return loader(), False
+        return loader(*args, **(kwargs or {})), False
     entry, current = _read(backend, key, policy)
     value, refresh = _classify(backend, entry, policy, current)
-    if value is not MISSING:
-        if refresh is None:
-            backend._stats.add("hits")
-            return value, True
+    if value is not MISSING and refresh is None:
+        backend._stats.hit()
+        return value, True
+    if args or kwargs:  # bound here, so that a hit never builds it
+        loader = functools.partial(loader, *args, **(kwargs or {}))
+    if refresh is not None:
         return _refresh(backend, key, loader, policy, value, refresh)
     if not policy.lock:
         return _fill(backend, key, loader, policy, entry, wait=False)
@@ -109,7 +118,7 @@ def get_or_load(
         key, lambda: _fill(backend, key, loader, policy, entry, wait=True), policy.lock_timeout
     )
     if not led:  # another thread of this process loaded or waited for it
-        backend._stats.add("hits")
+        backend._stats.hit()
         backend._stats.add("lock_waits")
         return result, True
     return result, hit
@@ -159,7 +168,7 @@ def _refresh(
             # Refreshed (or rewritten) since this caller read it: no second load.
             value, _ = _classify(backend, current, policy, tags)
             if value is not MISSING:
-                backend._stats.add("hits")
+                backend._stats.hit()
                 return value, True
             return _serve_stale(backend, stale, envelope)
         versions = _tag_versions(backend, policy)
@@ -172,7 +181,7 @@ def _refresh(
 
 
 def _serve_stale(backend: RedisCache, stale: T, envelope: Envelope) -> tuple[T, bool]:
-    backend._stats.add("hits")
+    backend._stats.hit()
     if envelope.fresh_until is not None and time.time() >= envelope.fresh_until:
         backend._stats.add("stale_hits")
     return stale, True
@@ -229,7 +238,7 @@ def _fill(
         entry, current = _read(backend, key, policy)
         value, _ = _classify(backend, entry, policy, current)
         if value is not MISSING:
-            backend._stats.add("hits")
+            backend._stats.hit()
             return value, True
 
 

@@ -434,3 +434,44 @@ def test_a_response_filter_that_rejects_everything_with_a_matching_etag(
 
     response = client.get("/never", headers={"If-None-Match": '"fixed"'})
     assert response.status_code == 200  # not cached, so left to the view entirely
+
+
+def test_a_hit_is_the_miss_s_response_plus_x_cache_and_age(
+    client: FlaskClient, doc: str
+) -> None:
+    """Hits are assembled without Werkzeug's per-header checks: same headers, same order."""
+    miss = client.get(doc)
+    hit = client.get(doc)
+    expected = [(n, v) for n, v in miss.headers.items() if n != "X-Cache"]
+    age = hit.headers["Age"]
+    assert list(hit.headers.items()) == [*expected, ("X-Cache", "HIT"), ("Age", age)]
+    assert int(age) in (0, 1)
+    assert (hit.status_code, hit.get_data()) == (miss.status_code, miss.get_data())
+
+
+def test_hits_are_instances_of_the_app_s_response_class(memory_url: str) -> None:
+    class AppResponse(Response):
+        pass
+
+    app = Flask(f"cls_{uuid.uuid4().hex[:8]}")
+    app.response_class = AppResponse
+    app.config.update(FENNEC_CACHE_URL=memory_url, FENNEC_CACHE_PREFIX="cls:")
+    fennec = FennecCache(app)
+    seen: list[type] = []
+
+    @app.get("/page")
+    @fennec.cache(ttl=60)
+    def page() -> str:
+        return "page"
+
+    @app.after_request
+    def record(response: Response) -> Response:
+        seen.append(type(response))
+        return response
+
+    try:
+        with app.test_client() as client:
+            assert [client.get("/page").headers["X-Cache"] for _ in range(2)] == ["MISS", "HIT"]
+        assert seen == [AppResponse, AppResponse]
+    finally:
+        backend_of(app).close()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from flask_fennec_cache import CachedResponse, SerializationError
-from flask_fennec_cache.serializers import CorruptEntry, VaryMarker, decode, encode
+from flask_fennec_cache.serializers import CorruptEntry, VaryMarker, decode, encode, redecoder
 
 
 @pytest.mark.parametrize(
@@ -123,3 +123,43 @@ def test_nan_and_infinity_fall_back_to_the_standard_decoder() -> None:
     assert decode(data) == [float("inf"), float("-inf")]
     nan = decode(encode(float("nan"), "k"))
     assert nan != nan
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"a": [1, 2.5, None, True], "b": {"c": "d"}}, [float("inf"), 1], {"big": 2**70}, [],
+     {"long": "x" * 5000}],
+)
+def test_redecoder_gives_a_fresh_equal_value_on_every_call(value: Any) -> None:
+    from flask_fennec_cache.compression import Compressor
+
+    for data in (encode(value, "k"), Compressor("zlib", 64)(encode(value, "k"))):
+        function, argument = redecoder(data, decode(data))
+        first, second = function(argument), function(argument)
+        assert first == value and second == value
+        assert first is not second  # callers may change what they get
+
+
+@pytest.mark.parametrize("value", ["text", 7, 2.5, True, None])
+def test_redecoder_hands_out_immutable_values_as_they_are(value: Any) -> None:
+    data = encode(value, "k")
+    function, argument = redecoder(data, decode(data))
+    assert function(argument) is argument and argument == value
+
+
+def test_redecoder_keeps_responses_decoded_and_checks_pickles_once() -> None:
+    response = CachedResponse(200, (("Content-Type", "text/plain"),), b"body", 1.0)
+    data = encode(response, "k")
+    assert redecoder(data, decode(data))[1] == response
+    secret = b"s" * 32
+    pickled = encode({"when": (1, 2)}, "k", pickle_secret=secret)
+    function, argument = redecoder(pickled, decode(pickled, secret), secret)
+    assert function(argument) == {"when": (1, 2)}
+
+
+def test_a_response_whose_headers_hold_a_line_break_is_corrupt() -> None:
+    """Hits skip Werkzeug's header checks, so the decoder refuses what they would refuse."""
+    for name, value in (("X-A", "a\r\nSet-Cookie: s=1"), ("X-B\n", "b")):
+        data = encode(CachedResponse(200, ((name, value),), b"", 1.0), "k")
+        with pytest.raises(CorruptEntry, match="line break"):
+            decode(data)

@@ -218,3 +218,53 @@ def test_summarize_shape_matches_the_seed() -> None:
         stats
     )
     assert stats["hit_rate"] == 83.33
+
+
+def test_concurrent_lock_free_hits_lose_nothing(buffer: StatsBuffer, store: FakeStore) -> None:
+    def work() -> None:
+        for _ in range(5000):
+            buffer.hit()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    buffer.add("hits", 5)  # the locked counter and the lock-free one add up
+    for thread in threads:
+        thread.join()
+    assert buffer.pending() == {"hits": 40_005}
+    buffer.flush()
+    buffer.hit()
+    buffer.flush()
+    assert store.totals == {"hits": 40_006}
+    buffer.hit()
+    buffer.discard()
+    assert buffer.pending() == {}
+
+
+def test_counts_kept_elsewhere_are_taken_in_by_their_growth(
+    buffer: StatsBuffer, store: FakeStore
+) -> None:
+    source = {"total": 0}
+    buffer.count_from("near_hits", lambda: source["total"])
+    source["total"] = 4
+    assert buffer.pending() == {"near_hits": 4}
+    source["total"] = 6
+    buffer.flush()
+    assert store.totals == {"near_hits": 6}
+    buffer.flush()
+    assert store.totals == {"near_hits": 6}  # nothing new: nothing sent twice
+    source["total"] = 2  # the source started over (a forked near cache)
+    buffer.flush()
+    assert store.totals == {"near_hits": 8}
+
+
+def test_after_fork_the_lock_free_hits_start_from_zero(store: FakeStore) -> None:
+    made = StatsBuffer(store, interval=QUIET)
+    try:
+        made.hit()
+        made._after_fork()
+        assert made.pending() == {}
+        made.hit()
+        assert made.pending() == {"hits": 1}
+    finally:
+        made.close()
