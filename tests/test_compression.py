@@ -88,3 +88,25 @@ def test_a_decompression_bomb_is_a_corrupt_entry_not_a_memory_blowup() -> None:
         decode(b"z" + b"not zlib at all")
     with pytest.raises(CorruptEntry, match="compressed entry holds only"):
         decode(b"z" + zlib.compress(b"L" + b"token"))
+
+
+def test_zlib_entries_are_shared_with_processes_without_zlib_ng(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """zlib-ng (the fast extra) writes and reads the zlib format: mixed fleets share entries."""
+    from zlib_ng import zlib_ng
+
+    import flask_fennec_cache.compression as compression
+    from flask_fennec_cache.serializers import encode
+
+    assert compression._zlib is zlib_ng  # installed by the test extra, so it is what runs here
+    entry = encode(ROWS, "k")
+    with_ng = Compressor("zlib", 64)(entry)
+    monkeypatch.setattr(compression, "_zlib", zlib)
+    monkeypatch.setattr(compression, "ZLIB_LEVEL", 1)
+    with_stdlib = Compressor("zlib", 64)(entry)
+    assert decode(with_ng) == decode(with_stdlib) == ROWS  # the stdlib reads zlib-ng's
+    monkeypatch.setattr(compression, "_zlib", zlib_ng)
+    assert decode(with_stdlib) == ROWS  # and zlib-ng reads the stdlib's
+    with pytest.raises(CorruptEntry):
+        decode(b"z" + b"not zlib at all")
