@@ -71,11 +71,14 @@ def check_prefix(prefix: str) -> str:
 
 
 def pickle_secret(serializer: str, secret_key: str | bytes | None) -> bytes | None:
-    """The signing key pickle needs (None for JSON); ConfigurationError if it is missing."""
-    if serializer == "json":
+    """The signing key pickle needs (None for JSON and MessagePack); ConfigurationError if it
+    is missing or the serializer is unknown."""
+    if serializer in ("json", "msgpack"):
         return None
     if serializer != "pickle":
-        raise ConfigurationError(f"serializer must be 'json' or 'pickle', got {serializer!r}")
+        raise ConfigurationError(
+            f"serializer must be 'json', 'msgpack' or 'pickle', got {serializer!r}"
+        )
     if not secret_key or len(secret_key) < 16:
         raise ConfigurationError(
             "serializer 'pickle' needs a secret key of at least 16 characters "

@@ -31,6 +31,7 @@ from .errors import CacheUnavailable, ConfigurationError
 from .locks import LeaseKeeper, SingleFlight
 from .near import NearCache
 from .serializers import (
+    MSGPACK_MISSING,
     CorruptEntry,
     Envelope,
     Lease,
@@ -38,6 +39,7 @@ from .serializers import (
     encode,
     envelope_head,
     lease_bytes,
+    msgpack_available,
     new_version,
     redecoder,
 )
@@ -85,9 +87,11 @@ class RedisCache:
     :param default_ttl: seconds an entry lives when ``set`` is given no ``ttl``; None keeps it.
     :param fail_open: when Redis fails, treat reads as misses and skip writes (True), or raise
         :class:`~flask_fennec_cache.CacheUnavailable` (False).
-    :param serializer: ``"json"`` (the default: safe and readable) or ``"pickle"``, which
-        needs *secret_key*: every entry is signed with HMAC-SHA256 and an entry whose
-        signature does not verify is a miss, never unpickled.
+    :param serializer: ``"json"`` (the default: safe and readable), ``"msgpack"`` (the
+        ``msgpack`` extra: also bytes and non-string dict keys) or ``"pickle"``, which needs
+        *secret_key*: every entry is signed with HMAC-SHA256 and an entry whose signature does
+        not verify is a miss, never unpickled. Entries are read whatever the serializer that
+        wrote them.
     :param tls_ca_certs: for ``rediss://``: the CA bundle that signed the server's certificate.
     :param tls_certfile: for ``rediss://``: a client certificate (mutual TLS) ...
     :param tls_keyfile: ... and its private key.
@@ -143,6 +147,9 @@ class RedisCache:
             raise ConfigurationError(f"ttl_jitter must be a fraction in [0, 1), got {ttl_jitter!r}")
         self.ttl_jitter = ttl_jitter
         self._pickle_secret = pickle_secret(serializer, secret_key)
+        if serializer == "msgpack" and not msgpack_available():
+            raise ConfigurationError(MSGPACK_MISSING)
+        self._serializer = serializer
         self._compress = Compressor(compression, compress_threshold)
         self._client = client if client is not None else make_client(
             self.url,
@@ -660,7 +667,7 @@ class RedisCache:
         """The stored form of *value* (compressed when large), or None when it is too large."""
         check_key(key)
         inner = value.value if isinstance(value, Envelope) else value
-        data = encode(inner, key, self._pickle_secret)
+        data = encode(inner, key, self._pickle_secret, self._serializer)
         if len(data) > self.max_value_bytes:
             self._log.warning(
                 "too-large",

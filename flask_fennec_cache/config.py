@@ -127,8 +127,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "do not expire together (0 disables; explicit set() calls are exact).",
               _fraction, "ttl_jitter"),
     ConfigKey("FENNEC_CACHE_SERIALIZER", "json",
-              "Value format: json (safe, readable in redis-cli) or pickle (any Python object; "
-              "every entry signed with FENNEC_CACHE_SECRET_KEY, unsigned ones never loaded).",
+              "Value format: json (safe, readable in redis-cli), msgpack (the msgpack extra; "
+              "also bytes and non-string dict keys) or pickle (any Python object; every entry "
+              "signed with FENNEC_CACHE_SECRET_KEY, unsigned ones never loaded). Entries are "
+              "read whatever format wrote them.",
               _text, "serializer"),
     ConfigKey("FENNEC_CACHE_COMPRESSION", "zlib",
               "How values over the threshold are compressed: zlib, zstd (needs the zstd extra) "

@@ -11,10 +11,16 @@ tag    layout
 ``e``  an envelope: 16-character version, JSON metadata (soft expiry, load time, tag
        versions), newline, then an inner entry with its own tag
 ``L``  a lease: a loader is filling this key; the rest is its random token
-``z``  zlib-compressed entry (a ``j``, ``J``, ``p`` or ``r`` one), for values over a threshold
+``z``  zlib-compressed entry (a ``j``, ``J``, ``m``, ``p`` or ``r`` one), for values over a
+       threshold
 ``Z``  the same, compressed with zstd
+``m``  opt-in MessagePack of the value (the ``msgpack`` extra): bytes and non-string dict keys
+       round-trip, which JSON cannot hold
 ``p``  opt-in pickle: 32-byte HMAC-SHA256 of the pickle under the app's secret, then the pickle
 =====  ==================================================================================
+
+Entries are read by their tag whatever the cache is configured to write, so changing the
+serializer needs no flush: old entries stay readable until they expire.
 
 Pickle is used only when the cache is configured with a secret key for it; an entry whose
 signature does not verify is never unpickled (it reads as corrupt, hence as a miss).
@@ -26,6 +32,7 @@ import codecs
 import functools
 import hashlib
 import hmac
+import importlib
 import json
 import pickle
 import re
@@ -48,6 +55,7 @@ __all__ = [
     "encode_envelope",
     "envelope_head",
     "lease_bytes",
+    "msgpack_available",
     "new_version",
     "redecoder",
     "version_prefix",
@@ -60,6 +68,7 @@ TAG_VARY = 0x76
 TAG_ENVELOPE = 0x65
 TAG_LEASE = 0x4C
 TAG_PICKLE = 0x70
+TAG_MSGPACK = 0x6D
 TAG_ZLIB = 0x7A
 TAG_ZSTD = 0x5A
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
@@ -85,6 +94,18 @@ try:  # orjson decodes 3-4x faster; it is optional (the "fast" extra)
     from orjson import loads as _orjson_loads
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson_loads = None
+
+
+_msgpack: Any
+try:  # optional: the "msgpack" extra (it ships no type information)
+    _msgpack = importlib.import_module("msgpack")
+except ImportError:  # pragma: no cover - depends on the environment
+    _msgpack = None
+
+SERIALIZERS = ("json", "msgpack", "pickle")
+MSGPACK_MISSING = (
+    "serializer 'msgpack' needs the msgpack package: pip install 'flask-fennec-cache[msgpack]'"
+)
 
 
 class CorruptEntry(Exception):
@@ -132,10 +153,14 @@ class Envelope:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def encode(value: Any, key: str, pickle_secret: bytes | None = None) -> bytes:
+def encode(
+    value: Any, key: str, pickle_secret: bytes | None = None, serializer: str = "json"
+) -> bytes:
     """Encode *value* with its format tag; raise SerializationError naming the type and key.
 
-    With *pickle_secret*, plain values are pickled and signed instead of written as JSON.
+    With *pickle_secret*, plain values are pickled and signed; with *serializer* ``"msgpack"``
+    they are written as MessagePack; otherwise as JSON. Either way a value that would not come
+    back equal (a tuple, say) is refused.
     """
     if isinstance(value, CachedResponse):
         head = {"s": value.status, "h": value.headers, "t": value.stored_at}
@@ -144,6 +169,8 @@ def encode(value: Any, key: str, pickle_secret: bytes | None = None) -> bytes:
         return b"v" + _json_encoder.encode(value.headers).encode("utf-8")
     if pickle_secret is not None:
         return _encode_pickle(value, key, pickle_secret)
+    if serializer == "msgpack":
+        return _encode_msgpack(value, key)
     try:
         _check_json_exact(value)
         text = _json_encoder.encode(value)
@@ -171,6 +198,70 @@ def encode(value: Any, key: str, pickle_secret: bytes | None = None) -> bytes:
             "holds a surrogate code point, which would not come back unchanged"
         ) from exc
     return (b"J" if _LONG_NUMBER.search(data) else b"j") + data
+
+
+def _encode_msgpack(value: Any, key: str) -> bytes:
+    what = f"a {type(value).__qualname__} under key {key!r} as MessagePack"
+    try:
+        _check_msgpack_exact(value)
+        return b"m" + _msgpack_packer(value)
+    except _Unencodable as exc:
+        raise SerializationError(
+            f"cannot store a value of type {exc} (in a {type(value).__qualname__}) "
+            f"under key {key!r}: MessagePack cannot hold it"
+        ) from exc
+    except _Lossy as exc:
+        raise SerializationError(f"cannot store {what}: {exc}") from exc
+    except UnicodeEncodeError as exc:
+        raise SerializationError(
+            f"cannot store {what}: a string holds a surrogate code point (no UTF-8 form)"
+        ) from exc
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"cannot store {what}: {exc}") from exc
+
+
+def _refuse_for_msgpack(obj: object) -> Any:
+    # Packing checks exact types: subclasses (an IntEnum, an OrderedDict), tuples and integers
+    # beyond 64 bits land here.
+    if type(obj) is tuple:
+        raise _Lossy("a tuple would come back as a list (MessagePack has no tuples)")
+    if type(obj) is int:
+        raise _Lossy("it holds an integer beyond 64 bits")
+    raise _Unencodable(type(obj).__qualname__)
+
+
+def _check_msgpack_exact(value: Any) -> None:
+    """Refuse the buffers MessagePack would pack as bytes (they would come back as bytes)."""
+    kind = type(value)
+    if kind is dict:
+        for name, item in value.items():
+            _check_msgpack_exact(name)
+            _check_msgpack_exact(item)
+    elif kind is list:
+        for item in value:
+            _check_msgpack_exact(item)
+    elif kind is bytearray or kind is memoryview:
+        raise _Lossy(f"a {kind.__qualname__} would come back as bytes")
+
+
+def _msgpack_packer(value: Any) -> bytes:
+    if _msgpack is None:
+        raise SerializationError(MSGPACK_MISSING)
+    packed: bytes = _msgpack.packb(
+        value, use_bin_type=True, strict_types=True, default=_refuse_for_msgpack
+    )
+    return packed
+
+
+def msgpack_available() -> bool:
+    """Whether the msgpack package is installed (``serializer="msgpack"`` needs it)."""
+    return _msgpack is not None
+
+
+def _unpack_msgpack(payload: bytes | memoryview) -> Any:
+    if _msgpack is None:
+        raise ValueError("a MessagePack entry, but msgpack is not installed")
+    return _msgpack.unpackb(payload, raw=False, strict_map_key=False)
 
 
 def _check_json_exact(value: Any) -> None:
@@ -203,9 +294,11 @@ class _Lossy(ValueError):
 _CONTAINERS = (dict, list, tuple)
 
 
-def encode_envelope(envelope: Envelope, key: str, pickle_secret: bytes | None = None) -> bytes:
+def encode_envelope(
+    envelope: Envelope, key: str, pickle_secret: bytes | None = None, serializer: str = "json"
+) -> bytes:
     """Encode an :class:`Envelope` (its version must be 16 characters)."""
-    return envelope_head(envelope) + encode(envelope.value, key, pickle_secret)
+    return envelope_head(envelope) + encode(envelope.value, key, pickle_secret, serializer)
 
 
 def envelope_head(envelope: Envelope) -> bytes:
@@ -259,6 +352,8 @@ def decode(
             return decode(inner, pickle_secret, max_size)
         if tag == TAG_PICKLE:
             return _decode_pickle(data, pickle_secret)
+        if tag == TAG_MSGPACK:
+            return _unpack_msgpack(memoryview(data)[1:])
         if tag == TAG_LEASE:
             return Lease(codecs.decode(memoryview(data)[1:], "ascii"))
         if tag == TAG_VARY:
@@ -302,6 +397,8 @@ def redecoder(
         return _json_decoder.decode, codecs.decode(payload, "utf-8")
     if tag == TAG_PICKLE:
         return pickle.loads, data[1 + SIGNATURE_LENGTH :]
+    if tag == TAG_MSGPACK:
+        return _unpack_msgpack, data[1:]
     return functools.partial(decode, pickle_secret=pickle_secret, max_size=max_size), data
 
 

@@ -111,7 +111,11 @@ def exactly_equal(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(exactly_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(exactly_equal(a[k], b[k]) for k in a)
+        return (
+            [type(k) for k in a] == [type(k) for k in b]
+            and a.keys() == b.keys()
+            and all(exactly_equal(a[k], b[k]) for k in a)
+        )
     return bool(a == b)
 
 
@@ -268,6 +272,34 @@ def test_any_text_round_trips_or_is_refused_with_a_serialization_error(value: An
         data = encode(value, "k")
     except SerializationError:
         return
+    assert exactly_equal(decode(data), value)
+
+
+MSGPACK_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), ANY_TEXT,
+    st.binary(max_size=20),
+)
+
+
+@FAST
+@given(value=st.recursive(
+    MSGPACK_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(MSGPACK_SCALARS, inner, max_size=3),
+    ),
+    max_leaves=8,
+))  # fmt: skip
+@example(value={1: b"\x00", None: [2**64]})
+@example(value={"t": (1, 2)})
+@example(value={"s": "\ud800"})
+def test_msgpack_values_round_trip_exactly_or_are_refused(value: Any) -> None:
+    try:
+        data = encode(value, "k", serializer="msgpack")
+    except SerializationError:
+        return
+    assert data[:1] == b"m"
     assert exactly_equal(decode(data), value)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -162,4 +163,34 @@ def test_a_response_whose_headers_hold_a_line_break_is_corrupt() -> None:
     for name, value in (("X-A", "a\r\nSet-Cookie: s=1"), ("X-B\n", "b")):
         data = encode(CachedResponse(200, ((name, value),), b"", 1.0), "k")
         with pytest.raises(CorruptEntry, match="line break"):
+            decode(data)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"bytes": b"\x00\xff", 1: "int key", None: [1.5, True]}, b"raw", [2**63 - 1, -(2**63)],
+     {"nested": {"list": [{"a": b"b"}]}}],
+)
+def test_msgpack_round_trips_what_json_cannot_hold(value: Any) -> None:
+    data = encode(value, "k", serializer="msgpack")
+    assert data[:1] == b"m"
+    assert decode(data) == value
+    function, argument = redecoder(data, decode(data))
+    assert function(argument) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [((1, 2), "tuple"), ({"n": 2**64}, "64 bits"), ("\ud800", "surrogate"), ({1, 2}, "set"),
+     ({"b": bytearray(b"x")}, "bytearray"), ([datetime.date(2026, 1, 1)], "date"),
+     ({1: memoryview(b"x")}, "memoryview")],
+)
+def test_msgpack_refuses_what_would_not_come_back_equal(value: Any, reason: str) -> None:
+    with pytest.raises(SerializationError, match=reason):
+        encode(value, "key", serializer="msgpack")
+
+
+def test_corrupt_msgpack_entries_are_corrupt() -> None:
+    for data in (b"m", b"m\xc1", b"m\x92\x01", b"m\x81\x90\x01", b"m\xa2\xff\xfe"):
+        with pytest.raises(CorruptEntry):
             decode(data)

@@ -1,0 +1,95 @@
+"""The opt-in MessagePack serializer through the backend, the near cache and app config."""
+
+from __future__ import annotations
+
+import pytest
+from _servers import RedisServer
+from _support import CacheFactory
+from flask import Flask
+
+from flask_fennec_cache import ConfigurationError, FennecCache, RedisCache, SerializationError
+from flask_fennec_cache import serializers as serializers_module
+
+VALUE = {"id": 7, "avatar": b"\x89PNG\r\n", "scores": {1: 0.5, 2: 0.75}, "tags": ["a", None]}
+
+
+def stored(backend: RedisCache, key: str) -> bytes:
+    data = backend.client.get(backend.prefix + key)
+    assert isinstance(data, bytes)
+    return data
+
+
+def test_msgpack_entries_round_trip_bytes_and_int_keys(cache_factory: CacheFactory) -> None:
+    backend = cache_factory(serializer="msgpack")
+    assert backend.set("user", VALUE)
+    assert stored(backend, "user")[:1] == b"m"
+    assert backend.get("user") == VALUE
+    rows = [{"id": i, "blob": bytes(range(i % 200)) * 3} for i in range(60)]
+    assert backend.set("rows", rows)
+    assert stored(backend, "rows")[:1] == b"z"  # compressed like any other entry
+    assert backend.get("rows") == rows
+
+
+def test_unstorable_msgpack_values_raise_naming_the_problem(
+    cache_factory: CacheFactory,
+) -> None:
+    backend = cache_factory(serializer="msgpack")
+    with pytest.raises(SerializationError, match="tuple"):
+        backend.set("k", {"t": (1, 2)})
+    assert backend.get("k") is None
+
+
+def test_caches_read_entries_whatever_serializer_wrote_them(cache_factory: CacheFactory) -> None:
+    """Switching the serializer needs no flush: entries are read by their tag."""
+    packed = cache_factory(serializer="msgpack")
+    plain = cache_factory()
+    packed.set("a", {"x": [1, 2]})
+    plain.set("b", {"y": "z"})
+    assert plain.get("a") == {"x": [1, 2]}
+    assert packed.get("b") == {"y": "z"}
+
+
+def test_the_near_cache_hands_out_fresh_msgpack_values(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    near = RedisCache(redis_server.url, prefix=prefix, near_cache=True, serializer="msgpack")
+    try:
+        near.set("k", VALUE)
+        for _ in range(3):
+            got = near.get("k")
+            assert got == VALUE
+            got["id"] = -1  # a caller changing its copy changes nobody else's
+        assert near.get_stats()["near_hits"] >= 1
+    finally:
+        near.close()
+
+
+def test_app_config_selects_msgpack(memory_url: str) -> None:
+    app = Flask(__name__)
+    app.config.update(FENNEC_CACHE_URL=memory_url, FENNEC_CACHE_SERIALIZER="msgpack")
+    FennecCache(app)
+    backend: RedisCache = app.extensions["fennec_cache"]
+    try:
+        backend.set("k", b"bytes")
+        assert backend.get("k") == b"bytes"
+    finally:
+        backend.close()
+
+
+def test_msgpack_without_the_package_is_a_configuration_error(
+    memory_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serializers_module, "_msgpack", None)
+    with pytest.raises(ConfigurationError, match=r"pip install 'flask-fennec-cache\[msgpack\]'"):
+        RedisCache(memory_url, serializer="msgpack")
+    with pytest.raises(ConfigurationError, match="'json', 'msgpack' or 'pickle'"):
+        RedisCache(memory_url, serializer="yaml")
+
+
+def test_a_msgpack_entry_read_without_the_package_is_a_miss(
+    cache_factory: CacheFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = cache_factory(serializer="msgpack")
+    backend.set("k", {"v": 1})
+    monkeypatch.setattr(serializers_module, "_msgpack", None)
+    assert backend.get("k") is None
