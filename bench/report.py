@@ -51,6 +51,7 @@ def machine(redis_version: str, load_generator: str) -> dict[str, Any]:
         "redis_py": _version("redis"),
         "hiredis": _version("hiredis"),
         "orjson": _version("orjson"),
+        "zlib_ng": _version("zlib-ng"),
         "flask": _version("flask"),
         "flask_fennec_cache": _version("flask-fennec-cache"),
         "flask_caching": _version("Flask-Caching"),
@@ -66,6 +67,7 @@ def machine_line(info: dict[str, Any]) -> str:
         f"{info['date']} · {info['cpu']}, {info['cores']} cores (load {load} at start)"
         f" · {info['os']} · Python {info['python']} · redis-server {info['redis_server']}"
         f" · redis-py {info['redis_py']} + hiredis {info['hiredis']} · orjson {info['orjson']}"
+        f" · zlib-ng {info.get('zlib_ng', 'none')}"
         f" · Flask {info['flask']}"
         f" · Flask-Caching {info['flask_caching']} · dogpile.cache {info['dogpile_cache']}"
         f" · gunicorn {info['gunicorn']} · {info['load_generator']}"
