@@ -16,7 +16,7 @@ from flask_fennec_cache import FennecCache, RedisCache, cache
 
 from .values import compact, json_value
 
-__all__ = ["BODY_BYTES", "VIEWS", "create_app"]
+__all__ = ["BODY_BYTES", "VIEWS", "VIEW_PREFIX", "create_app"]
 
 BODY_BYTES = 1_000
 VIEWS = {
@@ -29,6 +29,7 @@ VIEWS = {
 
 
 TTL = 600
+VIEW_PREFIX = "bench:view:"
 
 
 def create_app() -> Flask:
@@ -39,7 +40,7 @@ def create_app() -> Flask:
     app = Flask("bench_app")
     app.config.update(
         FENNEC_CACHE_URL=url,
-        FENNEC_CACHE_PREFIX="bench:view:",
+        FENNEC_CACHE_PREFIX=VIEW_PREFIX,
         CACHE_TYPE="RedisCache",
         CACHE_REDIS_URL=url,
         CACHE_KEY_PREFIX="bench:fcview:",

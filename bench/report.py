@@ -130,9 +130,14 @@ def markdown(results: dict[str, Any]) -> str:
     )
     views = results["view_throughput"]
     const = views["views"]["const"]
+    trip = views.get("redis_round_trip_us")
+    seen = (
+        f"; the workers' Redis round trip under this load: p50 {_us(trip['p50'])}, p99 "
+        f"{_us(trip['p99'])}" if trip else ""
+    )
     row(
         f"cached view, req/s under gunicorn ({views['workers']} {views['worker_class']} workers;"
-        f" constant view = {const['rps']:.0f} req/s = 1.00×; median of per-round ratios)",
+        f" constant view = {const['rps']:.0f} req/s = 1.00×; median of per-round ratios{seen})",
         {
             name: f"{entry['rps']:.0f} req/s (**{entry['ratio']:.2f}×**)"
             for name, entry in views["views"].items()

@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .app import BODY_BYTES, VIEWS
+from flask_fennec_cache import RedisCache
+from flask_fennec_cache._stats import latency_histogram
+
+from .app import BODY_BYTES, VIEW_PREFIX, VIEWS
 from .loadgen import generator_name, run_load
 from .server import free_port
 from .timing import summarize
@@ -22,6 +25,7 @@ WORKERS = 2
 WORKER_CLASS = "sync"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 20.0
+STATS_FLUSH_WAIT = 1.5
 
 
 class Gunicorn:
@@ -88,6 +92,19 @@ class Gunicorn:
         self._log.close()
 
 
+def _round_trip_us(cache: RedisCache) -> dict[str, float] | None:
+    """The median and p99 Redis round trip the gunicorn workers measured for the cached view
+    (the library's own sampled latency histogram, shared through Redis)."""
+    counts = cache.shared_counters()
+    if counts is None:
+        return None
+    histogram = latency_histogram(counts)
+    p50, p99 = histogram.quantile(0.5), histogram.quantile(0.99)
+    if p50 is None or p99 is None:
+        return None
+    return {"p50": p50 * 1e6, "p99": p99 * 1e6, "samples": histogram.count}
+
+
 def run_view_throughput(
     redis_url: str, seconds: float, warmup: float, rounds: int
 ) -> dict[str, Any]:
@@ -114,6 +131,8 @@ def run_view_throughput(
             if name in checks and checks[name] != "HIT":
                 found = checks[name]
                 raise RuntimeError(f"{served[name]} was not served from the cache: {found!r}")
+        ours = RedisCache(redis_url, prefix=VIEW_PREFIX)
+        ours.reset_stats()  # the workers' latency histogram then covers the timed rounds only
         for index in range(rounds):
             shift = index % len(names)
             for name in names[shift:] + names[:shift]:
@@ -123,6 +142,9 @@ def run_view_throughput(
                 totals[name]["errors"] += load.errors
                 per_round[name].append(load.rps)
                 latency[name].append((load.p50_ms, load.p99_ms))
+        time.sleep(STATS_FLUSH_WAIT)  # the workers flush their counts once a second
+        round_trip = _round_trip_us(ours)
+        ours.close()
     results: dict[str, Any] = {}
     for name in names:
         total = totals[name]
@@ -147,6 +169,7 @@ def run_view_throughput(
         results[name]["ratio_per_round"] = ratios
     return {
         "views": results,
+        "redis_round_trip_us": round_trip,
         "workers": WORKERS,
         "worker_class": WORKER_CLASS,
         "load_generator": generator_name(),
