@@ -7,7 +7,9 @@ on :meth:`RedisServer.stop`. Nothing here ever talks to a Redis it did not start
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,9 +51,45 @@ class RedisServerFactory(Protocol):
         ...
 
 
+SERVER_ENV = "FENNEC_TEST_REDIS_SERVER"
+"""Environment variable naming the redis-server binary (or wrapper) every test server runs,
+e.g. Redis 6.0 from ``.ci/redis6``; unset or empty: ``redis-server`` on PATH."""
+
+
 def redis_server_binary() -> str | None:
-    """Return the path of ``redis-server`` on PATH, or None if it is not installed."""
+    """Return the redis-server to start: ``$FENNEC_TEST_REDIS_SERVER`` if set, else the one on
+    PATH, or None if it is not installed.
+
+    Raises :class:`RedisServerError` if the variable names no executable (a typo must not
+    quietly test the default server instead).
+    """
+    override = os.environ.get(SERVER_ENV)
+    if override:
+        found = shutil.which(override)
+        if found is None:
+            raise RedisServerError(f"{SERVER_ENV}={override!r} is not an executable")
+        return os.path.abspath(found)
     return shutil.which("redis-server")
+
+
+@functools.cache
+def _binary_version(binary: str) -> tuple[int, ...]:
+    output = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout
+    match = re.search(r"\bv=(\d+)\.(\d+)\.(\d+)", output)
+    if match is None:
+        raise RedisServerError(f"{binary} --version printed no version: {output!r}")
+    return tuple(int(part) for part in match.groups())
+
+
+def redis_server_version() -> tuple[int, ...]:
+    """``(major, minor, patch)`` of :func:`redis_server_binary`, for options newer servers
+    added (e.g. ``cluster-port`` is 7.0+)."""
+    binary = redis_server_binary()
+    if binary is None:
+        raise RedisServerError("redis-server not found on PATH")
+    return _binary_version(binary)
 
 
 def find_free_port() -> int:

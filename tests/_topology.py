@@ -17,6 +17,7 @@ started and stopped here; nothing ever talks to a Redis it did not start.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +34,7 @@ from _servers import (
     find_free_port,
     no_retry,
     redis_server_binary,
+    redis_server_version,
     stop_all,
 )
 
@@ -45,6 +47,8 @@ DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
 READY_TIMEOUT = 20.0
 POLL = 0.05
+BUS_PORT_OFFSET = 10000
+"""Redis < 7.0 puts a node's cluster bus on its port + 10000."""
 
 
 class TopologyError(RedisServerError):
@@ -261,12 +265,15 @@ class RedisClusterTopology:
 
     def _start_node(self, index: int) -> RedisServer:
         """Start node *index* on a free port, with its cluster bus on another free port (the
-        default bus port, port + 10000, may be taken or out of range)."""
+        default bus port, port + 10000, may be taken or out of range). Before Redis 7.0 (no
+        ``cluster-port``) the bus is always port + 10000, so both must be free."""
         for attempt in range(PORT_ATTEMPTS):
-            server = RedisServer(
-                [*self._node_args(index), "--cluster-port", str(find_free_port())],
-                port=find_free_port(),
-            )
+            if redis_server_version() >= (7, 0):
+                port = find_free_port()
+                bus = ["--cluster-port", str(find_free_port())]
+            else:
+                port, bus = _free_port_with_bus(), []
+            server = RedisServer([*self._node_args(index), *bus], port=port)
             try:
                 return server.start()
             except RedisServerError:
@@ -308,6 +315,20 @@ class RedisClusterTopology:
             )
 
 
+def _free_port_with_bus() -> int:
+    """A free port whose default cluster bus port (port + 10000) was free a moment ago too."""
+    while True:
+        port = find_free_port()
+        if port + BUS_PORT_OFFSET > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + BUS_PORT_OFFSET))
+            except OSError:
+                continue
+        return port
+
+
 # ==================================================================================
 # Sentinel
 # ==================================================================================
@@ -342,7 +363,11 @@ class SentinelServer(RedisServer):
         if self.master_password:
             lines.append(f"sentinel auth-pass {SERVICE} {self.master_password}")
         if self.password:
-            lines += [f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}"]
+            lines.append(f"requirepass {self.password}")
+            # Before 6.2 (no sentinel-pass) a sentinel authenticates to the others with its
+            # own requirepass, which is the same here.
+            if redis_server_version() >= (6, 2):
+                lines.append(f"sentinel sentinel-pass {self.password}")
         config = self._tmpdir / "sentinel.conf"
         config.write_text("\n".join(lines) + "\n")
         with open(self._tmpdir / "stdout.log", "wb") as output:

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 import pytest
 import redis
-from _servers import RedisServer, RedisServerError, RedisServerFactory
+from _servers import RedisServer, RedisServerError, RedisServerFactory, redis_server_version
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -403,9 +403,11 @@ def password_server(redis_server_factory: RedisServerFactory) -> RedisServer:
 
 @pytest.fixture
 def acl_server(redis_server_factory: RedisServerFactory) -> RedisServer:
+    # Pub/Sub channel rules ("&*") are 6.2+; before, every user may use every channel.
+    channels = ["&*"] if redis_server_version() >= (6, 2) else []
     return redis_server_factory(
         [
-            "--user", "alice", "on", ">secret", "~*", "&*", "+@all",
+            "--user", "alice", "on", ">secret", "~*", *channels, "+@all",
             # A user confined to the keys under "app:" (the prefix below).
             "--user", "scoped", "on", ">scoped-pw", "~app:*", "+@all",
         ]

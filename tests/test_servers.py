@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from _servers import RedisServer, RedisServerFactory
+from _servers import (
+    SERVER_ENV,
+    RedisServer,
+    RedisServerError,
+    RedisServerFactory,
+    redis_server_binary,
+)
 
 
 def _process_exists(pid: int) -> bool:
@@ -106,7 +112,31 @@ def test_missing_binary_skips_or_fails_on_ci(
     ci: str,
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv(SERVER_ENV, raising=False)
     monkeypatch.setenv("CI", ci)
     outcome = pytest.fail.Exception if ci else pytest.skip.Exception
     with pytest.raises(outcome, match="redis-server not found on PATH"):
         redis_server_factory()
+
+
+def test_server_binary_from_the_environment(
+    redis_server_factory: RedisServerFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """$FENNEC_TEST_REDIS_SERVER (e.g. Redis 6.0 from .ci/redis6) starts every test server."""
+    real = redis_server_binary()
+    assert real is not None
+    marker = tmp_path / "used"
+    wrapper = tmp_path / "my-redis-server"
+    wrapper.write_text(f'#!/bin/sh\ntouch "{marker}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv(SERVER_ENV, str(wrapper))
+    assert redis_server_factory().client().ping()
+    assert marker.exists()
+
+
+def test_server_binary_from_the_environment_must_exist(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(SERVER_ENV, str(tmp_path / "missing"))
+    with pytest.raises(RedisServerError, match=SERVER_ENV):
+        redis_server_binary()
