@@ -40,10 +40,15 @@ redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 return 1
 """
 
-# Extend KEYS[1] to ARGV[2] ms if it still starts with ARGV[1] (a holder's lease or lock).
+# Set KEYS[1] to expire in ARGV[2] ms if it still starts with ARGV[1] (a holder's lease or
+# lock); with ARGV[3] 'grow', only if that lengthens its life (a value kept while refreshed).
 EXTEND = """
 local current = redis.call('GET', KEYS[1])
 if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == 'grow' then
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 0 or left >= tonumber(ARGV[2]) then return 1 end
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """

@@ -765,8 +765,10 @@ class RedisCache:
 
         return self._quietly(flush) is not None
 
-    def _extend(self, name: str, expected: bytes, ttl_ms: int) -> bool:
-        """Extend the lease or lock *name* if it still starts with *expected* (its holder's)."""
+    def _extend(self, name: str, expected: bytes, ttl_ms: int, grow: bool = False) -> bool:
+        """Make *name* expire in *ttl_ms* if it still starts with *expected* (its holder's
+        lease or lock); with *grow*, never shorten its life (a value kept while refreshed)."""
         key = self.prefix + name
-        return bool(self._quietly(lambda c: self._scripts.extend([key], [expected, ttl_ms], c)))
+        args = [expected, ttl_ms, "grow" if grow else ""]
+        return bool(self._quietly(lambda c: self._scripts.extend([key], args, c)))
 

@@ -171,9 +171,14 @@ def _refresh(
                 backend._stats.hit()
                 return value, True
             return _serve_stale(backend, stale, envelope)
+        # Keep the entry readable while it is refreshed, even if the load outlasts its life in
+        # Redis: readers past its freshness are then served it (as stale) instead of finding
+        # the key gone and loading a second time. At most lock_timeout past its expiry.
+        expected = version_prefix(envelope.version)
+        backend._extend(key, expected, int(policy.lock_timeout * 1000), grow=True)
         versions = _tag_versions(backend, policy)
         value, elapsed = _timed(loader)
-        _store(backend, key, value, elapsed, policy, versions, version_prefix(envelope.version))
+        _store(backend, key, value, elapsed, policy, versions, expected)
     finally:
         lock.release()
     backend._stats.add("misses")

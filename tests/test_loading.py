@@ -233,6 +233,52 @@ class HotKey:
         return sizes
 
 
+def test_an_early_refresh_that_outlasts_the_ttl_keeps_the_entry_for_other_readers(
+    real_caches: CacheFactory,
+) -> None:
+    """XFetch without stale_ttl: had the entry expired under a running refresh, a reader would
+    find the key gone and load a second time; it is kept, served stale, until the refresh
+    stores its value."""
+    backend = real_caches(ttl_jitter=0)
+    ttl = 0.3
+    aside = CacheAside(backend, ttl=ttl, beta=1e9, lock_timeout=5.0)  # every read refreshes
+    loads = Counter()
+    release = threading.Event()
+
+    def first() -> str:
+        time.sleep(0.02)  # a load time, which XFetch scales
+        return "v1"
+
+    def slow_refresh() -> str:
+        loads.bump()
+        release.wait(HANG)
+        return "v2"
+
+    assert aside.get("k", first) == "v1"
+    refresher = threading.Thread(target=aside.get, args=("k", slow_refresh))
+    refresher.start()
+    assert wait_for(lambda: loads.calls == 1, timeout=HANG)
+    time.sleep(ttl + 0.1)  # past the entry's freshness and its original life in Redis
+    assert pttl(backend, "k") > 0
+    assert aside.lookup("k", slow_refresh) == ("v1", True, "k")  # served stale, not loaded
+    release.set()
+    refresher.join(HANG)
+    assert loads.calls == 1
+    assert aside.get("k", slow_refresh) == "v2"
+    assert backend.get_stats()["stale_hits"] >= 1
+
+
+def test_a_value_refreshed_early_is_never_given_a_shorter_life(real_caches: CacheFactory) -> None:
+    """Keeping an entry through its refresh only ever lengthens its life in Redis."""
+    backend = real_caches(ttl_jitter=0)
+    aside = CacheAside(backend, ttl=60, stale_ttl=600, beta=1e9, lock_timeout=1.0)
+    assert aside.get("k", lambda: time.sleep(0.01) or "v1") == "v1"
+    before = pttl(backend, "k")
+    seen: list[int] = []
+    assert aside.get("k", lambda: seen.append(pttl(backend, "k")) or "v2") in ("v1", "v2")
+    assert seen and seen[0] > before - 5_000  # not cut down to lock_timeout
+
+
 def test_xfetch_hot_key_never_bursts_at_expiry(
     real_caches: CacheFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
