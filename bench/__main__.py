@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print(targets_markdown(results["targets"]))
     print(f"\n({results['seconds']} s{', quick run: numbers are noisy' if args.quick else ''})")
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return 0
 

@@ -55,7 +55,7 @@ def _assert_numbers(entry: dict[str, Any], *fields: str) -> None:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     _require_bench()
-    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    out = tmp_path_factory.mktemp("bench") / "results" / "bench.json"  # a new directory too
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
         cwd=REPO_ROOT,
