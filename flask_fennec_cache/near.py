@@ -298,7 +298,7 @@ def _readiness_poller(socks: Iterable[Any]) -> Any:
     if hasattr(select, "epoll"):
         poller: Any = select.epoll()
         flags = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
-    else:  # pragma: no cover - macOS and the BSDs
+    else:  # macOS and the BSDs
         poller = select.poll()
         flags = select.POLLIN | select.POLLERR | select.POLLHUP
     for sock in socks:

@@ -132,6 +132,25 @@ def test_one_server_reads_do_nothing_but_the_poll(near: RedisCache) -> None:
     assert len(cache.tracked) == 1
 
 
+def test_where_there_is_no_epoll_the_drain_uses_poll(
+    redis_server: RedisServer, prefix: str, writer: RedisCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """macOS and the BSDs have no epoll: the near cache drains with poll() there, as coherent."""
+    import select
+
+    monkeypatch.delattr(select, "epoll")
+    cache = RedisCache(redis_server.url, prefix=prefix, near_cache=True)
+    try:
+        writer.set("k", 1)
+        assert [cache.get("k") for _ in range(2)] == [1, 1]
+        assert not hasattr(near_of(cache)._poller, "close")  # a poll object, not an epoll one
+        writer.set("k", 2)
+        assert cache.get("k") == 2
+        assert cache.get_stats()["near_hits"] >= 1
+    finally:
+        cache.close()
+
+
 def test_a_forked_child_starts_empty(near: RedisCache, writer: RedisCache) -> None:
     writer.set("k", 1)
     near.get("k")
