@@ -102,7 +102,6 @@ try:  # optional: the "msgpack" extra (it ships no type information)
 except ImportError:  # pragma: no cover - depends on the environment
     _msgpack = None
 
-SERIALIZERS = ("json", "msgpack", "pickle")
 MSGPACK_MISSING = (
     "serializer 'msgpack' needs the msgpack package: pip install 'flask-fennec-cache[msgpack]'"
 )
