@@ -49,6 +49,9 @@ __all__ = ["MISSING", "RESERVED", "RedisCache", "Unreadable"]
 DEFAULT_URL: Final = "redis://localhost:6379/0"
 DEFAULT_PREFIX: Final = "fennec:"
 SCAN_BATCH: Final = 500
+#: Bytes counted for each near-cache entry beyond its stored bytes and key (the objects around
+#: them); a rough figure, so that many tiny entries still weigh on the byte bound.
+NEAR_ENTRY_OVERHEAD: Final = 200
 
 
 class _Missing:
@@ -100,6 +103,9 @@ class RedisCache:
         no round trip. Needs a Redis server (>= 6.0), not ``memory://``.
     :param near_cache_size: most entries the near cache holds (LRU).
     :param near_cache_ttl: most seconds an entry stays in the near cache.
+    :param near_cache_max_bytes: most bytes the near cache holds, counting each entry as its
+        stored size plus its key and a fixed overhead (LRU); larger entries than a tenth of it
+        are not kept.
     :param compression: ``"zlib"`` (default), ``"zstd"`` (needs the zstandard package) or
         ``"none"``: how values larger than *compress_threshold* bytes are compressed (only
         when that saves at least a tenth).
@@ -134,6 +140,7 @@ class RedisCache:
         near_cache: bool = False,
         near_cache_size: int = 10_000,
         near_cache_ttl: float = 30.0,
+        near_cache_max_bytes: int = 64 * 1024 * 1024,
         compression: str = "zlib",
         compress_threshold: int = 1024,
         client: redis.Redis | None = None,
@@ -169,7 +176,11 @@ class RedisCache:
         self._breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
         self._flights = SingleFlight()
         self._keeper = LeaseKeeper(self._extend)
-        self._near = self._make_near_cache(near_cache_size, near_cache_ttl) if near_cache else None
+        self._near = (
+            self._make_near_cache(near_cache_size, near_cache_ttl, near_cache_max_bytes)
+            if near_cache
+            else None
+        )
         self._stats = StatsBuffer(self._flush_stats, stats_flush_interval)
         if self._near is not None:
             near = self._near
@@ -484,10 +495,11 @@ class RedisCache:
             # Every hit gets a fresh decoding (callers never share a mutable value), from a form
             # prepared once here.
             held = redecoder(data, entry, self._pickle_secret, self.max_value_bytes)
-            near.finish_fill(name, ticket, held, int(ttl_ms))
+            size = len(data) + len(name) + NEAR_ENTRY_OVERHEAD
+            near.finish_fill(name, ticket, held, int(ttl_ms), size)
         return entry
 
-    def _make_near_cache(self, size: int, ttl: float) -> NearCache | None:
+    def _make_near_cache(self, size: int, ttl: float, max_bytes: int) -> NearCache | None:
         """The near cache, tracking the server, the Sentinel master or every cluster primary;
         None (with a warning) where invalidations cannot be tracked."""
         targets = (
@@ -501,7 +513,7 @@ class RedisCache:
                 f"near cache disabled for {redact_url(self.url)}: {targets}",
             )
             return None
-        return NearCache(targets, self.prefix, size, ttl)
+        return NearCache(targets, self.prefix, size, ttl, max_bytes)
 
     def _key_ok(self, key: str) -> bool:
         """Whether *key* can be read; an unusable one is logged (reads treat it as a miss)."""

@@ -161,6 +161,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("FENNEC_CACHE_NEAR_CACHE_TTL", 30.0,
               "Most seconds an entry stays in a near cache (a backstop; Redis invalidates).",
               _positive_float, "near_cache_ttl"),
+    ConfigKey("FENNEC_CACHE_NEAR_CACHE_MAX_BYTES", 64 * 1024 * 1024,
+              "Most bytes of entries (their stored size) each process's near cache holds; "
+              "an entry over a tenth of it is read from Redis every time.",
+              _positive_int, "near_cache_max_bytes"),
     ConfigKey("FENNEC_CACHE_ADMIN_URL_PREFIX", None,
               "Mount point of the admin blueprint (e.g. /cache); None mounts nothing.",
               _optional_text, "admin_url_prefix"),
@@ -200,6 +204,7 @@ class Settings:
     near_cache: bool
     near_cache_size: int
     near_cache_ttl: float
+    near_cache_max_bytes: int
     admin_url_prefix: str | None
     admin_token: str | None
     admin_open: bool

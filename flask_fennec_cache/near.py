@@ -68,8 +68,10 @@ class NearCache:
 
     :param targets: the tracking connections to open (:class:`TrackingTargets`).
     :param prefix: the key prefix Redis broadcasts invalidations for.
-    :param max_entries: LRU bound.
+    :param max_entries: LRU bound on the number of entries.
     :param ttl: seconds an entry may live here at most.
+    :param max_bytes: LRU bound on the entries' sizes (as given to :meth:`finish_fill`); an
+        entry larger than a tenth of it is not kept.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class NearCache:
         prefix: str,
         max_entries: int,
         ttl: float,
+        max_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect = targets.connect
@@ -85,6 +88,7 @@ class NearCache:
         self._prefix = prefix
         self.max_entries = max_entries
         self.ttl = ttl
+        self.max_bytes = max_bytes
         self._clock = clock
         if targets.masters is not None:
             # Topologies also compare the masters, at most once a second. A single server's
@@ -96,7 +100,8 @@ class NearCache:
     def _init_state(self) -> None:
         self.hits = 0
         self._lock = threading.RLock()
-        self._entries: OrderedDict[bytes, tuple[object, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[object, float, int]] = OrderedDict()
+        self._bytes = 0
         self._filling: dict[bytes, object] = {}
         self._conns: list[AbstractConnection] | None = None
         self._by_fd: dict[int, AbstractConnection] = {}
@@ -120,9 +125,9 @@ class NearCache:
             found = self._entries.get(key)
             if found is None:
                 return None
-            data, expires = found
+            data, expires, _ = found
             if self._clock() >= expires:
-                del self._entries[key]
+                self._drop(key)
                 return None
             self._entries.move_to_end(key)
             self.hits += 1
@@ -137,9 +142,12 @@ class NearCache:
             self._filling[key] = ticket
             return ticket
 
-    def finish_fill(self, key: bytes, ticket: object, data: object, ttl_ms: int) -> None:
-        """Store *data* read from Redis unless an invalidation of *key* arrived meanwhile (or
-        the masters changed: the value may come from a server no connection tracks)."""
+    def finish_fill(
+        self, key: bytes, ticket: object, data: object, ttl_ms: int, size: int = 0
+    ) -> None:
+        """Store *data* (about *size* bytes) read from Redis unless an invalidation of *key*
+        arrived meanwhile (or the masters changed: the value may come from a server no
+        connection tracks)."""
         with self._lock:
             if self._masters is not None:
                 self._check_masters()
@@ -147,13 +155,14 @@ class NearCache:
             if self._filling.get(key) is not ticket:
                 return
             del self._filling[key]
-            if ttl_ms == -2:  # the key vanished between GET and PTTL
+            self._drop(key)
+            if ttl_ms == -2 or size * 10 > self.max_bytes:  # vanished meanwhile, or too large
                 return
             life = self.ttl if ttl_ms < 0 else min(self.ttl, ttl_ms / 1000.0)
-            self._entries[key] = (data, self._clock() + life)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._entries[key] = (data, self._clock() + life, size)
+            self._bytes += size
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                self._bytes -= self._entries.popitem(last=False)[1][2]
 
     def abandon_fill(self, key: bytes, ticket: object) -> None:
         """Forget a fill that will not complete."""
@@ -165,17 +174,31 @@ class NearCache:
         """Drop *keys* here (this process's own writes, before Redis' push arrives)."""
         with self._lock:
             for key in keys:
-                self._entries.pop(key, None)
+                self._drop(key)
                 self._filling.pop(key, None)
 
     def flush(self) -> None:
         """Drop everything."""
         with self._lock:
-            self._entries.clear()
-            self._filling.clear()
+            self._clear()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes_held(self) -> int:
+        """The sizes of the entries held, as given to :meth:`finish_fill`."""
+        return self._bytes
+
+    def _drop(self, key: bytes) -> None:
+        found = self._entries.pop(key, None)
+        if found is not None:
+            self._bytes -= found[2]
+
+    def _clear(self) -> None:
+        self._entries.clear()
+        self._filling.clear()
+        self._bytes = 0
 
     @property
     def connected(self) -> bool:
@@ -234,12 +257,11 @@ class NearCache:
     def _on_invalidate(self, message: list[Any]) -> None:
         keys = message[1] if len(message) > 1 else None
         if keys is None:  # FLUSHALL / FLUSHDB, or tracking-redir-broken
-            self._entries.clear()
-            self._filling.clear()
+            self._clear()
             return
         for key in keys:
             raw = key if isinstance(key, bytes) else str(key).encode()
-            self._entries.pop(raw, None)
+            self._drop(raw)
             self._filling.pop(raw, None)
 
     def _reconnect(self) -> bool:
@@ -282,8 +304,7 @@ class NearCache:
         if self._poller is not None and hasattr(self._poller, "close"):
             self._poller.close()
         self._poller = None
-        self._entries.clear()
-        self._filling.clear()
+        self._clear()
         _close(conns or [])
 
     def close(self) -> None:

@@ -380,7 +380,7 @@ def redecoder(
     For the near cache, which hands every caller a fresh copy of a mutable value: the format
     dispatch, the tag slicing and the pickle signature check are paid once per fill instead of
     once per hit, and immutable entries are handed out as they are. Compressed entries stay
-    compressed (the near cache's memory bound counts entries, not bytes).
+    compressed (the near cache's byte bound counts their stored size).
     """
     if type(entry) in _IMMUTABLE:
         return _same, entry

@@ -107,6 +107,54 @@ def test_the_lru_bound_holds(redis_server: RedisServer, prefix: str, writer: Red
         cache.close()
 
 
+def test_the_byte_bound_holds_and_its_count_follows_every_removal(
+    redis_server: RedisServer, prefix: str, writer: RedisCache
+) -> None:
+    budget = 20_000
+    cache = RedisCache(
+        redis_server.url, prefix=prefix, near_cache=True, near_cache_max_bytes=budget
+    )
+    near = near_of(cache)
+    try:
+        value = {"pad": "x" * 700}  # about 1 KB held per entry with its key and overhead
+        for i in range(40):
+            writer.set(f"k{i}", value)
+            assert cache.get(f"k{i}") == value
+        assert 0 < near.bytes_held <= budget
+        assert len(near) < 40  # the byte bound, not the entry bound (10,000), evicted
+        held = list(near._entries)
+        assert held[-1] == f"{prefix}k39".encode()  # the most recently read stay
+        assert near.bytes_held == sum(size for _, _, size in near._entries.values())
+        writer.delete(*(f"k{i}" for i in range(40)))  # invalidations from another process
+        cache.get("k0")  # drains them
+        assert (len(near), near.bytes_held) == (0, 0)
+        writer.set("a", value)
+        cache.get("a")
+        assert near.bytes_held > 0
+        cache.set("a", 1)  # this process's own write
+        assert near.bytes_held == 0
+    finally:
+        cache.close()
+
+
+def test_an_entry_over_a_tenth_of_the_byte_bound_is_always_read_from_redis(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    cache = RedisCache(
+        redis_server.url, prefix=prefix, near_cache=True, near_cache_max_bytes=10_000,
+        compression="none",
+    )
+    try:
+        big = {"pad": "y" * 2_000}
+        cache.set("big", big)  # stored uncompressed: about 2 KB, over a tenth of 10 KB
+        before = cache.get_stats()["near_hits"]
+        assert [cache.get("big") for _ in range(3)] == [big] * 3
+        assert cache.get_stats()["near_hits"] == before
+        assert len(near_of(cache)) == 0
+    finally:
+        cache.close()
+
+
 def test_a_lost_tracking_connection_flushes_and_bypasses_then_recovers(
     near: RedisCache, writer: RedisCache, redis_server: RedisServer
 ) -> None:
@@ -240,7 +288,7 @@ def test_cached_views_are_near_hits_and_see_invalidations(
             hit = client.get("/page")
             assert (hit.headers["X-Cache"], hit.get_data(as_text=True)) == ("HIT", "render 1")
         assert backend.get_stats()["near_hits"] > before
-        held = [cast(tuple[Any, Any], form) for form, _ in near_of(backend)._entries.values()]
+        held = [cast(tuple[Any, Any], form) for form, _, _ in near_of(backend)._entries.values()]
         assert any(isinstance(argument, CachedResponse) for _, argument in held)
         writer.clear("view:*")  # another process drops the page
         again = client.get("/page")
