@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from ._stats import FIELDS, latency_histogram
 
@@ -27,14 +28,20 @@ _COUNTER_HELP = {
 }
 
 
-def render(counters: Mapping[str, int] | None, breaker: str, pid: int) -> str:
+def render(
+    counters: Mapping[str, int] | None,
+    breaker: str,
+    pid: int,
+    near: Mapping[str, Any] | None = None,
+) -> str:
     """The metrics page.
 
     :param counters: the shared counters (``RedisCache.shared_counters()``), or None when Redis
         is unreachable: then only ``fennec_cache_up`` and the breaker state are reported, so a
         scrape still succeeds and no counter appears to drop to zero.
     :param breaker: this process's circuit breaker state.
-    :param pid: this process's id, the ``pid`` label of the per-process breaker gauge.
+    :param pid: this process's id, the ``pid`` label of the per-process gauges.
+    :param near: this process's near cache (``RedisCache.near_cache_state()``), if it has one.
     """
     lines: list[str] = []
 
@@ -51,6 +58,13 @@ def render(counters: Mapping[str, int] | None, breaker: str, pid: int) -> str:
         "Circuit breaker of the process that answered: 0 closed, 1 half-open, 2 open.",
     )
     lines.append(f'{state}{{pid="{pid}"}} {BREAKER_STATES.get(breaker, 2)}')
+    if near is not None:
+        for field, help_text in (
+            ("entries", "Entries in the near cache of the process that answered."),
+            ("bytes", "Bytes (stored size, key and overhead) in that near cache."),
+        ):
+            name = metric(f"near_cache_{field}", "gauge", help_text)
+            lines.append(f'{name}{{pid="{pid}"}} {int(near[field])}')
     if counters is not None:
         for field in FIELDS:
             name = metric(f"{field}_total", "counter", _COUNTER_HELP.get(field, field))

@@ -45,7 +45,7 @@ def make_blueprint() -> Blueprint:
             counters = backend.shared_counters()
         except CacheUnavailable:  # fail-closed backends raise; a scrape must still answer
             counters = None
-        body = render(counters, backend.breaker_state, os.getpid())
+        body = render(counters, backend.breaker_state, os.getpid(), backend.near_cache_state())
         return Response(body, content_type=CONTENT_TYPE)
 
     @admin.get("/stats")

@@ -612,7 +612,8 @@ class RedisCache:
 
     def health(self) -> dict[str, Any]:
         """``status`` (healthy or unhealthy), ``backend``, ``url`` (without credentials),
-        ``latency_ms`` and ``breaker``; ``error`` naming the cause when unhealthy."""
+        ``latency_ms`` and ``breaker``; ``error`` naming the cause when unhealthy; with a near
+        cache, ``near_cache`` (:meth:`near_cache_state`, this process's)."""
         started = time.perf_counter()
         report: dict[str, Any] = {"backend": "redis", "url": redact_url(self.url)}
         try:
@@ -626,7 +627,25 @@ class RedisCache:
             report["status"] = "healthy"
         report["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
         report["breaker"] = self._breaker.state
+        near = self.near_cache_state()
+        if near is not None:
+            report["near_cache"] = near
         return report
+
+    def near_cache_state(self) -> dict[str, Any] | None:
+        """This process's near cache: ``connected`` (it serves only while its tracking
+        connections are up; they open at the first read), ``entries``, ``bytes`` and their
+        bounds; None without one."""
+        near = self._near
+        if near is None:
+            return None
+        return {
+            "connected": near.connected,
+            "entries": len(near),
+            "max_entries": near.max_entries,
+            "bytes": near.bytes_held,
+            "max_bytes": near.max_bytes,
+        }
 
     def get_stats(self) -> dict[str, Any]:
         """Hits, misses, sets, deletes, errors, total_requests and hit_rate (percent, 2 decimals).

@@ -98,7 +98,13 @@ def health_command(as_json: bool) -> None:
     """Ping Redis and print the report; exit status 0 when healthy, 1 otherwise."""
     report = _backend().health()
     report = {"status": report.pop("status"), **report}
-    click.echo(json.dumps(report, indent=2) if as_json else _table(report.items()))
+    rows: list[tuple[str, object]] = []
+    for name, value in report.items():
+        if isinstance(value, dict):  # the near cache's state: one row per field
+            rows += [(f"{name}.{part}", item) for part, item in value.items()]
+        else:
+            rows.append((name, value))
+    click.echo(json.dumps(report, indent=2) if as_json else _table(rows))
     if report["status"] != "healthy":
         raise SystemExit(1)
 

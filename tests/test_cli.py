@@ -392,6 +392,16 @@ def test_warm_runs_in_the_app_context(app: Flask, runner: FlaskCliRunner) -> Non
 # ==================================================================================
 
 
+def test_health_lists_the_near_cache_state_one_field_per_row(
+    make_app: AppFactory, redis_server: RedisServer
+) -> None:
+    app = make_app(FENNEC_CACHE_URL=redis_server.url, FENNEC_CACHE_NEAR_CACHE=True)
+    result = run(app.test_cli_runner(), "health")
+    assert result.exit_code == 0, result.output
+    rows = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert rows["near_cache.entries"] == "0" and rows["near_cache.max_bytes"] == str(64 << 20)
+
+
 def test_real_server_health_exit_codes(make_app: AppFactory, redis_server: RedisServer) -> None:
     app = make_app(FENNEC_CACHE_URL=redis_server.url)
     runner = app.test_cli_runner()

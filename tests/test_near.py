@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 from _servers import RedisServer
-from _support import wait_for
+from _support import AppFactory, backend_of, wait_for
 
 from flask_fennec_cache import RedisCache
 from flask_fennec_cache.near import NearCache
@@ -295,3 +296,30 @@ def test_cached_views_are_near_hits_and_see_invalidations(
         assert (again.headers["X-Cache"], again.get_data(as_text=True)) == ("MISS", "render 2")
     finally:
         backend.close()
+
+
+def test_health_and_metrics_show_this_process_s_near_cache(
+    redis_server: RedisServer, make_app: AppFactory
+) -> None:
+    app = make_app(FENNEC_CACHE_URL=redis_server.url, FENNEC_CACHE_NEAR_CACHE=True)
+    backend = backend_of(app)
+    backend.set("k", {"v": 1})
+    assert [backend.get("k") for _ in range(2)] == [{"v": 1}] * 2
+    client = app.test_client()
+    near = client.get("/cache/health").get_json()["near_cache"]
+    assert near["connected"] is True and near["entries"] == 1
+    assert near["bytes"] == near_of(backend).bytes_held > 0
+    assert near["max_bytes"] == 64 * 1024 * 1024 and near["max_entries"] == 10_000
+    metrics = client.get("/cache/metrics").get_data(as_text=True)
+    pid = os.getpid()
+    assert f'fennec_cache_near_cache_entries{{pid="{pid}"}} 1' in metrics
+    assert f'fennec_cache_near_cache_bytes{{pid="{pid}"}} {near["bytes"]}' in metrics
+
+
+def test_without_a_near_cache_health_and_metrics_say_nothing_of_it(
+    make_app: AppFactory,
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    assert "near_cache" not in client.get("/cache/health").get_json()
+    assert "near_cache" not in client.get("/cache/metrics").get_data(as_text=True)
