@@ -336,10 +336,9 @@ def decode(
         raise CorruptEntry("empty value")
     tag = data[0]
     try:
-        if tag == TAG_JSON:
-            return _decode_json(data)
-        if tag == TAG_JSON_EXACT:
-            return _json_decoder.decode(codecs.decode(memoryview(data)[1:], "utf-8"))
+        loads = _PAYLOAD_LOADERS.get(tag)
+        if loads is not None:
+            return loads(memoryview(data)[1:])
         if tag == TAG_RESPONSE:
             return _decode_response(data)
         if tag == TAG_ENVELOPE:
@@ -351,12 +350,10 @@ def decode(
             return decode(inner, pickle_secret, max_size)
         if tag == TAG_PICKLE:
             return _decode_pickle(data, pickle_secret)
-        if tag == TAG_MSGPACK:
-            return _unpack_msgpack(memoryview(data)[1:])
         if tag == TAG_LEASE:
             return Lease(codecs.decode(memoryview(data)[1:], "ascii"))
         if tag == TAG_VARY:
-            headers = _json_decoder.decode(codecs.decode(memoryview(data)[1:], "utf-8"))
+            headers = _loads_exact_json(memoryview(data)[1:])
             return VaryMarker(tuple(str(name) for name in headers))
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise CorruptEntry(f"unreadable {chr(tag)!r} entry: {exc}") from exc
@@ -384,36 +381,38 @@ def redecoder(
     """
     if type(entry) in _IMMUTABLE:
         return _same, entry
-    tag = data[0]
-    if tag == TAG_JSON:
-        payload = data[1:]
-        if _orjson_loads is not None:
-            try:
-                _orjson_loads(payload)
-                return _orjson_loads, payload
-            except ValueError:
-                pass
-        return _json_decoder.decode, codecs.decode(payload, "utf-8")
-    if tag == TAG_PICKLE:
+    loads = _PAYLOAD_LOADERS.get(data[0])
+    if loads is not None:
+        return loads, data[1:]
+    if data[0] == TAG_PICKLE:
         return pickle.loads, data[1 + SIGNATURE_LENGTH :]
-    if tag == TAG_MSGPACK:
-        return _unpack_msgpack, data[1:]
     return functools.partial(decode, pickle_secret=pickle_secret, max_size=max_size), data
 
 
-def _decode_json(data: bytes | memoryview) -> Any:
-    """The JSON after the tag byte of *data*."""
+def _loads_json(payload: bytes | memoryview) -> Any:
+    """A ``j`` entry's value from its JSON (the bytes after the tag)."""
     if _orjson_loads is not None:
         try:
-            return _orjson_loads(memoryview(data)[1:])
+            return _orjson_loads(payload)
         except ValueError:
             pass  # NaN and Infinity: the standard decoder reads these
-    return _json_decoder.decode(codecs.decode(memoryview(data)[1:], "utf-8"))
+    return _loads_exact_json(payload)
+
+
+def _loads_exact_json(payload: bytes | memoryview) -> Any:
+    """JSON read by the standard library (integers of any size stay integers)."""
+    return _json_decoder.decode(codecs.decode(payload, "utf-8"))
+
+
+#: Tags whose value is one function of the bytes after the tag.
+_PAYLOAD_LOADERS: dict[int, Callable[[bytes | memoryview], Any]] = {
+    TAG_JSON: _loads_json, TAG_JSON_EXACT: _loads_exact_json, TAG_MSGPACK: _unpack_msgpack
+}
 
 
 def _decode_response(data: bytes) -> CachedResponse:
     end = data.index(b"\n")
-    head = _decode_json(memoryview(data)[:end])
+    head = _loads_json(memoryview(data)[1:end])
     headers = tuple((name, value) for name, value in head["h"])
     if not all(type(name) is str and type(value) is str for name, value in headers):
         raise ValueError("header names and values must be strings")
