@@ -9,8 +9,6 @@ masters and serves correct values again.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +17,7 @@ from _servers import RedisServer
 from _support import CacheFactory, Factory, wait_for
 from _topology import RedisClusterTopology, SentinelTopology
 from redis.crc import key_slot
-from test_near import WRITER_SCRIPT, near_of
+from test_near import near_of, stale_reads
 
 from flask_fennec_cache import RedisCache
 from flask_fennec_cache.near import NearCache
@@ -132,40 +130,10 @@ def test_cluster_no_stale_read_after_a_write_acknowledged_in_another_process(
     """1,000 trials: another process writes a key (on each master in turn), acknowledges,
     then this process reads it."""
     keys = list(one_key_per_master(redis_cluster, near.prefix).values())
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER_SCRIPT_MANY, redis_cluster.url, near.prefix],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    stale = 0
     before = near_hits(near)
-    try:
-        for trial in range(1000):
-            key = keys[trial % len(keys)]
-            proc.stdin.write(f"{key} {trial}\n")
-            proc.stdin.flush()
-            assert proc.stdout.readline().strip() == "ok"
-            if near.get(key) != trial:
-                stale += 1
-            near.get(key)  # a near hit: held locally until the next write of that key
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=10)
-        proc.stdout.close()
-    assert stale == 0
+    assert stale_reads(near, redis_cluster.url, keys) == 0
     assert near_hits(near) - before >= 1000
     assert near_of(near).tracked == master_addresses(redis_cluster)
-
-
-WRITER_SCRIPT_MANY = """
-import sys
-from flask_fennec_cache import RedisCache
-cache = RedisCache(sys.argv[1], prefix=sys.argv[2])
-for line in sys.stdin:
-    key, value = line.split()
-    cache.set(key, int(value))
-    print("ok", flush=True)
-"""
 
 
 def test_cluster_a_change_of_masters_flushes_and_reconnects(
@@ -345,25 +313,7 @@ def test_sentinel_no_stale_read_after_a_write_acknowledged_in_another_process(
     sentinel_topology: SentinelTopology, sentinel_caches: CacheFactory
 ) -> None:
     near = sentinel_caches(near_cache=True, stats_flush_interval=QUIET)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER_SCRIPT, sentinel_topology.url, near.prefix],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    stale = 0
-    try:
-        for trial in range(1000):
-            proc.stdin.write(f"{trial}\n")
-            proc.stdin.flush()
-            assert proc.stdout.readline().strip() == "ok"
-            if near.get("shared") != trial:
-                stale += 1
-            near.get("shared")
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=10)
-        proc.stdout.close()
-    assert stale == 0
+    assert stale_reads(near, sentinel_topology.url, ["shared"]) == 0
 
 
 def test_sentinel_master_killed_flushes_then_tracks_the_promoted_replica(
