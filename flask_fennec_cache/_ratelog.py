@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from ._forksafe import reset_after_fork
 
@@ -14,17 +15,31 @@ logger = logging.getLogger("flask_fennec_cache")
 
 
 class RateLimitedLog:
-    """Log a warning per *topic* at most once per *interval* seconds, counting what it held back."""
+    """Log a line per *topic* at most once per *interval* seconds, counting what it held back.
 
-    def __init__(self, interval: float = 10.0) -> None:
+    :param clock: where the time comes from (tests pass a fake one).
+    """
+
+    def __init__(
+        self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._interval = interval
+        self._clock = clock
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
         reset_after_fork(self)
 
     def warning(self, topic: str, message: str) -> None:
-        now = time.monotonic()
+        """Log *message* at WARNING, unless *topic* was logged less than *interval* s ago."""
+        self._log(logging.WARNING, topic, message)
+
+    def error(self, topic: str, message: str) -> None:
+        """Log *message* at ERROR, unless *topic* was logged less than *interval* s ago."""
+        self._log(logging.ERROR, topic, message)
+
+    def _log(self, level: int, topic: str, message: str) -> None:
+        now = self._clock()
         with self._lock:
             last = self._last.get(topic)
             if last is not None and now - last < self._interval:
@@ -33,7 +48,7 @@ class RateLimitedLog:
             self._last[topic] = now
             held = self._held.pop(topic, 0)
         suffix = f" ({held} more like this since the last report)" if held else ""
-        logger.warning("%s%s", message, suffix)
+        logger.log(level, "%s%s", message, suffix)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()

@@ -14,10 +14,14 @@ from flask_fennec_cache import (
     MISSING,
     CacheAside,
     CacheUnavailable,
+    ConfigurationError,
+    InvalidKeyError,
     RedisCache,
     SerializationError,
     WriteThrough,
+    cache,
 )
+from flask_fennec_cache._ratelog import RateLimitedLog
 
 
 class Database:
@@ -182,9 +186,11 @@ def test_value_over_the_size_limit_evicts_the_old_entry(
 
 
 def break_key(
-    made: RedisCache, monkeypatch: pytest.MonkeyPatch, method: str, key: str, times: int
+    made: RedisCache, monkeypatch: pytest.MonkeyPatch, method: str, key: str, times: int,
+    *, prefix: bool = False,
 ) -> None:
-    """Make the client's *method* fail to connect, *times* times, for the cache key *key* only.
+    """Make the client's *method* fail to connect, *times* times, for the cache key *key* only
+    (with *prefix*, for every key starting with *key*).
 
     Other keys (the write-through lock, statistics) are not affected.
     """
@@ -193,7 +199,10 @@ def break_key(
     calls = {"n": 0}
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if name in args:
+        hit = any(isinstance(a, str) and a.startswith(name) for a in args) if prefix else (
+            name in args
+        )
+        if hit:
             calls["n"] += 1
             if calls["n"] <= times:
                 raise redis.ConnectionError("injected")
@@ -264,3 +273,239 @@ def test_write_through_per_call_ttl_and_seed_call_shape(backend: RedisCache, db:
     write_through.set("user:10", {"id": 10}, writer=lambda v: db.save(v), ttl=20)
     remaining = backend.ttl("user:10")
     assert remaining is not None and 0 < remaining <= 20
+
+
+def test_write_through_rejects_a_bad_ttl_before_the_writer_runs(
+    backend: RedisCache, events: list[str]
+) -> None:
+    with pytest.raises(ConfigurationError, match="ttl"):
+        WriteThrough(backend, ttl=0)
+    with pytest.raises(ConfigurationError, match="ttl"):
+        WriteThrough(backend).set("user:11", {"id": 11}, writer=events.append, ttl=-5)
+    assert events == []
+    assert backend.lookup("user:11") is MISSING
+
+
+# ==================================================================================
+# WriteThrough: errors are logged once per cause per interval
+# ==================================================================================
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_write_through_errors_are_rate_limited_with_the_count_held_back(
+    backend: RedisCache, db: Database, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A failover makes every write fail to update and to evict: one line per cause per 10 s."""
+    clock = FakeClock()
+    backend._log = RateLimitedLog(clock=clock)
+    break_key(backend, monkeypatch, "set", "user:", times=10_000, prefix=True)
+    break_key(backend, monkeypatch, "unlink", "user:", times=10_000, prefix=True)
+    write_through = WriteThrough(backend)
+    with caplog.at_level(logging.WARNING, logger="flask_fennec_cache"):
+        for n in range(30):
+            assert write_through.set(f"user:{n}", {"id": n}, writer=db.save) == "saved"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "user:0" in errors[0] and "served stale" in errors[0]
+    # The set and delete failures themselves: one warning per cause at most.
+    assert len(caplog.records) <= 3, [r.getMessage() for r in caplog.records]
+    assert all(db.rows[n] == {"id": n} for n in range(30))  # every write reached the record
+
+    caplog.clear()
+    clock.now += 10.0
+    with caplog.at_level(logging.WARNING, logger="flask_fennec_cache"):
+        write_through.set("user:30", {"id": 30}, writer=db.save)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert "user:30" in errors[0]
+    assert "(29 more like this since the last report)" in errors[0]
+
+
+# ==================================================================================
+# WriteThrough: tags
+# ==================================================================================
+
+
+def test_write_through_set_with_tags_is_dropped_with_its_family(
+    backend: RedisCache, db: Database
+) -> None:
+    user = {"id": 4, "name": "David"}
+    write_through = WriteThrough(backend, ttl=300)
+    assert write_through.set("user:4", user, writer=db.save, tags=("users",)) == "saved"
+    write_through.set("team:1", {"id": 1}, writer=lambda v: None, tags=["teams"])
+    assert backend.get("user:4") == user
+    remaining = backend.ttl("user:4")
+    assert remaining is not None and 0 < remaining <= 300
+    assert backend.invalidate_tags("users") is True
+    assert backend.lookup("user:4") is MISSING
+    assert backend.get("team:1") == {"id": 1}
+    # Without tags the entry is a plain value, which no tag invalidation reaches.
+    write_through.set("user:4", user, writer=db.save)
+    assert backend.invalidate_tags("users") is True
+    assert backend.get("user:4") == user
+
+
+def test_a_tagged_write_through_entry_serves_a_tagged_cached_function(
+    backend: RedisCache, db: Database, events: list[str]
+) -> None:
+    @cache(ttl=300, key="user:{user_id}", tags=("users",), backend=backend)
+    def load_user(user_id: int) -> dict[str, Any] | None:
+        return db.load(user_id)
+
+    user = {"id": 5, "name": "Eve"}
+    WriteThrough(backend, ttl=120).set("user:5", user, writer=db.save, tags=("users",))
+    assert load_user.lookup(5).hit is True
+    assert load_user(5) == user
+    assert events == ["save 5"]
+    remaining = backend.ttl("user:5")
+    assert remaining is not None and 0 < remaining <= 120
+    backend.invalidate_tags("users")
+    assert load_user.lookup(5).hit is False
+    assert events == ["save 5", "load 5"]
+
+
+def test_tags_invalidated_while_the_writer_runs_leave_a_miss(
+    backend: RedisCache, db: Database
+) -> None:
+    """The versions are those from before the write: a family change during it wins."""
+
+    def writer(user: dict[str, Any]) -> str:
+        assert backend.invalidate_tags("users")
+        return db.save(user)
+
+    WriteThrough(backend).set("user:6", {"id": 6}, writer=writer, tags=("users",))
+    assert db.rows[6] == {"id": 6}
+    assert backend.lookup("user:6") is MISSING
+
+
+@pytest.mark.parametrize("call", ["set", "delete"])
+def test_tags_given_as_one_string_are_refused_before_the_writer_runs(
+    backend: RedisCache, events: list[str], call: str
+) -> None:
+    write_through = WriteThrough(backend)
+    with pytest.raises(ConfigurationError, match=r"tags=\('users',\)"):
+        if call == "set":
+            write_through.set("user:7", {"id": 7}, writer=events.append, tags="users")
+        else:
+            write_through.delete("user:7", deleter=lambda: events.append("x"), tags="users")
+    assert events == []
+
+
+def test_tagged_write_through_while_redis_is_down_still_writes(
+    redis_server: RedisServer, prefix: str, db: Database
+) -> None:
+    made = RedisCache(redis_server.url, prefix=prefix)
+    try:
+        redis_server.kill()
+        write_through = WriteThrough(made)
+        assert write_through.set("user:8", {"id": 8}, writer=db.save, tags=("users",)) == "saved"
+        assert db.rows[8] == {"id": 8}
+        with pytest.raises(SerializationError, match="user:9"):
+            write_through.set("user:9", {"x": object()}, writer=db.save, tags=("users",))
+        assert 9 not in db.rows
+    finally:
+        made.close()
+
+
+def test_write_through_delete_with_tags_drops_the_key_and_the_family(
+    backend: RedisCache, events: list[str]
+) -> None:
+    backend.set("user:12", {"id": 12}, tags=("users",))
+    backend.set("users:page:1", [12, 13], tags=("users",))
+    backend.set("team:1", {"id": 1}, tags=("teams",))
+    backend.set("untagged", "kept")
+    def deleter() -> str:
+        events.append("deleted")
+        return "gone"
+
+    result = WriteThrough(backend).delete("user:12", deleter=deleter, tags=("users",))
+    assert result == "gone"
+    assert events == ["deleted"]
+    assert backend.lookup("user:12") is MISSING
+    assert backend.lookup("users:page:1") is MISSING
+    assert backend.get("team:1") == {"id": 1}
+    assert backend.get("untagged") == "kept"
+
+
+def test_write_through_delete_whose_deleter_raises_leaves_the_cache(backend: RedisCache) -> None:
+    backend.set("user:13", "cached", tags=("users",))
+    backend.set("users:page:1", [13], tags=("users",))
+
+    def deleter() -> None:
+        raise Boom("foreign key")
+
+    with pytest.raises(Boom):
+        WriteThrough(backend).delete("user:13", deleter=deleter, tags=("users",))
+    assert backend.get("user:13") == "cached"
+    assert backend.get("users:page:1") == [13]
+
+
+def failing_invalidations(
+    made: RedisCache, monkeypatch: pytest.MonkeyPatch, times: int
+) -> list[tuple[str, ...]]:
+    """``invalidate_tags`` answers False (Redis unreachable) *times* times; the calls made."""
+    real = made.invalidate_tags
+    calls: list[tuple[str, ...]] = []
+
+    def invalidate(*tags: str) -> bool:
+        calls.append(tags)
+        return False if len(calls) <= times else real(*tags)
+
+    monkeypatch.setattr(made, "invalidate_tags", invalidate)
+    return calls
+
+
+def test_write_through_delete_retries_the_invalidation_once(
+    backend: RedisCache, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend.set("users:page:1", [14], tags=("users",))
+    calls = failing_invalidations(backend, monkeypatch, times=1)
+    with caplog.at_level(logging.ERROR, logger="flask_fennec_cache"):
+        WriteThrough(backend).delete("user:14", deleter=lambda: None, tags=("users",))
+    assert calls == [("users",), ("users",)]
+    assert backend.lookup("users:page:1") is MISSING
+    assert caplog.records == []
+
+
+def test_a_failed_invalidation_after_a_delete_is_logged_as_an_error(
+    backend: RedisCache, events: list[str], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    backend.set("user:15", "cached")
+    backend.set("users:page:1", [15], tags=("users",))
+    failing_invalidations(backend, monkeypatch, times=100)
+    with caplog.at_level(logging.ERROR, logger="flask_fennec_cache"):
+        WriteThrough(backend).delete(
+            "user:15", deleter=lambda: events.append("deleted"), tags=("users",)
+        )
+    assert events == ["deleted"]
+    assert backend.lookup("user:15") is MISSING  # the key itself was removed
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "'users'" in errors[0], errors
+
+
+def test_fail_closed_delete_that_cannot_evict_raises_after_the_deleter(
+    cache_factory: CacheFactory, events: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = cache_factory(fail_open=False)
+    made.set("user:16", "cached")
+    break_key(made, monkeypatch, "unlink", "user:16", times=2)
+    with pytest.raises(CacheUnavailable, match="user:16"):
+        WriteThrough(made).delete("user:16", deleter=lambda: events.append("deleted"))
+    assert events == ["deleted"]
+
+
+def test_write_through_delete_refuses_a_reserved_key_before_the_deleter(
+    backend: RedisCache, events: list[str]
+) -> None:
+    with pytest.raises(InvalidKeyError):
+        WriteThrough(backend).delete("__fennec__:stats", deleter=lambda: events.append("x"))
+    assert events == []
