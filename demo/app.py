@@ -11,7 +11,8 @@ Configuration comes from the environment through ``app.config.from_prefixed_env(
 - ``FLASK_DEMO_DB_DELAY``: seconds a simulated slow query takes (default 1.0; writes take half).
 - ``FLASK_DEMO_DB_PATH``: the SQLite file (default: ``demo.sqlite3`` in the instance folder).
 
-Any other ``FLASK_FENNEC_CACHE_*`` variable reaches the extension the same way.
+Any other ``FLASK_FENNEC_CACHE_*`` variable reaches the extension the same way, parsed as JSON
+(``FLASK_FENNEC_CACHE_NEAR_CACHE=true`` turns the near cache on).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,12 +33,16 @@ from werkzeug.wrappers import Response as BaseResponse
 from demo import db
 from flask_fennec_cache import CacheAside, FennecCache, WriteThrough, cache
 
-__all__ = ["create_app", "fennec", "load_user"]
+__all__ = ["VIEW_TAG", "create_app", "fennec", "get_user_view", "load_user"]
 
 fennec = FennecCache()
 
 #: Seconds a user entry lives in the cache, whichever pattern wrote it.
 USER_TTL = 300
+#: Seconds a whole ``/users-view/<id>`` response lives in the cache.
+VIEW_TTL = 60
+#: The tag of every cached ``/users-view/<id>`` response; ``POST /users`` invalidates it.
+VIEW_TAG = "user-views"
 #: Largest request body accepted (bytes); bigger bodies get 413.
 MAX_BODY_BYTES = 16 * 1024
 #: The key ``/benchmark`` measures with, apart from the ``user:*`` entries.
@@ -150,8 +156,36 @@ def get_user_aside(user_id: int) -> tuple[Response, int]:
     return jsonify(user=user, cached=cached, duration_ms=duration), 200
 
 
+@fennec.cache(ttl=VIEW_TTL, tags=(VIEW_TAG,))
+def get_user_view(user_id: int) -> tuple[Response, int]:
+    """``GET /users-view/<id>``: the whole response cached by ``@fennec.cache``.
+
+    Hits are the stored response, byte for byte (the same ``rendered_at``), with ``X-Cache``,
+    ``ETag`` (``If-None-Match`` gets a 304) and ``Age``. A 404 is not cached (only 2xx are).
+    """
+    user = fetch_user(user_id)
+    if user is None:
+        return _error(404, f"User {user_id} not found")
+    rendered_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return jsonify(user=user, rendered_at=rendered_at), 200
+
+
+def _invalidate_user_views() -> None:
+    """Drop every cached ``/users-view/<id>`` response (retried once; a failure is logged,
+    and those responses may then be served for up to ``VIEW_TTL`` seconds)."""
+    for _ in range(2):
+        if fennec.backend.invalidate_tags(VIEW_TAG):
+            return
+    current_app.logger.warning(
+        "could not invalidate the cached /users-view pages (Redis unreachable): "
+        "they may show the old user for up to %s s",
+        VIEW_TTL,
+    )
+
+
 def create_user() -> tuple[Response, int]:
-    """``POST /users``: validate, write to SQLite, then to the cache (write-through)."""
+    """``POST /users``: validate, write to SQLite, then to the cache (write-through), then
+    drop the cached ``/users-view`` responses."""
     if not request.is_json:
         return _error(400, "Content-Type must be application/json")
     raw = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
@@ -166,6 +200,7 @@ def create_user() -> tuple[Response, int]:
     created: bool = WriteThrough(fennec.backend, ttl=USER_TTL).set(
         f"user:{user['id']}", user, writer=lambda u: db.save_user(path, u, delay)
     )
+    _invalidate_user_views()
     if created:
         return jsonify(user=user, message="User created"), 201
     return jsonify(user=user, message="User updated"), 200
@@ -257,6 +292,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     app.add_url_rule("/users/<int:user_id>", view_func=get_user, methods=["GET"])
     app.add_url_rule("/users-aside/<int:user_id>", view_func=get_user_aside, methods=["GET"])
+    app.add_url_rule("/users-view/<int:user_id>", view_func=get_user_view, methods=["GET"])
     app.add_url_rule("/users", view_func=create_user, methods=["POST"])
     app.add_url_rule("/benchmark", view_func=benchmark, methods=["GET"])
     app.register_error_handler(HTTPException, _http_error)

@@ -196,6 +196,68 @@ def test_created_user_makes_a_404_a_200(client: FlaskClient) -> None:
     assert body(client.get("/users/50"))["user"]["name"] == "Eve"
 
 
+# --- GET /users-view/<id> (@fennec.cache on the whole view) -------------------------------
+
+
+def test_users_view_is_cached_whole_with_etag_age_and_304(client: FlaskClient) -> None:
+    miss = client.get("/users-view/2")
+    assert miss.status_code == 200
+    assert miss.headers["X-Cache"] == "MISS"
+    data = body(miss)
+    assert set(data) == {"user", "rendered_at"}
+    assert data["user"] == {"id": 2, "name": "Bob", "email": "bob@example.com"}
+    etag = miss.headers["ETag"]
+
+    hit = client.get("/users-view/2")
+    assert hit.status_code == 200
+    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.data == miss.data  # the stored response: the same rendered_at
+    assert hit.headers["ETag"] == etag
+    assert int(hit.headers["Age"]) >= 0
+
+    not_modified = client.get("/users-view/2", headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304
+    assert not_modified.data == b""
+
+
+def test_users_view_of_an_unknown_user_is_a_404_not_cached(app: Flask, client: FlaskClient) -> None:
+    for _ in range(2):
+        response = client.get("/users-view/99")
+        assert response.status_code == 404
+        assert body(response) == {"error": "User 99 not found"}
+    with app.app_context():
+        assert fennec.backend.keys("view:*") == []
+
+
+def test_post_users_drops_the_cached_user_views(client: FlaskClient) -> None:
+    before = body(client.get("/users-view/3"))
+    assert client.get("/users-view/3").headers["X-Cache"] == "HIT"
+    renamed = {"id": 3, "name": "Charles", "email": "charles@example.com"}
+    assert post_user(client, renamed).status_code == 200
+    after = client.get("/users-view/3")
+    assert after.headers["X-Cache"] == "MISS"
+    assert body(after)["user"] == renamed != before["user"]
+
+
+def test_a_failed_view_invalidation_is_retried_then_logged(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    calls: list[tuple[str, ...]] = []
+
+    def unreachable(*tags: str) -> bool:
+        calls.append(tags)
+        return False
+
+    with app.app_context():
+        monkeypatch.setattr(fennec.backend, "invalidate_tags", unreachable)
+    with caplog.at_level(logging.WARNING):
+        response = post_user(client, {"id": 60, "name": "Finn", "email": "finn@example.com"})
+    assert response.status_code == 201  # the write itself succeeded
+    assert calls == [("user-views",), ("user-views",)]
+    assert any("/users-view" in r.getMessage() for r in caplog.records), caplog.text
+
+
 BAD_PAYLOADS: list[tuple[str, Any, str]] = [
     ("array", [1, 2], "JSON object"),
     ("string", "hello", "JSON object"),
@@ -488,3 +550,85 @@ def test_python_m_demo_uses_a_local_redis_only_when_one_answers(
     assert entry._local_redis_answers()
     monkeypatch.setattr(entry, "LOCAL_REDIS", f"redis://127.0.0.1:{find_free_port()}/0")
     assert not entry._local_redis_answers()  # then create_app() falls back to memory://
+
+
+class RecordedRun:
+    """Stands in for the app ``python -m demo`` builds: records how it was asked to run."""
+
+    def __init__(self) -> None:
+        self.options: dict[str, Any] = {}
+
+    def run(self, **options: Any) -> None:
+        self.options = options
+
+
+@pytest.fixture
+def demo_main(monkeypatch: pytest.MonkeyPatch) -> RecordedRun:
+    import demo.__main__ as entry
+
+    recorded = RecordedRun()
+    monkeypatch.setattr(entry, "create_app", lambda: recorded)
+    monkeypatch.setattr(entry, "_local_redis_answers", lambda: False)
+    return recorded
+
+
+def test_python_m_demo_takes_a_port(
+    monkeypatch: pytest.MonkeyPatch, demo_main: RecordedRun
+) -> None:
+    import demo.__main__ as entry
+
+    entry.main([])
+    assert demo_main.options == {"host": "127.0.0.1", "port": 8000}
+    entry.main(["--port", "8001"])
+    assert demo_main.options == {"host": "127.0.0.1", "port": 8001}
+    monkeypatch.setenv("PORT", "8002")
+    entry.main([])
+    assert demo_main.options["port"] == 8002
+    entry.main(["--port", "8003", "--host", "0.0.0.0"])  # the option wins over PORT
+    assert demo_main.options == {"host": "0.0.0.0", "port": 8003}
+
+
+@pytest.mark.parametrize(
+    ("argv", "port_env", "message"),
+    [
+        (["--port", "http"], None, "'http' is not a port number"),
+        (["--port", "70000"], None, "70000 is not a port number"),
+        ([], "eighty", "PORT environment variable: 'eighty' is not a port number"),
+    ],
+)
+def test_python_m_demo_refuses_a_bad_port(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    demo_main: RecordedRun, argv: list[str], port_env: str | None, message: str,
+) -> None:  # fmt: skip
+    import demo.__main__ as entry
+
+    if port_env is not None:
+        monkeypatch.setenv("PORT", port_env)
+    with pytest.raises(SystemExit) as exited:
+        entry.main(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+    assert demo_main.options == {}
+
+
+def test_the_near_cache_is_turned_on_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, redis_server: Any
+) -> None:
+    monkeypatch.setenv("FLASK_FENNEC_CACHE_URL", redis_server.url)
+    monkeypatch.setenv("FLASK_FENNEC_CACHE_PREFIX", f"near-{uuid.uuid4().hex}:")
+    monkeypatch.setenv("FLASK_FENNEC_CACHE_NEAR_CACHE", "true")
+    monkeypatch.setenv("FLASK_DEMO_DB_DELAY", "0")
+    monkeypatch.setenv("FLASK_DEMO_DB_PATH", str(tmp_path / "near.sqlite3"))
+    app = create_app()
+    assert app.config["FENNEC_CACHE_NEAR_CACHE"] is True
+    with app.app_context():
+        backend = fennec.backend
+    try:
+        with app.test_client() as client:
+            assert body(client.get("/users/1"))["cached"] is False
+            assert body(client.get("/users/1"))["cached"] is True
+        state = backend.near_cache_state()
+        assert state is not None and state["connected"] is True
+        assert body(app.test_client().get("/cache/health"))["near_cache"]["entries"] >= 1
+    finally:
+        backend.close()
