@@ -1,0 +1,393 @@
+"""``python -m bench.freeze``: what a frozen Redis costs a request, by its number of cached calls.
+
+A private ``redis-server`` is frozen with SIGSTOP (TCP still accepts, nothing answers: the
+worst kind of outage for a client) while client threads request a page whose view makes *N*
+``@cache`` calls, all warm; then it is thawed with SIGCONT. For each *N* it reports the
+requests' latencies before, during and after the freeze, and the recovery time: from SIGCONT
+to the first request whose every cached call was a hit again.
+
+By default the app is served by gunicorn as the demo is (2 gthread workers × 4 threads, each
+worker with its own circuit breaker) and driven over HTTP by 8 client threads, as in
+``tests/test_faults.py``; ``--in-process`` runs it in this process instead (Flask's test
+client in threads: one breaker, no queueing behind busy worker threads). The library's
+defaults apply (0.25 s socket timeout, breaker threshold 3, cool-down 1 s). Not part of
+``python -m bench``: it measures failure, not speed. The figures are in
+``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from flask_fennec_cache import CachedFunction, FennecCache, cache
+
+from .server import BenchRedis, BenchRedisError, free_port
+from .timing import percentile
+
+__all__ = ["FreezeResult", "create_app", "main", "make_app", "run_freeze"]
+
+#: Cached calls per request, by default.
+CALLS = (1, 3, 6)
+#: Seconds each cached call's loader takes (a small query: the cache is what is measured).
+LOADER_SECONDS = 0.01
+#: Seconds the server stays frozen.
+FREEZE_SECONDS = 2.0
+#: Client threads (as in tests/test_faults.py).
+THREADS = 8
+#: gunicorn workers and threads per worker (demo/gunicorn.conf.py's defaults).
+WORKERS = 2
+WORKER_THREADS = 4
+#: Seconds a client waits for an answer (a deadline; none came close).
+CLIENT_TIMEOUT = 10.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Seconds of warm load before the freeze, and of load after recovery.
+WARM_SECONDS = 1.0
+#: Deadline (not a measurement) for the cache to hit again after SIGCONT.
+RECOVERY_TIMEOUT = 15.0
+#: Seconds into the freeze after which the breaker is expected open ("settled" window).
+SETTLE_SECONDS = 1.0
+#: Seconds entries live by default: none expires during a run (every call is a hit before the
+#: freeze); ``--ttl 1`` makes some of them expire during the freeze.
+TTL = 3600.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request: when it started and ended (monotonic seconds), and how many of its cached
+    calls were hits."""
+
+    start: float
+    end: float
+    hits: int
+
+    @property
+    def ms(self) -> float:
+        return (self.end - self.start) * 1000.0
+
+
+@dataclass(frozen=True)
+class FreezeResult:
+    """The figures of one run for one number of cached calls per request (milliseconds)."""
+
+    calls: int
+    threads: int
+    server: str
+    ttl: float
+    warm_p50_ms: float
+    frozen_requests: int
+    frozen_p50_ms: float
+    frozen_worst_ms: float
+    first_second_worst_ms: float
+    settled_p50_ms: float
+    settled_worst_ms: float
+    recovery_ms: float | None
+    after_worst_ms: float
+
+
+def _part(index: int, ttl: float) -> CachedFunction[[], dict[str, int]]:
+    @cache(ttl=ttl, key=f"part:{index}")
+    def part() -> dict[str, int]:
+        time.sleep(LOADER_SECONDS)
+        return {"part": index}
+
+    return part
+
+
+def make_app(url: str, calls: int, prefix: str, ttl: float = TTL) -> Flask:
+    """An app whose ``GET /page`` makes *calls* cached calls (entries living *ttl* seconds)
+    and answers ``{"hits": k}``."""
+    app = Flask(f"bench_freeze_{calls}")
+    app.config.update(FENNEC_CACHE_URL=url, FENNEC_CACHE_PREFIX=prefix)
+    FennecCache(app)
+    parts = [_part(index, ttl) for index in range(calls)]
+
+    @app.get("/page")
+    def page() -> dict[str, int]:
+        return {"hits": sum(part.lookup().hit for part in parts)}
+
+    return app
+
+
+def create_app() -> Flask:
+    """:func:`make_app` from ``FENNEC_BENCH_REDIS_URL``, ``FENNEC_BENCH_CALLS``,
+    ``FENNEC_BENCH_PREFIX`` and ``FENNEC_BENCH_TTL`` (for gunicorn)."""
+    env = os.environ
+    return make_app(
+        env["FENNEC_BENCH_REDIS_URL"], int(env["FENNEC_BENCH_CALLS"]), env["FENNEC_BENCH_PREFIX"],
+        float(env["FENNEC_BENCH_TTL"]),
+    )  # fmt: skip
+
+
+#: Makes one client: a callable that requests the page once and returns its number of hits.
+ClientFactory = Callable[[], Callable[[], int]]
+
+
+@contextmanager
+def in_process(url: str, calls: int, prefix: str, ttl: float) -> Iterator[ClientFactory]:
+    """The page app in this process, requested through Flask's test client."""
+    app = make_app(url, calls, prefix, ttl)
+
+    def make_client() -> Callable[[], int]:
+        client = app.test_client()
+
+        def request() -> int:
+            reply = client.get("/page")
+            if reply.status_code != 200:
+                raise RuntimeError(f"GET /page answered {reply.status_code}")
+            return int(reply.get_json()["hits"])
+
+        return request
+
+    try:
+        yield make_client
+    finally:
+        app.extensions["fennec_cache"].close()
+
+
+@contextmanager
+def under_gunicorn(url: str, calls: int, prefix: str, ttl: float) -> Iterator[ClientFactory]:
+    """The page app under gunicorn (gthread workers), requested over HTTP with keep-alive."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FENNEC_BENCH_REDIS_URL": url,
+        "FENNEC_BENCH_CALLS": str(calls),
+        "FENNEC_BENCH_PREFIX": prefix,
+        "FENNEC_BENCH_TTL": str(ttl),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    }
+    command = [
+        sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
+        "--workers", str(WORKERS), "--threads", str(WORKER_THREADS),
+        "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
+        "--chdir", str(REPO_ROOT), "bench.freeze:create_app()",
+    ]  # fmt: skip
+
+    def make_client() -> Callable[[], int]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
+
+        def request() -> int:
+            conn.request("GET", "/page")
+            reply = conn.getresponse()
+            data = reply.read()
+            if reply.status != 200:
+                raise RuntimeError(f"GET /page answered {reply.status}")
+            return int(json.loads(data)["hits"])
+
+        return request
+
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 20.0
+            while True:
+                try:
+                    make_client()()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        tail = log.read().decode(errors="replace")[-3000:]
+                        raise RuntimeError(f"gunicorn did not start:\n{tail}") from None
+                    time.sleep(0.1)
+            yield make_client
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _window(samples: Sequence[Sample], start: float, end: float) -> list[float]:
+    """Durations (ms) of the requests in flight at some point of [start, end), sorted."""
+    return sorted(s.ms for s in samples if s.end > start and s.start < end)
+
+
+def _worst(values: Sequence[float]) -> float:
+    return max(values, default=0.0)
+
+
+def run_freeze(
+    server: BenchRedis, calls: int, threads: int = THREADS, freeze: float = FREEZE_SECONDS,
+    gunicorn: bool = True, ttl: float = TTL,
+) -> FreezeResult:
+    """Freeze *server* for *freeze* seconds under load from *threads* client threads."""
+    with server.client() as control:
+        pid = int(control.info("server")["process_id"])
+    serve = under_gunicorn if gunicorn else in_process
+    samples: list[Sample] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def request_loop(request: Callable[[], int]) -> None:
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                hits = request()
+                samples.append(Sample(started, time.monotonic(), hits))
+        except BaseException as exc:  # reported after the run, which it invalidates
+            errors.append(exc)
+
+    recovered: float | None = None
+    with serve(server.url, calls, f"freeze-{uuid.uuid4().hex[:8]}:", ttl) as make_client:
+        make_client()()  # fill every entry
+        workers = [
+            threading.Thread(target=request_loop, args=(make_client(),), daemon=True)
+            for _ in range(threads)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            time.sleep(WARM_SECONDS)
+            paused = time.monotonic()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(freeze)
+            finally:
+                resumed = time.monotonic()
+                os.kill(pid, signal.SIGCONT)
+            deadline = resumed + RECOVERY_TIMEOUT
+            while recovered is None and time.monotonic() < deadline:
+                recovered = next(
+                    (s.end for s in list(samples) if s.start >= resumed and s.hits == calls),
+                    None,
+                )
+                time.sleep(0.01)
+            time.sleep(WARM_SECONDS)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(CLIENT_TIMEOUT)
+    if errors:
+        raise RuntimeError(f"a client failed: {errors[0]!r}") from errors[0]
+
+    warm = _window(samples, paused - WARM_SECONDS, paused)
+    frozen = _window(samples, paused, resumed)
+    settled = _window(samples, paused + SETTLE_SECONDS, resumed)
+    return FreezeResult(
+        calls=calls,
+        threads=threads,
+        server="gunicorn" if gunicorn else "in-process",
+        ttl=ttl,
+        warm_p50_ms=percentile(warm, 0.5),
+        frozen_requests=len(frozen),
+        frozen_p50_ms=percentile(frozen, 0.5),
+        frozen_worst_ms=_worst(frozen),
+        first_second_worst_ms=_worst(_window(samples, paused, paused + SETTLE_SECONDS)),
+        settled_p50_ms=percentile(settled, 0.5),
+        settled_worst_ms=_worst(settled),
+        recovery_ms=None if recovered is None else (recovered - resumed) * 1000.0,
+        after_worst_ms=_worst(_window(samples, resumed, float("inf"))),
+    )
+
+
+def _range(values: Sequence[float | None], unit: float = 1.0) -> str:
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return "never"
+    low, high = known[0] / unit, known[-1] / unit
+    text = f"{low:.0f}" if round(low) == round(high) else f"{low:.0f}–{high:.0f}"
+    return text + ("" if len(known) == len(values) else " (some never)")
+
+
+def markdown(results: Sequence[FreezeResult]) -> str:
+    """One row per number of cached calls, each figure the range over the runs (ms)."""
+    lines = [
+        "| cached calls per request | before (p50) | frozen: worst | worst in the first "
+        "second | breaker open (after 1 s): p50 · worst | recovery after SIGCONT | worst after "
+        "SIGCONT |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for calls in sorted({r.calls for r in results}):
+        rows = [r for r in results if r.calls == calls]
+        lines.append(
+            f"| {calls} | {_range([r.warm_p50_ms for r in rows])} ms "
+            f"| {_range([r.frozen_worst_ms for r in rows])} ms "
+            f"| {_range([r.first_second_worst_ms for r in rows])} ms "
+            f"| {_range([r.settled_p50_ms for r in rows])} · "
+            f"{_range([r.settled_worst_ms for r in rows])} ms "
+            f"| {_range([r.recovery_ms for r in rows])} ms "
+            f"| {_range([r.after_worst_ms for r in rows])} ms |"
+        )
+    return "\n".join(lines)
+
+
+def _calls(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("every number of calls must be >= 1")
+    return values
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.freeze", description=__doc__)
+    parser.add_argument("--calls", type=_calls, default=CALLS, help="e.g. 1,3,6 (the default)")
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--freeze", type=float, default=FREEZE_SECONDS, help="seconds")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--ttl", type=float, default=TTL, help="seconds entries live")
+    parser.add_argument(
+        "--in-process", action="store_true",
+        help="serve the page in this process (test client) instead of under gunicorn",
+    )  # fmt: skip
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    args = parser.parse_args(argv)
+    # The library logs each cause of failure once per 10 s: not what is measured here.
+    logging.getLogger("flask_fennec_cache").setLevel(logging.CRITICAL)
+    results: list[FreezeResult] = []
+    try:
+        with BenchRedis() as server:
+            for run in range(args.runs):
+                for calls in args.calls:
+                    result = run_freeze(
+                        server, calls, args.threads, args.freeze, not args.in_process, args.ttl
+                    )
+                    print(f"[freeze] run {run + 1}: {result}", file=sys.stderr, flush=True)
+                    results.append(result)
+    except BenchRedisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    where = (
+        "in this process" if args.in_process
+        else f"gunicorn, {WORKERS} gthread workers x {WORKER_THREADS} threads"
+    )  # fmt: skip
+    print(f"{where}; {args.threads} client threads; frozen {args.freeze:.1f} s; "
+          f"{args.runs} runs; loader {LOADER_SECONDS * 1000:.0f} ms per cached call; "
+          f"entries live {args.ttl:g} s")
+    print(markdown(results))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload: list[dict[str, Any]] = [asdict(r) for r in results]
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
