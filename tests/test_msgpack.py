@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import enum
+from collections import OrderedDict
+from typing import NamedTuple
+
 import pytest
 from _servers import RedisServer
 from _support import CacheFactory
 from flask import Flask
+from markupsafe import Markup
 
 from flask_fennec_cache import ConfigurationError, FennecCache, RedisCache, SerializationError
 from flask_fennec_cache import serializers as serializers_module
+
+
+class Kind(enum.IntEnum):
+    BLOB = 2
+
+
+class Span(NamedTuple):
+    start: int
+    end: int
+
 
 VALUE = {"id": 7, "avatar": b"\x89PNG\r\n", "scores": {1: 0.5, 2: 0.75}, "tags": ["a", None]}
 
@@ -37,6 +52,36 @@ def test_unstorable_msgpack_values_raise_naming_the_problem(
     with pytest.raises(SerializationError, match="tuple"):
         backend.set("k", {"t": (1, 2)})
     assert backend.get("k") is None
+
+
+def test_msgpack_refuses_lookalike_types_at_any_depth_naming_the_path(
+    cache_factory: CacheFactory,
+) -> None:
+    """Strict types: an OrderedDict, an enum member or a namedtuple would come back as its base."""
+    backend = cache_factory(serializer="msgpack")
+    for part, what in ((OrderedDict(a=1), "an OrderedDict"), (Kind.BLOB, "Kind.BLOB"),
+                       (Span(1, 2), "a Span"), (Markup("<b>x</b>"), "a Markup")):  # fmt: skip
+        with pytest.raises(SerializationError) as caught:
+            backend.set("doc:1", {"parts": [b"x", {7: part}]})
+        assert f'value["parts"][1][7] is {what}' in str(caught.value)
+        assert "'doc:1'" in str(caught.value)
+    assert backend.get("doc:1") is None
+
+
+def test_markup_round_trips_through_msgpack_caches_and_their_near_cache(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    near = RedisCache(redis_server.url, prefix=prefix, near_cache=True, serializer="msgpack")
+    try:
+        fragment = Markup("<ul><li>Zoë</li></ul>" * 100)  # compressed as well
+        near.set("menu", fragment)
+        assert stored(near, "menu")[:1] == b"z"
+        for _ in range(3):
+            got = near.get("menu")
+            assert type(got) is Markup and got == fragment
+        assert near.get_stats()["near_hits"] >= 1
+    finally:
+        near.close()
 
 
 def test_caches_read_entries_whatever_serializer_wrote_them(cache_factory: CacheFactory) -> None:

@@ -8,18 +8,21 @@ derandomized (see the profile in conftest.py).
 
 from __future__ import annotations
 
+import collections
+import enum
 import json
 import math
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from markupsafe import Markup
 
 from flask_fennec_cache import (
     CacheAside,
@@ -103,11 +106,13 @@ def shape(value: Any) -> Any:
 
 
 def exactly_equal(a: Any, b: Any) -> bool:
-    """``a == b`` with the same types all the way down (JSON must not turn 1.0 into 1)."""
+    """``a == b`` with the same types all the way down (JSON must not turn 1.0 into 1); NaN
+    equals NaN."""
     if type(a) is not type(b):
         return False
     if isinstance(a, float):
-        return a == b and math.copysign(1, a) == math.copysign(1, b)
+        same = a == b or (math.isnan(a) and math.isnan(b))
+        return same and math.copysign(1, a) == math.copysign(1, b)
     if isinstance(a, list):
         return len(a) == len(b) and all(exactly_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
@@ -301,6 +306,135 @@ def test_msgpack_values_round_trip_exactly_or_are_refused(value: Any) -> None:
         return
     assert data[:1] == b"m"
     assert exactly_equal(decode(data), value)
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Mode(str, enum.Enum):
+    READ = "read"
+
+
+class Weight(float, enum.Enum):
+    HALF = 0.5
+
+
+class Flavor(enum.Enum):
+    PLAIN = "plain"
+
+
+class Label(str):
+    pass
+
+
+class Amount(int):
+    pass
+
+
+class Scale(float):
+    pass
+
+
+class Coordinates(NamedTuple):
+    lat: Any
+    lon: Any
+
+
+#: Scalars whose type JSON or MessagePack would not hand back (a subclass, or no such type).
+LOOKALIKE_SCALARS = st.one_of(
+    st.sampled_from([Level.LOW, Mode.READ, Weight.HALF, Flavor.PLAIN]),
+    UTF8_TEXT.map(Label), st.integers().map(Amount), st.floats().map(Scale),
+    UTF8_TEXT.map(Markup), st.dates(), st.datetimes(), st.decimals(allow_nan=False),
+    st.binary(max_size=8).map(bytearray), st.frozensets(st.integers(), max_size=3),
+)  # fmt: skip
+#: Scalars of the exact types the formats hold (with NaN, huge integers and any text).
+EXACT_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.sampled_from([2**64, -(2**63) - 1, 10**18]),
+    st.floats(), ANY_TEXT, st.binary(max_size=8),
+)  # fmt: skip
+KEYS_OF_ANY_TYPE = st.one_of(
+    UTF8_TEXT, ANY_TEXT, st.integers(), st.none(), st.binary(max_size=4), UTF8_TEXT.map(Label),
+    st.sampled_from([Level.LOW, Mode.READ, (1, 2)]),
+)  # fmt: skip
+MIXED_VALUES = st.recursive(
+    st.one_of(EXACT_SCALARS, EXACT_SCALARS, LOOKALIKE_SCALARS),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(UTF8_TEXT, inner, max_size=4),
+        st.dictionaries(KEYS_OF_ANY_TYPE, inner, max_size=3),
+        st.lists(inner, max_size=3).map(tuple),
+        st.tuples(inner, inner).map(lambda pair: Coordinates(*pair)),
+        st.dictionaries(UTF8_TEXT, inner, max_size=3).map(collections.OrderedDict),
+        st.dictionaries(UTF8_TEXT, inner, max_size=3).map(
+            lambda d: collections.defaultdict(list, d)
+        ),
+        st.lists(inner, max_size=3).map(collections.UserList),
+    ),
+    max_leaves=12,
+)
+
+
+def utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def held_exactly(value: Any, serializer: str) -> bool:
+    """The oracle: whether *serializer* can hand *value* back with the same types everywhere."""
+    scalars: tuple[type, ...] = (type(None), bool, int, float, str)
+    if serializer == "msgpack":
+        scalars += (bytes,)
+
+    def scalar(part: Any) -> bool:
+        if type(part) not in scalars:
+            return False
+        if type(part) is str:
+            return utf8(part)
+        if type(part) is int and serializer == "msgpack":
+            return -(2**63) <= part < 2**64
+        return True
+
+    def key(name: Any) -> bool:
+        return scalar(name) if serializer == "msgpack" else type(name) is str and utf8(name)
+
+    def held(part: Any) -> bool:
+        if type(part) is list:
+            return all(held(item) for item in part)
+        if type(part) is dict:
+            return all(key(name) and held(item) for name, item in part.items())
+        return scalar(part)
+
+    if type(value) is Markup:
+        return utf8(value)
+    return held(value)
+
+
+@FAST
+@given(value=MIXED_VALUES, serializer=st.sampled_from(["json", "msgpack"]))
+@example(value={"a": [1, {"b": Level.LOW}]}, serializer="json")
+@example(value=[Coordinates(1, 2)], serializer="msgpack")
+@example(value=Markup("<b>x</b>"), serializer="json")
+@example(value={"html": Markup("<b>x</b>")}, serializer="msgpack")
+@example(value=[math.nan, -0.0, math.inf], serializer="json")
+@example(value=collections.Counter("ab"), serializer="json")
+def test_every_value_comes_back_with_the_same_types_or_is_refused(
+    value: Any, serializer: str
+) -> None:
+    """A hit hands back what the miss returned, type for type at every depth; anything else
+    is refused with a SerializationError, and only that."""
+    try:
+        data = encode(value, "prop:key", serializer=serializer)
+    except SerializationError as exc:
+        assert not held_exactly(value, serializer), (value, exc)
+        assert str(exc).startswith("cannot store") and "'prop:key'" in str(exc)
+        return
+    assert held_exactly(value, serializer), value
+    back = decode(data)
+    assert exactly_equal(back, value), (value, back)
 
 
 HEADER_NAMES = st.text(

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
+import enum
 import json
-from typing import Any
+import logging
+from typing import Any, NamedTuple
 
 import pytest
+from _servers import RedisServer
+from markupsafe import Markup
 
-from flask_fennec_cache import CachedResponse, SerializationError
-from flask_fennec_cache.serializers import CorruptEntry, VaryMarker, decode, encode, redecoder
+from flask_fennec_cache import CachedResponse, RedisCache, SerializationError, cache
+from flask_fennec_cache.serializers import (
+    MAX_NESTING,
+    CorruptEntry,
+    Envelope,
+    VaryMarker,
+    decode,
+    encode,
+    encode_envelope,
+    redecoder,
+)
 
 
 @pytest.mark.parametrize(
@@ -194,3 +208,312 @@ def test_corrupt_msgpack_entries_are_corrupt() -> None:
     for data in (b"m", b"m\xc1", b"m\x92\x01", b"m\x81\x90\x01", b"m\xa2\xff\xfe"):
         with pytest.raises(CorruptEntry):
             decode(data)
+
+
+# ==================================================================================
+# A hit returns a value of the same type as the miss returned, or the value is refused
+# ==================================================================================
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Size(str, enum.Enum):
+    LARGE = "large"
+
+
+class Ratio(float, enum.Enum):
+    HALF = 0.5
+
+
+class Access(enum.IntFlag):
+    READ = 4
+
+
+class Point(NamedTuple):
+    x: int
+    y: int
+
+
+Pair = collections.namedtuple("Pair", "a b")
+
+
+class Username(str):
+    pass
+
+
+class Count(int):
+    pass
+
+
+class Meters(float):
+    pass
+
+
+class Attributes(dict[str, Any]):
+    pass
+
+
+class Rows(list[Any]):
+    pass
+
+
+SUBCLASSED = [
+    Point(1, 2), Pair(1, 2), Color.RED, Size.LARGE, Ratio.HALF,
+    Access.READ, Attributes(a=1), collections.OrderedDict(a=1), collections.defaultdict(int, a=1),
+    collections.Counter("aab"), collections.UserDict(a=1), collections.UserList([1]),
+    Username("ann"), Count(3), Meters(1.5), Rows([1]), Markup("<b>bold</b>"),
+]  # fmt: skip
+SUBCLASSED_IDS = [type(value).__qualname__ for value in SUBCLASSED]
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+@pytest.mark.parametrize("part", SUBCLASSED, ids=SUBCLASSED_IDS)
+def test_values_the_format_would_hand_back_as_another_type_are_refused_at_any_depth(
+    part: Any, serializer: str
+) -> None:
+    nested = (({"a": [1, {"b": part}]}, 'value["a"][1]["b"]'), ([0, [part]], "value[1][0]"))
+    for value, path in nested:
+        with pytest.raises(SerializationError) as caught:
+            encode(value, "deep:key", serializer=serializer)
+        message = str(caught.value)
+        assert path in message and "deep:key" in message
+        assert type(part).__qualname__ in message
+    if type(part) is not Markup:  # a Markup on its own round-trips (see below)
+        with pytest.raises(SerializationError, match=type(part).__qualname__):
+            encode(part, "k", serializer=serializer)
+
+
+def test_a_refusal_names_the_path_from_the_root_the_type_and_what_to_do() -> None:
+    value = {"items": [{}, {}, {}, {"created": datetime.datetime(2026, 1, 2, 3, 4)}]}
+    for serializer, name in (("json", "JSON"), ("msgpack", "MessagePack")):
+        with pytest.raises(SerializationError) as caught:
+            encode(value, "orders:7", serializer=serializer)
+        message = str(caught.value)
+        assert "under key 'orders:7'" in message
+        assert 'value["items"][3]["created"] is a datetime' in message
+        assert f"which {name} cannot hold" in message
+        assert "isoformat" in message and 'FENNEC_CACHE_SERIALIZER = "pickle"' in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"role": Size.LARGE}, 'value["role"] is Size.LARGE, a member of the enum Size'),
+        ({"at": Point(1, 2)}, "which JSON would hand back as a list"),
+        ([collections.OrderedDict(a=1)], "which JSON would hand back as a plain dict"),
+        ({"n": Count(1)}, "a Count (an int subclass), which JSON would hand back as a plain int"),
+        ({"t": (1, 2)}, 'value["t"] is a tuple, which JSON would hand back as a list'),
+        ({"s": {1}}, "sorted list"),
+        ({"scores": {"ann": {1: 0.5}}}, 'value["scores"]["ann"] has the key 1, an int'),
+        ({"b": b"\x00"}, 'FENNEC_CACHE_SERIALIZER = "msgpack"'),
+        ({"html": Markup("<i>x</i>")}, "a top-level Markup round-trips"),
+        ({'say "hi"': [datetime.date(2026, 1, 1)]}, 'value["say \\"hi\\""][0] is a date'),
+        (Color.RED, "value is Color.RED, a member of the enum Color (an int subclass)"),
+    ],
+)
+def test_json_refusals_say_what_the_value_would_become_and_what_to_do(
+    value: Any, expected: str
+) -> None:
+    with pytest.raises(SerializationError) as caught:
+        encode(value, "k")
+    assert expected in str(caught.value)
+    assert 'FENNEC_CACHE_SERIALIZER = "pickle"' in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"blob": bytearray(b"x")}, 'value["blob"] is a bytearray'),
+        ({1: {None: [2**64]}}, "value[1][None][0] is an int beyond 64 bits"),
+        ({"k": {2**64: 1}}, 'value["k"] has the key 18446744073709551616'),
+        ({b"raw": [(1, 2)]}, "value[b'raw'][0] is a tuple"),
+        ({"name": ["\udc80"]}, 'value["name"][0] holds a lone surrogate'),
+    ],
+)
+def test_msgpack_refusals_name_the_path(value: Any, expected: str) -> None:
+    with pytest.raises(SerializationError) as caught:
+        encode(value, "k", serializer="msgpack")
+    assert expected in str(caught.value)
+
+
+def test_a_lone_surrogate_is_refused_naming_where_it_is() -> None:
+    with pytest.raises(SerializationError) as caught:
+        encode({"user": {"name": "a\ud800b"}}, "k")
+    assert 'value["user"]["name"] holds a lone surrogate' in str(caught.value)
+    with pytest.raises(SerializationError) as caught:
+        encode({"user": [{"\udfff": 1}]}, "k")
+    assert 'a key of value["user"][0] holds a lone surrogate' in str(caught.value)
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+def test_a_value_that_contains_itself_is_refused_naming_the_cycle(serializer: str) -> None:
+    node: dict[str, Any] = {"name": "a", "children": []}
+    node["children"].append({"parent": node})
+    with pytest.raises(SerializationError) as caught:
+        encode({"root": node}, "tree", serializer=serializer)
+    assert 'value["root"]["children"][0]["parent"] is value["root"]' in str(caught.value)
+    assert "contains itself" in str(caught.value)
+
+
+def nested_lists(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+def test_nesting_beyond_the_limit_is_refused_and_up_to_it_round_trips(serializer: str) -> None:
+    deepest = nested_lists(MAX_NESTING)
+    assert decode(encode(deepest, "k", serializer=serializer)) == deepest
+    for depth in (MAX_NESTING + 1, 5000):
+        with pytest.raises(SerializationError) as caught:
+            encode({"tree": nested_lists(depth)}, "k", serializer=serializer)
+        assert f"more than {MAX_NESTING} levels" in str(caught.value)
+        assert 'value["tree"][0][0]' in str(caught.value)
+
+
+@pytest.mark.parametrize("data", [b"j" + b"[" * 100_000 + b"]" * 100_000,
+                                  b"J" + b'{"a":' * 100_000 + b"1" + b"}" * 100_000])
+def test_foreign_entries_nested_too_deep_to_decode_are_corrupt(data: bytes) -> None:
+    with pytest.raises(CorruptEntry):
+        decode(data)
+
+
+def test_stored_bytes_of_existing_formats_do_not_change() -> None:
+    """Entries written by earlier versions stay readable and new ones stay readable by them."""
+    value = {"a": [1, 2.5, None, True, "é"], "b": {"c": -0.0}}
+    assert encode(value, "k") == 'j{"a":[1,2.5,null,true,"é"],"b":{"c":-0.0}}'.encode()
+    assert encode([2**64, "x"], "k") == b'J[18446744073709551616,"x"]'
+    assert encode([10**18], "k") == b"J[1000000000000000000]"
+    assert encode([float("nan"), float("inf")], "k") == b"j[NaN,Infinity]"
+    assert encode({1: b"x", "l": [1.5]}, "k", serializer="msgpack") == (
+        b"m\x82\x01\xc4\x01x\xa1l\x91\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00"
+    )
+
+
+def test_only_long_integers_need_the_exact_decoder() -> None:
+    assert encode([-(10**18) + 1, 10**18 - 1, "1234567890123456789"], "k")[:1] == b"j"
+    assert encode({"a": [{"b": -(10**18)}]}, "k")[:1] == b"J"
+
+
+# ==================================================================================
+# markupsafe.Markup: a cached HTML fragment comes back as Markup, never as a str
+# ==================================================================================
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])
+def test_markup_round_trips_as_markup(serializer: str) -> None:
+    fragment = Markup("<p class='x'>Zoë &amp; \u2028 ✓</p>")
+    data = encode(fragment, "frag", serializer=serializer)
+    assert data == b"h" + str(fragment).encode("utf-8")  # readable in redis-cli
+    back = decode(data)
+    assert type(back) is Markup and back == fragment
+    assert type(Markup("{}").format(back)) is Markup and "&lt;" not in Markup("{}").format(back)
+    function, argument = redecoder(data, back)
+    assert type(function(argument)) is Markup and function(argument) == fragment
+
+
+def test_large_markup_is_compressed_and_comes_back_as_markup() -> None:
+    from flask_fennec_cache.compression import Compressor
+
+    fragment = Markup("<li>item</li>" * 500)
+    data = Compressor("zlib", 1024)(encode(fragment, "k"))
+    assert data[:1] == b"z"
+    back = decode(data)
+    assert type(back) is Markup and back == fragment
+    function, argument = redecoder(data, back)
+    assert type(function(argument)) is Markup
+
+
+def test_markup_in_an_envelope_comes_back_as_markup() -> None:
+    envelope = Envelope(Markup("<b>x</b>"), "0123456789abcdef", 12.5, 0.25, {"t": "v" * 16})
+    back = decode(encode_envelope(envelope, "k"))
+    assert isinstance(back, Envelope) and type(back.value) is Markup and back == envelope
+
+
+def test_markup_with_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(SerializationError, match="surrogate"):
+        encode(Markup("<b>\ud800</b>"), "k")
+
+
+def test_markup_subclasses_are_refused() -> None:
+    class Fragment(Markup):
+        pass
+
+    with pytest.raises(SerializationError, match="Fragment"):
+        encode(Fragment("<b>x</b>"), "k")
+
+
+def test_pickle_keeps_any_markup_and_subclass() -> None:
+    secret = b"p" * 32
+    value = {"html": Markup("<b>x</b>"), "role": Size.LARGE, "at": Point(1, 2)}
+    back = decode(encode(value, "k", pickle_secret=secret), secret)
+    assert back == value
+    assert [type(part) for part in back.values()] == [Markup, Size, Point]
+    fragment = decode(encode(Markup("<i>y</i>"), "k", pickle_secret=secret), secret)
+    assert type(fragment) is Markup
+
+
+def test_a_markup_entry_is_markup_on_near_cache_hits_too(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    near = RedisCache(redis_server.url, prefix=prefix, near_cache=True)
+    try:
+        fragment = Markup("<nav>menu</nav>")
+        assert near.set("fragment", fragment)
+        for _ in range(3):
+            got = near.get("fragment")
+            assert type(got) is Markup and got == fragment
+        assert near.get_stats()["near_hits"] >= 1
+    finally:
+        near.close()
+
+
+def test_a_decorated_function_logs_the_path_and_does_not_cache(
+    fake_backend: RedisCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    @cache(ttl=60, backend=fake_backend)
+    def order(order_id: int) -> dict[str, Any]:
+        calls.append(order_id)
+        return {"id": order_id, "lines": [{"status": Size.LARGE}]}
+
+    with caplog.at_level(logging.WARNING, logger="flask_fennec_cache"):
+        assert order(5) == {"id": 5, "lines": [{"status": Size.LARGE}]}
+        assert order(5)["lines"][0]["status"] is Size.LARGE
+    assert calls == [5, 5]
+    assert 'value["lines"][0]["status"] is Size.LARGE' in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "serializer", "expected"),
+    [
+        ({Color.RED: 1}, "msgpack", "value has the key Color.RED, a member of the enum Color"),
+        ({Username("a"): 1}, "json", "convert the key with str(...)"),
+        ({True: 1}, "json", "has the key True, a bool, which JSON cannot hold as a key exactly"),
+        ({(1,): 1}, "msgpack", "value has the key (1,), a tuple"),
+    ],
+)
+def test_refused_keys_are_named_with_what_to_do(value: Any, serializer: str, expected: str) -> None:
+    with pytest.raises(SerializationError) as caught:
+        encode(value, "k", serializer=serializer)
+    assert expected in str(caught.value)
+
+
+def test_set_refuses_a_lookalike_value_naming_the_path_and_stores_nothing(
+    backend: RedisCache,
+) -> None:
+    when = datetime.datetime(2026, 5, 1, 12, 0)
+    with pytest.raises(SerializationError, match=r'value\["items"\]\[0\]\["created"\] is a date'):
+        backend.set("order:9", {"items": [{"created": when}]})
+    with pytest.raises(SerializationError, match=r'value\["at"\] is a Point \(a namedtuple\)'):
+        backend.set("order:9", {"at": Point(1, 2)}, tags=["orders"], stale_ttl=5)
+    with pytest.raises(SerializationError, match=r"value\[0\] is Size.LARGE"):
+        backend.set_many({"order:8": [1], "order:9": [Size.LARGE]})
+    assert backend.get_many(["order:8", "order:9"]) == {}
+    assert backend.set("fragment", Markup("<b>ok</b>"))
+    assert type(backend.get("fragment")) is Markup
