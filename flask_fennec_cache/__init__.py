@@ -15,6 +15,7 @@ from .errors import (
 from .extension import FennecCache
 from .serializers import CachedResponse
 from .strategies import CacheAside, WriteThrough
+from .unavailable import handle_cache_unavailable
 
 __version__ = "0.1.0"
 
@@ -37,4 +38,5 @@ __all__ = [
     "WriteThrough",
     "cache",
     "current_backend",
+    "handle_cache_unavailable",
 ]

@@ -680,10 +680,13 @@ class RedisCache:
             counts[field] = counts.get(field, 0) + amount
         return counts
 
-    def reset_stats(self) -> None:
-        """Set the shared counters to zero (and forget this process's unflushed counts)."""
+    def reset_stats(self) -> bool:
+        """Set the shared counters to zero and forget this process's unflushed counts; False
+        (and nothing forgotten) when Redis could not be reached and fail-open is on."""
+        if self._run("reset_stats", lambda c: c.delete(self._stats_key)) is None:
+            return False
         self._stats.discard()
-        self._run("reset_stats", lambda c: c.delete(self._stats_key))
+        return True
 
     def close(self) -> None:
         """Flush statistics and release the connection pool."""

@@ -1,32 +1,80 @@
-"""The ``flask fennec-cache`` command group: stats, health, keys, clear and warm."""
+"""The ``flask fennec-cache`` command group: stats, health, keys, clear and warm.
+
+Every command stops with one line, ``Error: ...``, and exit status 1 when the cache is
+unreachable or misconfigured, whether the app fails open or closed: never with a traceback.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, ParamSpec
 
 import click
-from flask.cli import AppGroup
+from flask import current_app
+from flask.cli import AppGroup, ScriptInfo
+from redis.exceptions import RedisError
 from werkzeug.utils import ImportStringError, import_string
 
 from .backend import RedisCache
 from .decorators import current_backend
-from .errors import ConfigurationError, NoBackendError
+from .errors import CacheUnavailable, ConfigurationError, FennecCacheError, NoBackendError
 
-__all__ = ["WarmReport", "cli", "warm_items"]
+__all__ = ["ProgressLines", "WarmReport", "cli", "warm_items"]
+
+P = ParamSpec("P")
 
 #: Most failures listed one by one at the end of ``warm`` (the rest are counted).
 MAX_LISTED_FAILURES = 20
 #: Largest ``--limit`` that ``keys`` accepts: its output is meant for a terminal.
 MAX_KEYS_LIMIT = 100_000
+#: Off a terminal, ``warm`` prints a progress line once at least this many items *and* ...
+PROGRESS_EVERY_ITEMS = 100
+#: ... this many seconds have passed since the previous line (whichever comes later).
+PROGRESS_EVERY_SECONDS = 5.0
 
 cli = AppGroup(
     "fennec-cache",
     help="Inspect and control the cache of the app (FENNEC_CACHE_URL, FENNEC_CACHE_PREFIX).",
 )
+
+
+def _command(name: str) -> Callable[[Callable[P, None]], click.Command]:
+    """Register a command of the group that runs in the app's context and turns the library's
+    errors (also those raised while loading the app) and Redis errors into one line."""
+
+    def register(body: Callable[P, None]) -> click.Command:
+        @functools.wraps(body)
+        def run(*args: P.args, **kwargs: P.kwargs) -> None:
+            context = click.get_current_context()
+            try:
+                if not current_app:
+                    app = context.ensure_object(ScriptInfo).load_app()
+                    context.with_resource(app.app_context())
+                body(*args, **kwargs)
+            except (FennecCacheError, RedisError) as exc:
+                raise click.ClickException(_one_line(exc)) from exc
+
+        command: click.Command = cli.command(name, with_appcontext=False)(run)
+        return command
+
+    return register
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, CacheUnavailable):
+        text = f"the cache is unavailable: {exc}"
+    elif isinstance(exc, ConfigurationError):
+        text = f"invalid configuration: {exc}"
+    elif isinstance(exc, RedisError):
+        text = f"Redis failed: {type(exc).__name__}: {exc}"
+    else:
+        text = str(exc)
+    return " ".join(text.split())
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -71,28 +119,48 @@ def _table(rows: Iterable[tuple[str, object]]) -> str:
 # -- stats, health ---------------------------------------------------------------------------------
 
 
-@cli.command("stats")
+@_command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as a JSON object.")
-def stats_command(as_json: bool) -> None:
-    """Show the shared statistics (all processes using this Redis and prefix)."""
+@click.option(
+    "--reset", is_flag=True,
+    help="Then set the shared statistics to zero (asks first, unless --yes).",
+)
+@click.option("--yes", "-y", is_flag=True, help="With --reset: do not ask for confirmation.")
+def stats_command(as_json: bool, reset: bool, yes: bool) -> None:
+    """Show the shared statistics (all processes using this Redis and prefix).
+
+    Clearing keys never resets them; --reset does, for every process (Prometheus sees a
+    counter reset).
+    """
     backend = _backend()
+    report = _require_redis(backend)
     stats = backend.get_stats()
     if not stats.get("shared", False):
         _fail("cannot read the shared statistics: Redis is unreachable")
     if as_json:
         click.echo(json.dumps(stats, indent=2))
+    else:
+        rows: list[tuple[str, object]] = [
+            (name, f"{value:.2f} %" if name == "hit_rate" else value)
+            for name, value in stats.items()
+            if name != "shared"
+        ]
+        click.echo(f"{backend!r}")
+        click.echo(_table(rows))
+    if not reset:
         return
-    rows: list[tuple[str, object]] = [(name, value) for name, value in stats.items()]
-    rows = [
-        (name, f"{value:.2f} %" if name == "hit_rate" else value)
-        for name, value in rows
-        if name != "shared"
-    ]
-    click.echo(f"{backend!r}")
-    click.echo(_table(rows))
+    if not yes:
+        click.confirm(
+            f"Reset the shared statistics of every process using the prefix {backend.prefix!r} "
+            f"at {report['url']}?",
+            abort=True, err=True,
+        )
+    if not backend.reset_stats():
+        _fail("Redis failed: the statistics were not reset (see the log)")
+    click.echo("Statistics reset.", err=as_json)  # keeps stdout one JSON document
 
 
-@cli.command("health")
+@_command("health")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as a JSON object.")
 def health_command(as_json: bool) -> None:
     """Ping Redis and print the report; exit status 0 when healthy, 1 otherwise."""
@@ -106,13 +174,13 @@ def health_command(as_json: bool) -> None:
             rows.append((name, value))
     click.echo(json.dumps(report, indent=2) if as_json else _table(rows))
     if report["status"] != "healthy":
-        raise SystemExit(1)
+        _fail(f"Redis at {report['url']} is unreachable: {report.get('error', 'no answer')}")
 
 
 # -- keys, clear -----------------------------------------------------------------------------------
 
 
-@cli.command("keys")
+@_command("keys")
 @click.argument("pattern", default="*")
 @click.option(
     "--limit", type=click.IntRange(1, MAX_KEYS_LIMIT), default=100, show_default=True,
@@ -136,14 +204,15 @@ def keys_command(pattern: str, limit: int) -> None:
         click.echo(f"(stopped after {limit} keys; more match: raise --limit)", err=True)
 
 
-@cli.command("clear")
+@_command("clear")
 @click.argument("pattern", default="*")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def clear_command(pattern: str, yes: bool) -> None:
     """Remove the keys matching the glob PATTERN (default: all keys under the prefix).
 
     Uses SCAN and UNLINK, never KEYS or FLUSHDB; keys outside the prefix and the library's own
-    bookkeeping (statistics, tag versions) are never touched, so the statistics are kept.
+    bookkeeping (statistics, tag versions) are never touched, so the statistics are kept
+    (``stats --reset`` resets them).
     """
     backend = _backend()
     report = _require_redis(backend)
@@ -194,7 +263,9 @@ def warm_items(
     ``backend.set``), or a zero-argument callable that fills the cache itself (a cached function
     with its arguments bound by :func:`functools.partial`, for example). Yields once per item so
     that a progress bar can follow; an exception raised by the iterable itself ends the run
-    (recorded in ``report.aborted``), one raised by an item only fails that item.
+    (recorded in ``report.aborted``), and so does :class:`~flask_fennec_cache.CacheUnavailable`
+    (a fail-closed cache that went away: every further item would fail the same way); any other
+    exception raised by an item only fails that item.
     """
     started = time.perf_counter()
     iterator = iter(items)
@@ -209,6 +280,9 @@ def warm_items(
         label = _label(item)
         try:
             _warm_one(item, backend, ttl)
+        except CacheUnavailable as exc:
+            report.aborted = f"the cache became unavailable at {label}: {exc}"
+            break
         except Exception as exc:  # one bad item must not stop the warm-up: reported at the end
             report.failures.append((label, _describe(exc)))
         else:
@@ -263,7 +337,7 @@ def _load_warmer(import_path: str) -> Callable[[], Any]:
     return target  # type: ignore[no-any-return]
 
 
-@cli.command("warm")
+@_command("warm")
 @click.argument("import_path", metavar="IMPORT_PATH")
 @click.option(
     "--ttl", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -296,18 +370,75 @@ def warm_command(import_path: str, ttl: float | None, strict: bool) -> None:
         _fail(f"{import_path} returned a {type(items).__name__}; expected an iterable of items")
     report = WarmReport()
     length = len(items) if isinstance(items, Sized) else None
-
-    def progress(_: Any) -> str:
-        failed = f", {len(report.failures)} failed" if report.failures else ""
-        return f"{report.done} warmed{failed}, {report.rate:.1f}/s"
-
-    with click.progressbar(
-        warm_items(items, backend, ttl, report), length=length, label="Warming",
-        show_pos=True, item_show_func=progress,
-    ) as bar:
-        for _ in bar:
-            pass
+    steps = warm_items(items, backend, ttl, report)
+    if _on_terminal():
+        _follow_with_bar(steps, report, length)
+    else:
+        click.echo(f"Warming {import_path}" + ("" if length is None else f": {length} items"))
+        lines = ProgressLines(report, length)
+        for _ in steps:
+            lines.update()
     _summarize(import_path, report, strict)
+
+
+def _on_terminal() -> bool:
+    return sys.stdout is not None and sys.stdout.isatty()
+
+
+def _follow_with_bar(steps: Iterator[None], report: WarmReport, length: int | None) -> None:
+    """Draw a progress bar whose position and counters come from *report* after each item."""
+    with click.progressbar(
+        steps, length=length, label="Warming", show_pos=True,
+        item_show_func=lambda _: _counts(report),
+    ) as bar:
+        # Drive the items here, not through the bar's own iteration: that draws each item
+        # before counting it, one behind the counters.
+        for _ in steps:
+            bar.update(1)
+
+
+class ProgressLines:
+    """Progress of a warm-up as plain lines, for logs (CI, deploy hooks) rather than a terminal.
+
+    :meth:`update` prints a line (with *echo*) once at least *every_items* items and
+    *every_seconds* seconds (by *clock*) have passed since the previous line, whichever comes
+    later: fast runs print one every few seconds, slow ones one every *every_items* items.
+    """
+
+    def __init__(
+        self,
+        report: WarmReport,
+        length: int | None,
+        every_items: int | None = None,
+        every_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        echo: Callable[[str], None] = click.echo,
+    ) -> None:
+        self.report = report
+        self.length = length
+        self.every_items = PROGRESS_EVERY_ITEMS if every_items is None else every_items
+        self.every_seconds = PROGRESS_EVERY_SECONDS if every_seconds is None else every_seconds
+        self._clock = clock
+        self._echo = echo
+        self._last_total = 0
+        self._last_time = clock()
+
+    def update(self) -> None:
+        """Called after each item: print a line if one is due."""
+        now = self._clock()
+        total = self.report.total
+        if total - self._last_total < self.every_items:
+            return
+        if now - self._last_time < self.every_seconds:
+            return
+        self._last_total, self._last_time = total, now
+        of = "" if self.length is None else f" of {self.length}"
+        self._echo(f"  {total}{of} items: {_counts(self.report)}")
+
+
+def _counts(report: WarmReport) -> str:
+    failed = f", {len(report.failures)} failed" if report.failures else ""
+    return f"{report.done} warmed{failed}, {report.rate:.1f}/s"
 
 
 def _summarize(import_path: str, report: WarmReport, strict: bool) -> None:

@@ -71,6 +71,34 @@ def _optional_ttl(value: Any) -> int | None:
     return None if value is None or value == 0 else _positive_int(value)
 
 
+#: Shortest admin token accepted: shorter ones can be guessed.
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+
+def _admin_token(value: Any) -> str | None:
+    # The token is a secret: messages describe it, never show it.
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(
+            f"expected a string of at least {MIN_ADMIN_TOKEN_LENGTH} characters, got a "
+            f"{type(value).__name__} (a value read with from_prefixed_env() is parsed as JSON: "
+            "quote it, or read it with os.environ)"
+        )
+    if len(value) < MIN_ADMIN_TOKEN_LENGTH:
+        raise ValueError(
+            f"the token is {len(value)} characters long; use at least "
+            f"{MIN_ADMIN_TOKEN_LENGTH} random ones, e.g. from "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    if value != value.strip() or not all(" " <= char <= "~" for char in value):
+        raise ValueError(
+            "the token must be printable ASCII without leading or trailing whitespace "
+            "(an 'Authorization: Bearer' header could never carry it)"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class ConfigKey:
     """One configuration key: its name, default, one-line description and parser."""
@@ -169,11 +197,16 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "Mount point of the admin blueprint (e.g. /cache); None mounts nothing.",
               _optional_text, "admin_url_prefix"),
     ConfigKey("FENNEC_CACHE_ADMIN_TOKEN", None,
-              "Bearer token required by admin endpoints that change state.",
-              _optional_text, "admin_token"),
+              "Bearer token required by admin endpoints that change state "
+              "(at least 16 characters).",
+              _admin_token, "admin_token"),
     ConfigKey("FENNEC_CACHE_ADMIN_OPEN", False,
               "Allow state-changing admin endpoints without a token (development only).",
               _bool, "admin_open"),
+    ConfigKey("FENNEC_CACHE_UNAVAILABLE_HANDLER", False,
+              "Answer CacheUnavailable (raised with FENNEC_CACHE_FAIL_OPEN = False) from any "
+              "view with 503 and Retry-After instead of a 500 (see docs/reliability.md).",
+              _bool, "unavailable_handler"),
 )
 
 
@@ -208,11 +241,14 @@ class Settings:
     admin_url_prefix: str | None
     admin_token: str | None
     admin_open: bool
+    unavailable_handler: bool
 
     def backend_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~flask_fennec_cache.RedisCache`."""
-        admin = {"admin_url_prefix", "admin_token", "admin_open"}
-        return {k.field: getattr(self, k.field) for k in CONFIG_KEYS if k.field not in admin}
+        extension_only = {"admin_url_prefix", "admin_token", "admin_open", "unavailable_handler"}
+        return {
+            k.field: getattr(self, k.field) for k in CONFIG_KEYS if k.field not in extension_only
+        }
 
 
 def apply_defaults(config: MutableMapping[str, Any]) -> None:

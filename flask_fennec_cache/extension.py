@@ -52,6 +52,11 @@ class FennecCache:
             from .admin import make_blueprint
 
             app.register_blueprint(make_blueprint(), url_prefix=settings.admin_url_prefix)
+        if settings.unavailable_handler:
+            from .errors import CacheUnavailable
+            from .unavailable import handle_cache_unavailable
+
+            app.register_error_handler(CacheUnavailable, handle_cache_unavailable)
 
     @property
     def backend(self) -> RedisCache:

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import pty
+import re
+import subprocess
+import sys
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from _servers import RedisServer
-from _support import AppFactory, backend_of
+from _servers import RedisServer, find_free_port
+from _support import HANG, AppFactory, backend_of
 from click.testing import Result
 from flask import Flask
 from flask.cli import FlaskGroup, ScriptInfo
 from flask.testing import FlaskCliRunner
 
-from flask_fennec_cache import RedisCache, cache, current_backend
-from flask_fennec_cache.cli import MAX_LISTED_FAILURES, cli
+from flask_fennec_cache import FennecCache, RedisCache, cache, current_backend
+from flask_fennec_cache import cli as cli_module
+from flask_fennec_cache.cli import MAX_LISTED_FAILURES, ProgressLines, WarmReport, cli
 
 
 @pytest.fixture
@@ -420,3 +428,280 @@ def test_real_server_health_exit_codes(make_app: AppFactory, redis_server: Redis
         result = run(runner, *args)
         assert result.exit_code == 1, (args, result.output)
         assert "unreachable" in result.output
+
+
+# ==================================================================================
+# stats --reset: clearing keeps the statistics, resetting them is explicit
+# ==================================================================================
+
+
+def test_stats_reset_asks_then_zeroes_the_shared_counters(
+    app: Flask, runner: FlaskCliRunner
+) -> None:
+    backend = backend_of(app)
+    fill(backend)
+    backend.get("user:1")
+    declined = run(runner, "stats", "--reset", input="n\n")
+    assert declined.exit_code == 1
+    assert "Reset the shared statistics" in declined.stderr
+    assert backend.get_stats()["hits"] == 1
+    result = run(runner, "stats", "--reset", "--yes")
+    assert result.exit_code == 0, result.output
+    shown = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:-1])
+    assert shown["hits"] == "1"  # what was reset is printed first
+    assert result.stdout.splitlines()[-1] == "Statistics reset."
+    stats = backend.get_stats()
+    assert (stats["hits"], stats["sets"], stats["total_requests"]) == (0, 0, 0)
+    assert len(backend.keys()) == 3
+
+
+def test_stats_reset_json_keeps_stdout_one_document(app: Flask, runner: FlaskCliRunner) -> None:
+    backend_of(app).get("nope")
+    result = run(runner, "stats", "--json", "--reset", "-y")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["misses"] == 1
+    assert "Statistics reset." in result.stderr
+    assert backend_of(app).get_stats()["misses"] == 0
+
+
+def test_a_pattern_clear_keeps_the_statistics(app: Flask, runner: FlaskCliRunner) -> None:
+    backend = backend_of(app)
+    fill(backend)
+    backend.get("user:1")
+    before = backend.get_stats()
+    assert run(runner, "clear", "--yes", "user:*").exit_code == 0
+    after = backend.get_stats()
+    assert {**after, "deletes": before["deletes"]} == before
+    assert after["deletes"] == before["deletes"] + 2
+
+
+# ==================================================================================
+# One line, exit status 1, never a traceback: a dead Redis in both modes, a bad config
+# ==================================================================================
+
+#: Every command of the group, with arguments that would otherwise succeed.
+COMMANDS = [
+    ["stats"], ["stats", "--json"], ["stats", "--reset", "--yes"], ["health"],
+    ["health", "--json"], ["keys"], ["keys", "user:*"], ["clear", "--yes"],
+    ["clear", "--yes", "user:*"], ["warm", "test_cli:warm_pairs"],
+    ["warm", "test_cli:warm_list_of_callables"],
+]  # fmt: skip
+COMMAND_IDS = [" ".join(args) for args in COMMANDS]
+
+
+def assert_one_error_line(result: Result, *expected: str) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(
+        result.exception, SystemExit
+    ), repr(result.exception)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    others = [line for line in result.stderr.splitlines() if not line.startswith("Error:")]
+    assert all(line.startswith("warning: FENNEC_CACHE_URL is memory://") for line in others)
+    for text in expected:
+        assert text in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize("fail_open", [True, False], ids=["fail-open", "fail-closed"])
+@pytest.mark.parametrize("args", COMMANDS, ids=COMMAND_IDS)
+def test_every_command_against_a_dead_redis_prints_one_line(
+    make_app: AppFactory, fail_open: bool, args: list[str]
+) -> None:
+    port = find_free_port()  # nobody listens on it
+    app = make_app(FENNEC_CACHE_URL=f"redis://127.0.0.1:{port}/0", FENNEC_CACHE_FAIL_OPEN=fail_open)
+    result = run(app.test_cli_runner(), *args)
+    line = assert_one_error_line(result, f"127.0.0.1:{port}", "unreachable", "ConnectionError")
+    assert "Connection refused" in line
+    if args[0] == "health":  # the probe's report is still printed, on stdout
+        assert "unhealthy" in result.stdout
+
+
+def broken_app() -> Flask:
+    broken = Flask("broken")
+    broken.config["FENNEC_CACHE_ADMIN_TOKEN"] = True  # from_prefixed_env() made it a bool
+    FennecCache(broken)
+    return broken
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=COMMAND_IDS)
+def test_every_command_with_a_bad_configuration_prints_one_line(args: list[str]) -> None:
+    """The app factory itself raises ConfigurationError: one line naming the key."""
+    runner = FlaskCliRunner(Flask("unused"))
+    result = runner.invoke(cli, args, obj=ScriptInfo(create_app=broken_app))
+    assert_one_error_line(result, "Error: invalid configuration:", "FENNEC_CACHE_ADMIN_TOKEN")
+
+
+@pytest.mark.parametrize(
+    ("args", "method"),
+    [(["stats"], "hgetall"), (["keys"], "scan"), (["clear", "--yes"], "scan"),
+     (["stats", "--reset", "--yes"], "delete")],
+    ids=["stats", "keys", "clear", "reset"],
+)  # fmt: skip
+def test_redis_failing_after_the_check_in_fail_closed_mode_prints_one_line(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, args: list[str], method: str
+) -> None:
+    app = make_app(FENNEC_CACHE_FAIL_OPEN=False)
+    backend = backend_of(app)
+    fill(backend)
+
+    def gone(*_: Any, **__: Any) -> Any:
+        raise redis.ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(backend.client, method, gone)
+    result = run(app.test_cli_runner(), *args)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert errors == [errors[0]] and "Connection reset by peer" in errors[0], result.output
+    assert "the cache is unavailable" in errors[0]
+
+
+def warm_then_redis_goes_away() -> Iterator[Any]:
+    yield "first", lambda: 1
+    backend = current_backend()
+    backend.client.connection_pool.connection_kwargs["server"].connected = False
+    for i in range(50):
+        yield f"later:{i}", lambda: 2
+
+
+def test_warm_stops_at_the_first_cache_unavailable(make_app: AppFactory) -> None:
+    """Fail-closed: once the cache is gone every item would fail the same way, so the run
+    stops there, with one error line (not fifty listed failures)."""
+    app = make_app(FENNEC_CACHE_FAIL_OPEN=False)
+    server = backend_of(app).client.connection_pool.connection_kwargs["server"]
+    try:
+        result = run(app.test_cli_runner(), "warm", "test_cli:warm_then_redis_goes_away")
+    finally:
+        server.connected = True
+    assert "Warmed 1 of 1 item " in result.stdout
+    assert_one_error_line(result, "stopped after 1 items", "unavailable at later:0", "failed")
+
+
+# ==================================================================================
+# warm: progress lines off a terminal, a bar with the right counters on one
+# ==================================================================================
+
+
+def test_off_a_terminal_warm_prints_progress_lines(
+    runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_module, "PROGRESS_EVERY_ITEMS", 2)
+    monkeypatch.setattr(cli_module, "PROGRESS_EVERY_SECONDS", 0.0)
+    result = run(runner, "warm", "test_cli:warm_list_of_callables")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Warming test_cli:warm_list_of_callables: 4 items"
+    assert re.fullmatch(r"  2 of 4 items: 2 warmed, [\d.]+/s", lines[1]), lines
+    assert re.fullmatch(r"  4 of 4 items: 4 warmed, [\d.]+/s", lines[2]), lines
+    assert re.fullmatch(r"Warmed 4 of 4 items in [\d.]+ s \([\d.]+/s\)\.", lines[3]), lines
+    assert len(lines) == 4
+
+
+def test_off_a_terminal_an_unsized_warm_counts_failures_too(
+    runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_module, "PROGRESS_EVERY_ITEMS", 3)
+    monkeypatch.setattr(cli_module, "PROGRESS_EVERY_SECONDS", 0.0)
+    result = run(runner, "warm", "test_cli:warm_some_fail")
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Warming test_cli:warm_some_fail"
+    assert re.fullmatch(r"  3 items: 1 warmed, 2 failed, [\d.]+/s", lines[1]), lines
+    assert re.fullmatch(r"  6 items: 2 warmed, 4 failed, [\d.]+/s", lines[2]), lines
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def progress_after(
+    items: int, seconds_per_item: float, every_items: int, every_seconds: float
+) -> list[str]:
+    """The progress lines of a run of *items* items taking *seconds_per_item* each."""
+    clock = FakeClock()
+    report = WarmReport()
+    printed: list[str] = []
+    lines = ProgressLines(
+        report, items, every_items, every_seconds, clock=clock, echo=printed.append
+    )
+    for _ in range(items):
+        clock.now += seconds_per_item
+        report.done += 1
+        report.seconds += seconds_per_item
+        lines.update()
+    return printed
+
+
+def heads(lines: list[str]) -> list[str]:
+    return [line.split(":")[0].strip() for line in lines]
+
+
+def test_progress_lines_come_at_the_rarer_of_both_cadences() -> None:
+    # Fast items, 64 a second (exact in binary): the time cadence (every 5 s) is the rarer.
+    fast = progress_after(1000, 1 / 64, every_items=100, every_seconds=5.0)
+    assert heads(fast) == ["320 of 1000 items", "640 of 1000 items", "960 of 1000 items"]
+    assert fast[0].endswith("320 warmed, 64.0/s")
+    # Slow items, 2 s each: the item cadence (every 100 items = 200 s) is the rarer one.
+    slow = progress_after(250, 2.0, every_items=100, every_seconds=5.0)
+    assert heads(slow) == ["100 of 250 items", "200 of 250 items"]
+    assert slow[0].endswith("100 warmed, 0.5/s")
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["list", "generator"])
+def test_on_a_terminal_the_bar_and_its_counters_agree(tmp_path: Path, sized: bool) -> None:
+    """Runs ``flask fennec-cache warm`` on a pseudo-terminal, as a person would, and reads
+    every frame the bar drew: its position and the "warmed" counter are the same number."""
+    (tmp_path / "warm_app.py").write_text(WARM_APP.format(url=f"memory://pty-{uuid.uuid4().hex}"))
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "COLUMNS": "120", "TERM": "xterm"}
+    target = "warm_app:sized" if sized else "warm_app:unsized"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "warm_app", "fennec-cache", "warm", target],
+        stdin=subprocess.DEVNULL, stdout=secondary, stderr=subprocess.PIPE, env=env,
+    )
+    os.close(secondary)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    _, stderr = process.communicate(timeout=HANG)
+    assert process.returncode == 0, (b"".join(chunks), stderr)
+    screen = b"".join(chunks).decode()
+    frames = [frame for frame in re.split(r"[\r\n]", screen) if "warmed" in frame]
+    positions = [
+        re.search(r"(\d+)(?:/30)?\s+(\d+) warmed", frame) for frame in frames
+    ]
+    pairs = [(int(m.group(1)), int(m.group(2))) for m in positions if m is not None]
+    assert pairs, screen
+    assert all(pos == warmed for pos, warmed in pairs), pairs
+    assert pairs[-1] == (30, 30), pairs
+    assert "Warmed 30 of 30 items" in screen
+
+
+WARM_APP = """
+import functools
+from flask import Flask
+from flask_fennec_cache import FennecCache
+
+app = Flask(__name__)
+app.config["FENNEC_CACHE_URL"] = "{url}"
+FennecCache(app)
+
+
+def sized():
+    return [("k:%d" % i, functools.partial(int, i)) for i in range(30)]
+
+
+def unsized():
+    yield from sized()
+"""

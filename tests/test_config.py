@@ -105,7 +105,7 @@ def test_backend_defaults_agree_with_the_config_table() -> None:
         ("FENNEC_CACHE_ADMIN_URL_PREFIX", "", "admin_url_prefix", None),
         ("FENNEC_CACHE_ADMIN_URL_PREFIX", "/cache", "admin_url_prefix", "/cache"),
         ("FENNEC_CACHE_ADMIN_TOKEN", "", "admin_token", None),
-        ("FENNEC_CACHE_ADMIN_TOKEN", "s3cret", "admin_token", "s3cret"),
+        ("FENNEC_CACHE_ADMIN_TOKEN", "s3cret-admin-token", "admin_token", "s3cret-admin-token"),
         ("FENNEC_CACHE_PREFIX", "app:", "prefix", "app:"),
     ],
 )

@@ -20,7 +20,7 @@ from demo import db
 from demo.app import BENCHMARK_KEY, create_app, fennec, load_user
 
 STATS_KEYS = {"hits", "misses", "sets", "deletes", "total_requests", "hit_rate", "errors"}
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-demo-token"
 
 AppFactory = Callable[..., Flask]
 
@@ -413,7 +413,7 @@ def test_health(client: FlaskClient) -> None:
 def test_clear_open_without_token(client: FlaskClient) -> None:
     client.get("/users/1")
     client.get("/users/2")
-    response = client.post("/cache/clear")
+    response = client.post("/cache/clear", json={})
     assert response.status_code == 200
     assert body(response) == {"message": "Cache cleared", "keys_deleted": 2}
     assert body(client.get("/users/1"))["cached"] is False
@@ -461,12 +461,12 @@ def test_config_from_environment(
     db_path = tmp_path / "env" / "users.sqlite3"
     monkeypatch.setenv("FLASK_FENNEC_CACHE_URL", "memory://")
     monkeypatch.setenv("FLASK_FENNEC_CACHE_PREFIX", f"env-{uuid.uuid4().hex}:")
-    monkeypatch.setenv("FLASK_FENNEC_CACHE_ADMIN_TOKEN", "12345")  # JSON-looking: stays a str
+    monkeypatch.setenv("FLASK_FENNEC_CACHE_ADMIN_TOKEN", "1234567890123456")  # JSON-like: a str
     monkeypatch.setenv("FLASK_DEMO_DB_DELAY", "0")
     monkeypatch.setenv("FLASK_DEMO_DB_PATH", str(db_path))
     with caplog.at_level(logging.WARNING):
         app = create_app()
-    assert app.config["FENNEC_CACHE_ADMIN_TOKEN"] == "12345"
+    assert app.config["FENNEC_CACHE_ADMIN_TOKEN"] == "1234567890123456"
     assert app.config["FENNEC_CACHE_ADMIN_OPEN"] is False
     assert app.config["DEMO_DB_DELAY"] == 0.0
     assert db_path.exists()
@@ -474,7 +474,7 @@ def test_config_from_environment(
     assert not any("memory://" in r.getMessage() for r in caplog.records)
     client = app.test_client()
     assert client.post("/cache/clear").status_code in (401, 403)
-    headers = {"Authorization": "Bearer 12345"}
+    headers = {"Authorization": "Bearer 1234567890123456"}
     assert client.post("/cache/clear", headers=headers).status_code == 200
 
 

@@ -22,7 +22,7 @@ from _support import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-TOKEN = "e2e-admin-token"
+TOKEN = "e2e-admin-token-0123"
 DB_DELAY = 0.2
 #: Each worker flushes its stats to Redis at least once a second.
 STATS_FLUSH_WAIT = 1.2
@@ -188,7 +188,7 @@ def test_preload_workers_share_nothing(
         str(redis_server.url), tmp_path, db_delay=0.01, workers=2,
         env={"FENNEC_DEMO_PRELOAD": "1"}, config=config,
     ) as demo:  # fmt: skip
-        demo.request("POST", "/cache/clear")  # open admin in the demo without a token
+        demo.request("POST", "/cache/clear", {})  # open admin in the demo without a token
         baseline = demo.get("/cache/stats").json
         paths = [f"/users/{1 + i % 3}" for i in range(60)]
         with LoadGenerator(demo, paths, threads=8) as load:

@@ -148,9 +148,35 @@ def test_breaker_state_is_labelled_with_the_pid(app: Flask) -> None:
 
 
 def test_metrics_are_open_like_stats(make_app: AppFactory) -> None:
-    app = make_app(FENNEC_CACHE_ADMIN_TOKEN="tok")
+    app = make_app(FENNEC_CACHE_ADMIN_TOKEN="metrics-admin-token")
     assert app.test_client().get("/cache/metrics").status_code == 200
     assert app.test_client().post("/cache/clear").status_code == 401
+
+
+@pytest.mark.parametrize("body", [{"pattern": "user:*"}, {}], ids=["pattern", "all"])
+def test_clearing_is_not_a_counter_reset(make_app: AppFactory, body: dict[str, str]) -> None:
+    """A clear through the admin endpoint keeps every counter (Prometheus sees no reset);
+    only POST stats/reset zeroes them."""
+    app = make_app(FENNEC_CACHE_ADMIN_OPEN=True)
+    backend = backend_of(app)
+    backend.set_many({"user:1": 1, "user:2": 2, "post:1": 3})
+    backend.get("user:1")
+    backend.get("nope")
+    before = scrape(app)
+    cleared = app.test_client().post("/cache/clear", json=body)
+    assert cleared.status_code == 200
+    after = scrape(app)
+    removed = cleared.get_json()["keys_deleted"]
+    assert removed > 0
+    for field in FIELDS:
+        name = f"fennec_cache_{field}_total"
+        grown = removed if field == "deletes" else 0
+        assert after[name] == before[name] + grown, name
+    assert after[f"{HISTOGRAM}_count"] >= before[f"{HISTOGRAM}_count"]
+
+    assert app.test_client().post("/cache/stats/reset", json={}).status_code == 200
+    reset = scrape(app)
+    assert all(reset[f"fennec_cache_{field}_total"] == 0 for field in FIELDS)
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
