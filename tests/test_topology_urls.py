@@ -5,13 +5,18 @@ No server is needed here: clients are built lazily, or with redis-py's classes r
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 import redis
 import redis.cluster
-from redis.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
+from redis.sentinel import (
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 from flask_fennec_cache import ConfigurationError, RedisCache
 from flask_fennec_cache._connect import (
@@ -74,13 +79,13 @@ def test_sentinel_url_with_service_db_and_sentinel_credentials() -> None:
     [
         ("redis+cluster://h:1/1", "only database 0"),
         ("redis+cluster://h:1/0/x", "only database 0"),
-        ("redis+cluster://h:99999", "bad port"),
-        ("redis+cluster://h:x", "bad port"),
+        ("redis+cluster://h:99999", "port 99999 is out of range"),
+        ("redis+cluster://h:x", "port 'x' is not a number"),
         ("redis+cluster://h:1,,h:2", "host is missing"),
         ("redis+cluster://[::1:7000", "cache URL"),
         ("redis+cluster://h:1/?read_from_replica=true", "unknown option 'read_from_replica'"),
         ("redis+cluster://h:1/?read_from_replicas=maybe", "true or false"),
-        ("redis+cluster://h:1/?sentinel_password=x", "unknown option"),
+        ("redis+cluster://h:1/?sentinel_password=x", "only for redis\\+sentinel://"),
         ("redis+cluster://h:1/#frag", "fragment"),
         ("redis+sentinel://s:1", "name the Sentinel service"),
         ("redis+sentinel://s:1/", "name the Sentinel service"),
@@ -131,8 +136,18 @@ def test_redact_url(url: str, shown: str) -> None:
 # ==================================================================================
 
 
-def test_cluster_client_is_lazy_and_carries_our_options(monkeypatch: pytest.MonkeyPatch) -> None:
+def pem(tmp_path: Path, name: str) -> str:
+    """A file standing for a certificate (only its existence is checked before connecting)."""
+    path = tmp_path / name
+    path.write_text("-----BEGIN CERTIFICATE-----\n")
+    return str(path)
+
+
+def test_cluster_client_is_lazy_and_carries_our_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     built: list[dict[str, Any]] = []
+    ca = pem(tmp_path, "ca.pem")
 
     class Recorder:
         def __init__(self, **kwargs: Any) -> None:
@@ -143,8 +158,8 @@ def test_cluster_client_is_lazy_and_carries_our_options(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(redis.cluster, "RedisCluster", Recorder)
     client: Any = make_client(
-        "rediss+cluster://alice:pw@h1:7000,h2:7001/?read_from_replicas=true",
-        tls_ca_certs="/ca.pem", **OPTIONS,
+        "rediss+cluster://alice:pw@h1:7000,h2:7001/?read_from_replicas=true&client_name=web",
+        tls_ca_certs=ca, **OPTIONS,
     )  # fmt: skip
     assert isinstance(client, ClusterClient) and built == []  # nothing connects yet
     assert client.get("k") == b"value of k"
@@ -155,35 +170,39 @@ def test_cluster_client_is_lazy_and_carries_our_options(monkeypatch: pytest.Monk
     assert kwargs == {
         "socket_timeout": 0.25, "socket_connect_timeout": 0.5, "max_connections": 7,
         "health_check_interval": 15, "username": "alice", "password": "pw",
-        "ssl": True, "ssl_ca_certs": "/ca.pem",
+        "ssl": True, "ssl_ca_certs": ca, "client_name": "web",
         "load_balancing_strategy": redis.cluster.LoadBalancingStrategy.ROUND_ROBIN_REPLICAS,
     }  # fmt: skip
     client.get("again")
     assert len(built) == 1  # built once
 
 
-def test_sentinel_client_options(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sentinel_client_options(tmp_path: Path) -> None:
+    cert, key = pem(tmp_path, "c.pem"), pem(tmp_path, "k.pem")
     client = make_client(
-        "rediss+sentinel://:data@s1:1,s2:2/cache/2?sentinel_password=sent",
-        tls_certfile="/c.pem", tls_keyfile="/k.pem", **OPTIONS,
+        "rediss+sentinel://:data@s1:1,s2:2/cache/2?sentinel_password=sent&socket_timeout=0.5",
+        tls_certfile=cert, tls_keyfile=key, **OPTIONS,
     )  # fmt: skip
     pool = client.connection_pool
     assert isinstance(pool, SentinelConnectionPool) and pool.is_master
-    assert pool.connection_class is SentinelManagedSSLConnection
+    assert issubclass(pool.connection_class, SentinelManagedSSLConnection)
     options = pool.connection_kwargs
-    assert (options["db"], options["password"], options["socket_timeout"]) == (2, "data", 0.25)
-    assert options["ssl_certfile"] == "/c.pem" and options["ssl_keyfile"] == "/k.pem"
+    assert (options["db"], options["password"]) == (2, "data")
+    assert options["socket_timeout"] == 0.5  # the URL's option wins over the setting
+    assert options["ssl_certfile"] == cert and options["ssl_keyfile"] == key
     sentinels = pool.sentinel_manager.sentinels
     assert [(s.connection_pool.connection_kwargs["port"]) for s in sentinels] == [1, 2]
     sentinel_options = sentinels[0].connection_pool.connection_kwargs
     assert sentinel_options["password"] == "sent"
     assert sentinel_options["socket_connect_timeout"] == 0.5
+    assert sentinel_options["socket_timeout"] == 0.25  # URL options are the data nodes'
     assert not isinstance(client, ReplicaReads)
 
 
 def test_sentinel_read_from_replicas_builds_a_replica_client() -> None:
     client = make_client("redis+sentinel://s1:1/cache?read_from_replicas=on", **OPTIONS)
     assert isinstance(client, ReplicaReads)
+    assert issubclass(client.connection_pool.connection_class, SentinelManagedConnection)
     assert client.replica is not None
     assert client.replica.connection_pool.is_master is False  # type: ignore[attr-defined]
 
