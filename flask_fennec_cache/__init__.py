@@ -1,7 +1,14 @@
 """flask-fennec-cache: safe, fast and observable Redis caching for Flask."""
 
 from .backend import MISSING, RedisCache
-from .decorators import CachedFunction, CacheLookup, cache, current_backend
+from .decorators import (
+    AsyncCachedFunction,
+    CacheDecorator,
+    CachedFunction,
+    CacheLookup,
+    cache,
+    current_backend,
+)
 from .errors import (
     CacheUnavailable,
     ConfigurationError,
@@ -21,6 +28,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MISSING",
+    "AsyncCachedFunction",
+    "CacheDecorator",
     "CacheAside",
     "CacheLookup",
     "CacheUnavailable",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -44,7 +44,7 @@ from .serializers import (
     redecoder,
 )
 
-__all__ = ["MISSING", "RESERVED", "RedisCache", "Unreadable"]
+__all__ = ["MISSING", "RESERVED", "Group", "RedisCache", "Unreadable"]
 
 DEFAULT_URL: Final = "redis://localhost:6379/0"
 DEFAULT_PREFIX: Final = "fennec:"
@@ -67,6 +67,19 @@ class _Missing:
 
 
 MISSING: Final = _Missing()
+
+
+@dataclass(frozen=True)
+class Group:
+    """Keys stored and dropped together (one view's entries for one set of view arguments).
+
+    :param index: the key (under the prefix) of the set listing the group's keys; it shares
+        their cluster hash tag.
+    :param ttl: the longest life (seconds) an entry of the group is given; None for ever.
+    """
+
+    index: str
+    ttl: float | None
 
 
 @dataclass(frozen=True)
@@ -564,23 +577,60 @@ class RedisCache:
         return all(current.get(tag) == version for tag, version in entry.tags.items())
 
     def _acquire_lease(
-        self, key: str, replacing: tuple[str, bytes] | None, lease_ms: int
+        self, key: str, replacing: tuple[str, bytes] | None, lease_ms: int,
+        group: Group | None = None,
     ) -> str | bool | None:
         """Put a lease placeholder on *key* if it is empty, or if it still holds the unusable
         entry *replacing* names: ``("prefix", bytes it starts with)`` or ``("exact", bytes)``.
 
-        Returns the lease token, False when the key is taken, None when Redis failed.
+        With *group*, the key joins that group's index. Returns the lease token, False when the
+        key is taken, None when Redis failed.
         """
         token = new_version() + new_version()
         mode, expected = replacing or ("absent", b"")
-        acquired = self._run(
-            "lease",
-            lambda c: self._scripts.lease(
-                [self.prefix + key], [mode, expected, lease_bytes(token), lease_ms], c
-            ),
-        )
+        args = [mode, expected, lease_bytes(token), lease_ms]
+        if group is None:
+            acquired = self._run(
+                "lease", lambda c: self._scripts.lease([self.prefix + key], args, c)
+            )
+        else:  # the leased key joins its group, so that dropping the group cancels this load
+            keys = [self.prefix + key, self.prefix + group.index]
+            life = self._ttl_ms(group.ttl) or ""
+            acquired = self._run(
+                "lease", lambda c: self._scripts.group_lease(keys, [*args, life], c)
+            )
         self._forget_near(key)
         return None if acquired is None else (token if acquired else False)
+
+    def _store_in_group(
+        self, group: Group, guard: str, expected: bytes,
+        writes: Sequence[tuple[str, bytes | None]], ttl: float | None,
+    ) -> bool:
+        """Write *writes* (key, data; None deletes) into *group* if *guard* still starts with
+        *expected* (nobody wrote or dropped it since its load began); all in one step."""
+        keys = [self.prefix + guard, self.prefix + group.index]
+        keys += [self.prefix + key for key, _ in writes]
+        args: list[Any] = [expected, self._ttl_ms(ttl) or ""]
+        args += [data or b"" for _, data in writes]
+        done = self._run("set", lambda c: self._scripts.group_store(keys, args, c))
+        self._forget_near(guard, *(key for key, _ in writes))
+        if done:
+            self._stats.add("sets", sum(1 for _, data in writes if data is not None))
+        return bool(done)
+
+    def drop_group(self, index: str) -> int:
+        """Remove every entry of the group whose index is *index* (see :class:`Group`), in
+        one step; the number removed (0 when Redis failed and fail-open is on)."""
+        removed = self._run(
+            "delete", lambda c: self._scripts.group_drop([self.prefix + index], [], c)
+        )
+        if not removed:
+            return 0
+        names = [bytes(name) for name in removed]
+        if self._near is not None:
+            self._near.evict(*names)
+        self._stats.add("deletes", len(names))
+        return len(names)
 
     def _try_lock(self, name: str, token: str, timeout: float) -> bool | None:
         """``SET name token NX PX``: True when taken, False when held, None when Redis failed."""

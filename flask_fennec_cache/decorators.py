@@ -2,40 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
-import hashlib
-import time
-from collections.abc import Callable
-from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
-from flask import Response as FlaskResponse
-from flask import current_app, has_app_context, has_request_context, make_response
+from flask import current_app, has_app_context, has_request_context
 from flask.ctx import RequestContext
 from flask.globals import request_ctx
-from flask.wrappers import Request
-from werkzeug.datastructures import Headers
-from werkzeug.http import unquote_etag
-from werkzeug.wrappers import Response
 
-from ._ratelog import RateLimitedLog
+from ._ratelog import logger
+from ._views import ResponseFilter, ViewCache, ViewOptions, wraps_view
 from .backend import RedisCache
-from .errors import ConfigurationError, NoBackendError, SerializationError
-from .keys import FunctionKeys, KeySpec, variant_key, view_key
+from .errors import ConfigurationError, FennecCacheError, NoBackendError
+from .keys import FunctionKeys, KeySpec
 from .loading import Deliver, LoadPolicy, get_or_load
-from .serializers import CachedResponse, VaryMarker
 
-__all__ = ["CacheLookup", "CachedFunction", "cache", "current_backend"]
+__all__ = [
+    "AsyncCachedFunction",
+    "CacheDecorator",
+    "CacheLookup",
+    "CachedFunction",
+    "cache",
+    "current_backend",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 EXTENSION_KEY = "fennec_cache"
-_UNSTORED_HEADERS = frozenset({"set-cookie", "x-cache", "age"})
-# What a 304 carries of the full response (RFC 9110, 15.4.5).
-_NOT_MODIFIED_HEADERS = frozenset({"etag", "cache-control", "vary", "expires", "content-location"})
-ResponseFilter = Callable[[FlaskResponse], bool]
-_MAX_VARY_MEMO = 10_000
-_log = RateLimitedLog()
+_MAX_VIEW_MEMO = 1_000
 
 
 class CacheLookup(NamedTuple, Generic[R]):
@@ -46,8 +44,26 @@ class CacheLookup(NamedTuple, Generic[R]):
     key: str
 
 
+class CacheDecorator(Protocol):
+    """What ``cache(...)`` returns: a decorator for plain and coroutine functions alike."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+        self, func: Callable[P, Coroutine[Any, Any, R]]
+    ) -> AsyncCachedFunction[P, R]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, R]) -> CachedFunction[P, R]: ...
+
+
 class CachedFunction(Protocol[P, R]):
-    """What ``@cache`` returns: the function, plus helpers to inspect and invalidate its entries."""
+    """What ``@cache`` returns: the function, plus helpers to inspect and invalidate its entries.
+
+    Accessed on an instance (a decorated method), it is bound like a method, helpers included:
+    ``obj.method.invalidate()`` drops the entry of ``obj.method()`` only. For a view, the
+    helpers take the view's arguments: ``view.invalidate(post_id=3)`` drops every entry of that
+    view for those arguments (all query strings and ``Vary`` variants).
+    """
 
     __wrapped__: Callable[P, R]
     __name__: str
@@ -56,12 +72,44 @@ class CachedFunction(Protocol[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
-    def __get__(self, instance: Any, owner: type | None = None) -> Callable[..., R]:
-        """Bind like the function it wraps (so decorated methods work)."""
+    def __get__(self, instance: Any, owner: type | None = None) -> CachedFunction[..., R]:
+        """Bind like the function it wraps (so decorated methods work), helpers included."""
         ...
 
     def lookup(self, *args: P.args, **kwargs: P.kwargs) -> CacheLookup[R]:
-        """Call through the cache and say whether the value was a hit."""
+        """Call through the cache and say whether the value was a hit (for a coroutine
+        function, a coroutine of that)."""
+        ...
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The key (relative to the backend's prefix) this call is cached under; for a view,
+        the key every entry of the view for these arguments starts with."""
+        ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Remove this call's entry (a view's: all its variants); True if there was one."""
+        ...
+
+
+class AsyncCachedFunction(Protocol[P, R]):
+    """What ``@cache`` returns for an ``async def`` function: a coroutine function, with the
+    helpers of :class:`CachedFunction` (``lookup`` is a coroutine function too)."""
+
+    __wrapped__: Callable[P, Coroutine[Any, Any, R]]
+    __name__: str
+    __qualname__: str
+    __module__: str
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+
+    def __get__(self, instance: Any, owner: type | None = None) -> AsyncCachedFunction[..., R]:
+        """Bind like the function it wraps, helpers included."""
+        ...
+
+    def lookup(
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, CacheLookup[R]]:
+        """Await the call through the cache and say whether the value was a hit."""
         ...
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
@@ -104,14 +152,17 @@ def cache(
     tags: tuple[str, ...] = (),
     cache_control: bool = False,
     response_filter: ResponseFilter | None = None,
-) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+    query: tuple[str, ...] | None = None,
+) -> CacheDecorator:
     """Cache a function's results, or a Flask view's whole responses.
 
     :param ttl: seconds an entry lives; None uses the backend's default TTL.
     :param backend: the :class:`RedisCache` to use; None uses the current Flask app's.
     :param key: the key, as a template of the function's parameters (``"user:{user_id}"``) or a
         callable taking the function's arguments; None builds one from the module, qualified
-        name and normalised arguments (positional and keyword spellings share a key).
+        name and normalised arguments (positional and keyword spellings share a key). On a
+        view, the template is filled from the view's URL arguments (a callable is called with
+        them), and the entries still vary on the query string and the response's ``Vary``.
     :param unless: a callable with no arguments; when it returns True the cache is bypassed.
     :param cache_none: also cache a ``None`` result (by default ``None`` is never stored).
     :param none_ttl: seconds a cached ``None`` lives ("not found" results; needs *cache_none*).
@@ -121,23 +172,38 @@ def cache(
     :param stale_ttl: seconds past *ttl* a stale value is served while one caller refreshes it.
     :param beta: probabilistic early refresh (XFetch) strength; 0 disables, 1 is typical.
     :param tags: tag names; ``backend.invalidate_tags(*names)`` drops every entry carrying them.
-    :param cache_control: views only: add ``Cache-Control: max-age=<ttl>`` to cached responses
-        that have no ``Cache-Control`` of their own, so browsers and proxies may keep them too.
+    :param cache_control: views only: add ``Cache-Control: max-age=<seconds>`` to cached
+        responses that have no ``Cache-Control`` of their own, so browsers and proxies may keep
+        them too; the seconds are the life the entry really gets in Redis (its TTL after
+        jitter), and hits carry ``Age``, so a proxy keeps a hit as long as Redis does.
     :param response_filter: views only: called with a response that passed the built-in rules;
         it is cached only when this returns True.
+    :param query: views only: the query parameters that enter the key (``("page", "sort")``);
+        others (``?utm_source=``) create no new entries. None (the default) keys on all of them.
 
     Exceptions are never cached. A value that is written or deleted while a call is loading it
-    is not overwritten by that call's (older) result. When the decorated function is the view
-    of the current request, the response is cached whole (status, headers, body bytes) for GET
-    and HEAD requests with a 2xx status, unless it sets a cookie, says ``no-store`` or
-    ``private``, varies on ``*``, or the request carries ``Authorization``. Such responses get
-    ``X-Cache: HIT`` or ``MISS``. A cached response carries a strong ``ETag`` (a hash of its
-    body, computed once when stored, unless the view set its own); a request whose
-    ``If-None-Match`` matches it gets ``304 Not Modified``. Hits carry ``Age`` (seconds since
-    the response was stored). HEAD requests share the GET entry.
+    is not overwritten by that call's (older) result. A call made while a request is handled
+    whose loader reads the session (``flask.session``) is not stored, and a warning names the
+    function once: its result may belong to one user. Pass what it needs from the session as
+    arguments instead.
+
+    When the decorated function is the view of the current request (directly, or under other
+    decorators, with or without ``functools.wraps``), the response is cached whole (status,
+    headers, body bytes) for GET and HEAD requests with a 2xx status, unless it sets a cookie,
+    says ``no-store`` or ``private``, varies on ``*``, is streamed or a direct passthrough
+    (``send_file``), or the request carries ``Authorization``. A view that reads the session
+    varies on the cookie. Such responses get ``X-Cache: HIT`` or ``MISS``. A cached response
+    carries a strong ``ETag`` (a hash of its body, computed once when stored, unless the view
+    set its own); a request whose ``If-None-Match`` matches it gets ``304 Not Modified``. Hits
+    carry ``Age`` (seconds since the response was stored). HEAD requests share the GET entry.
+
+    ``async def`` functions and views are supported: the decorator returns a coroutine
+    function; the cache's own work runs on a worker thread while the loader is awaited on the
+    caller's event loop (views through Flask's async support, ``flask[async]``).
 
     .. versionadded:: 0.1
-        *cache_control* and *response_filter*.
+        *cache_control*, *response_filter* and *query*; methods bind their helpers; coroutine
+        functions.
     """
     resolve: Callable[[], RedisCache] = current_backend
     if backend is not None:
@@ -145,23 +211,31 @@ def cache(
     if isinstance(tags, str):
         raise ConfigurationError(f"tags must be a sequence of names, e.g. tags=({tags!r},)")
     policy = LoadPolicy(ttl, cache_none, none_ttl, lock, lock_timeout, stale_ttl, beta, tuple(tags))
+    view_options = ViewOptions(cache_control, response_filter, _query_names(query))
 
-    def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
-        view_options = _ViewOptions(cache_control, response_filter)
-        cached = _Cached(func, resolve, key, unless, policy, view_options)
-        return cast(CachedFunction[P, R], cached.wrapper)
+    def decorate(func: Callable[..., Any]) -> Any:
+        state = _Cached(func, resolve, key, unless, policy, view_options)
+        if inspect.iscoroutinefunction(func):
+            return _AsyncCached(state)
+        return _SyncCached(state)
 
-    return decorate
-
-
-class _ViewOptions(NamedTuple):
-    """How a decorated view's responses are cached, beyond the function options."""
-
-    cache_control: bool = False
-    response_filter: ResponseFilter | None = None
+    return cast(CacheDecorator, decorate)
 
 
-_DEFAULT_VIEW_OPTIONS = _ViewOptions()
+def _query_names(query: tuple[str, ...] | None) -> frozenset[str] | None:
+    if query is None:
+        return None
+    if isinstance(query, str) or not all(isinstance(name, str) for name in query):
+        raise ConfigurationError(
+            f"query must be a sequence of parameter names, e.g. query=('page', 'sort'), "
+            f"got {query!r}"
+        )
+    return frozenset(query)
+
+
+#: How to run the decorated function synchronously: the function itself, or, for a coroutine
+#: function, a call that awaits it on its event loop.
+Invoke = Callable[..., Any]
 
 
 class _Cached:
@@ -174,237 +248,268 @@ class _Cached:
         key: KeySpec,
         unless: Callable[[], bool] | None,
         policy: LoadPolicy,
-        view_options: _ViewOptions = _DEFAULT_VIEW_OPTIONS,
+        view_options: ViewOptions,
     ) -> None:
         self.func = func
-        self.view_options = view_options
         self.resolve = resolve
-        self.keys = FunctionKeys(func, key)
+        self.unless = unless
         self.policy = policy
-        self.vary_memo: dict[str, tuple[str, ...]] = {}
-        self.view_keys: dict[tuple[Any, ...], str] = {}
+        self.keys = FunctionKeys(func, key)
+        self.views = ViewCache(policy, key, view_options)
+        self.signature = inspect.signature(func)
+        self.reads_session = False
+        self._views_seen: dict[int, tuple[object, bool]] = {}
 
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if unless is not None and unless():
-                return func(*args, **kwargs)
-            if has_request_context():
-                ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
-                if self.is_view_of(ctx):
-                    return self.view(ctx, args, kwargs)
-            key = self.keys.key(args, kwargs)
-            return get_or_load(self.resolve(), key, func, policy, args, kwargs)[0]
+    # -- calls -----------------------------------------------------------------------------------
 
-        def lookup(*args: Any, **kwargs: Any) -> CacheLookup[Any]:
-            if unless is not None and unless():
-                return CacheLookup(func(*args, **kwargs), False, self.keys.key(args, kwargs))
-            return self.call(args, kwargs)
-
-        def invalidate(*args: Any, **kwargs: Any) -> bool:
-            return self.resolve().delete(self.keys.key(args, kwargs)) > 0
-
-        wrapper.lookup = lookup  # type: ignore[attr-defined]
-        wrapper.cache_key = lambda *a, **kw: self.keys.key(a, kw)  # type: ignore[attr-defined]
-        wrapper.invalidate = invalidate  # type: ignore[attr-defined]
-        self.wrapper = wrapper
-
-    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheLookup[Any]:
+    def run(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], invoke: Invoke, bound: bool
+    ) -> tuple[Any, bool, str]:
+        """``(value, hit, key)`` of one call; *args* include the instance when *bound*."""
+        if self.unless is not None and self.unless():
+            return invoke(*args, **kwargs), False, ""
+        loader = invoke
+        if has_request_context():
+            ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
+            if self.is_view_of(ctx, args[1:] if bound else args, kwargs):
+                return self.views.serve(ctx, self.resolve(), lambda: invoke(*args, **kwargs))
+            if self.reads_session:
+                return invoke(*args, **kwargs), False, ""
+            loader = self._watching_session(ctx, invoke)
         key = self.keys.key(args, kwargs)
-        value, hit = get_or_load(self.resolve(), key, self.func, self.policy, args, kwargs)
-        return CacheLookup(value, hit, key)
+        value, hit = get_or_load(self.resolve(), key, loader, self.policy, args, kwargs)
+        if isinstance(value, Deliver):  # a result only the request that loaded it may see
+            return (invoke(*args, **kwargs), False, key) if hit else (value.result, False, key)
+        return value, hit, key
 
-    def store(self, backend: RedisCache, key: str, value: Any) -> None:
-        try:
-            backend.set(key, value, self.policy.ttl)
-        except SerializationError as exc:
-            _log.warning(f"unserializable:{key}", f"not caching: {exc}")
+    async def run_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool
+    ) -> tuple[Any, bool, str]:
+        """:meth:`run` for a coroutine function: the cache's own (blocking) work runs on a
+        worker thread, in a copy of this context, and the function is awaited on this loop."""
+        if self.unless is not None and self.unless():
+            return await self.func(*args, **kwargs), False, ""
+        loop = asyncio.get_running_loop()
 
-    def is_view_of(self, ctx: RequestContext) -> bool:
-        """Is the decorated function the view the request *ctx* was routed to?"""
-        view = ctx.app.view_functions.get(ctx.request.endpoint or "")
-        while view is not None:
-            if view is self.wrapper:
-                return True
-            view = getattr(view, "__wrapped__", None)
-        return False
+        def invoke(*call_args: Any, **call_kwargs: Any) -> Any:
+            coroutine = self.func(*call_args, **call_kwargs)
+            return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
-    def view(
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(None, context.run, self.run, args, kwargs, invoke, bound)
+
+    def _watching_session(self, ctx: RequestContext, invoke: Invoke) -> Invoke:
+        """*invoke*, telling whether it read the session: then its result is not stored."""
+
+        def load(*args: Any, **kwargs: Any) -> Any:
+            session = getattr(ctx, "_session", None)
+            if session is None:
+                return invoke(*args, **kwargs)
+            before = session.accessed
+            session.accessed = False
+            try:
+                value = invoke(*args, **kwargs)
+            finally:
+                read = session.accessed
+                session.accessed = before or read
+            if not read:
+                return value
+            if not self.reads_session:
+                self.reads_session = True
+                logger.warning(
+                    "not caching %s.%s: it read the session, so its result may belong to one "
+                    "user; pass what it needs from the session as arguments (its calls in "
+                    "requests now bypass the cache)", self.func.__module__, self.func.__qualname__,
+                )
+            return Deliver(None, value)
+
+        return load
+
+    # -- is it a view? ---------------------------------------------------------------------------
+
+    def is_target(self, node: object) -> bool:
+        return isinstance(node, (_SyncCached, _Bound)) and node._state is self
+
+    def is_view_of(
         self, ctx: RequestContext, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Response:
+    ) -> bool:
+        """Is this call the view the request of *ctx* was routed to? Flask calls a view with its
+        URL arguments as keywords (decorators around it pass them on)."""
         req = ctx.request
-        if req.method not in ("GET", "HEAD") or "HTTP_AUTHORIZATION" in req.environ:
-            return make_response(self.func(*args, **kwargs))
-        backend = self.resolve()
-        base = self.base_key(req)
-        vary = self.vary_memo.get(base, ())
-        for _ in range(2):  # the key the memo suggests, then the one a vary marker names
-            key = _variant(req, base, vary) if vary else base
-            value, hit = get_or_load(
-                backend, key, self.render, self.policy, (req, args, kwargs, backend, base, vary)
+        view_args = req.view_args
+        if args or view_args is None:
+            return False
+        for name, value in view_args.items():
+            if name not in kwargs or kwargs[name] != value:
+                return False
+        return self.is_view(ctx.app.view_functions.get(req.endpoint or ""))
+
+    def is_view(self, view: object) -> bool:
+        """Whether the view function *view* runs this function as its view."""
+        if view is None:
+            return False
+        seen = self._views_seen.get(id(view))
+        if seen is not None and seen[0] is view:
+            return seen[1]
+        answer = wraps_view(view, self.is_target)
+        if len(self._views_seen) >= _MAX_VIEW_MEMO:
+            self._views_seen.clear()
+        self._views_seen[id(view)] = (view, answer)
+        return answer
+
+    def endpoints(self) -> list[str]:
+        """The endpoints of the current app whose view this is ([] outside an app)."""
+        if not has_app_context():
+            return []
+        return [name for name, view in current_app.view_functions.items() if self.is_view(view)]
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def view_args(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool
+    ) -> dict[str, Any]:
+        """A view's URL arguments from a helper's call (positional ones named)."""
+        named = dict(self.signature.bind_partial(*args, **kwargs).arguments)
+        if bound:
+            named.pop(next(iter(self.signature.parameters)), None)
+        return named
+
+    def cache_key(self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool) -> str:
+        endpoints = self.endpoints()
+        if endpoints:
+            return self.views.group(endpoints[0], self.view_args(args, kwargs, bound))
+        return self.keys.key(args, kwargs)
+
+    def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool) -> bool:
+        endpoints = self.endpoints()
+        if endpoints:
+            view_args = self.view_args(args, kwargs, bound)
+            backend = self.resolve()
+            return sum(self.views.drop(backend, name, view_args) for name in endpoints) > 0
+        return self.resolve().delete(self.keys.key(args, kwargs)) > 0
+
+    def lookup(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], invoke: Invoke, bound: bool
+    ) -> CacheLookup[Any]:
+        self._check_lookup(args, kwargs, bound)
+        return CacheLookup(*self.run(args, kwargs, invoke, bound))
+
+    async def lookup_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool
+    ) -> CacheLookup[Any]:
+        self._check_lookup(args, kwargs, bound)
+        return CacheLookup(*await self.run_async(args, kwargs, bound))
+
+    def _check_lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool) -> None:
+        """A view is looked up only in its own requests (its entries are chosen by them)."""
+        if has_request_context():
+            ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
+            if self.is_view_of(ctx, args[1:] if bound else args, kwargs):
+                return
+        if self.endpoints():
+            raise FennecCacheError(
+                f"{self.func.__qualname__} is a cached view: lookup() serves it only in one of "
+                "its own requests (e.g. app.test_request_context(url)); use .invalidate(**view_"
+                "args) or .cache_key(**view_args) elsewhere"
             )
-            if isinstance(value, Deliver):
-                if not hit:  # this request rendered it
-                    response, stored = value.result
-                    return _answer_miss(req, response, stored)
-                value = value.store  # another thread rendered it for the same key
-            if isinstance(value, CachedResponse):
-                return _answer_hit(req, value, ctx.app.response_class)
-            if not isinstance(value, VaryMarker) or value.headers == vary:
-                break
-            self.remember_vary(base, value.headers)
-            vary = value.headers
-        return _answer_miss(req, make_response(self.func(*args, **kwargs)), False)
 
-    def base_key(self, req: Request) -> str:
-        """The view key of this request, remembered by its raw host, path and query string."""
-        environ = req.environ
-        raw = (req.endpoint, environ.get("HTTP_HOST"), req.path, environ.get("QUERY_STRING", ""))
-        key = self.view_keys.get(raw)
-        if key is None:
-            key = view_key(req.endpoint or "", req.host, req.path, req.args.items(multi=True))
-            if len(self.view_keys) >= _MAX_VARY_MEMO:
-                self.view_keys.clear()
-            self.view_keys[raw] = key
-        return key
 
-    def render(
-        self,
-        req: Request,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        backend: RedisCache,
-        base: str,
-        vary: tuple[str, ...],
-    ) -> Deliver:
-        """Run the view; what to store under the key chosen for *vary*, and the response."""
-        response = make_response(self.func(*args, **kwargs))
-        response_filter = self.view_options.response_filter
-        if not (
-            _session_allows_caching(response)
-            and _cacheable(response)
-            and (response_filter is None or response_filter(response))
-        ):
-            return Deliver(None, (response, False))
-        entry = self.entry_for(backend, response)
-        varies_on = tuple(sorted(h.title() for h in response.vary))
-        if varies_on == vary:
-            return Deliver(entry, (response, True))
-        # The response varies on other headers than the key was chosen by: learn them.
-        self.remember_vary(base, varies_on)
-        if not varies_on:
-            self.store(backend, base, entry)
-            return Deliver(None, (response, True))
-        self.store(backend, _variant(req, base, varies_on), entry)
-        marker = VaryMarker(varies_on)
-        if not vary:
-            return Deliver(marker, (response, True))
-        self.store(backend, base, marker)
-        return Deliver(None, (response, True))
+class _SyncCached:
+    """What ``@cache`` returns for a plain function (see :class:`CachedFunction`)."""
 
-    def entry_for(self, backend: RedisCache, response: Response) -> CachedResponse:
-        """The stored form of a response, with its ETag and (opt-in) max-age added."""
-        body = response.get_data()
-        if "ETag" not in response.headers:
-            response.headers["ETag"] = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
-        if self.view_options.cache_control and "Cache-Control" not in response.headers:
-            ttl = self.policy.ttl if self.policy.ttl is not None else backend.default_ttl
-            if ttl is not None:
-                response.headers["Cache-Control"] = f"max-age={int(ttl)}"
-        headers = tuple(
-            (name, value) for name, value in response.headers.items()
-            if name.lower() not in _UNSTORED_HEADERS
+    def __init__(self, state: _Cached) -> None:
+        self._state = state
+        functools.update_wrapper(self, state.func)
+        # As instance attributes too, so that a decorator using functools.wraps on this copies
+        # them along with __wrapped__.
+        vars(self).update(
+            lookup=self.lookup, cache_key=self.cache_key, invalidate=self.invalidate
         )
-        return CachedResponse(response.status_code, headers, body, time.time())
 
-    def remember_vary(self, base: str, headers: tuple[str, ...]) -> None:
-        if len(self.vary_memo) >= _MAX_VARY_MEMO:
-            self.vary_memo.clear()
-        self.vary_memo[base] = headers
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._state.run(args, kwargs, self._state.func, False)[0]
 
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return _Bound(self, instance)
 
+    def __repr__(self) -> str:
+        return f"<cached {self._state.func!r}>"
 
-def _variant(req: Request, base: str, headers: tuple[str, ...]) -> str:
-    return variant_key(base, [req.headers.get(name, "") for name in headers])
+    def lookup(self, *args: Any, **kwargs: Any) -> Any:
+        return self._state.lookup(args, kwargs, self._state.func, False)
 
+    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+        return self._state.cache_key(args, kwargs, False)
 
-def _answer_hit(
-    req: Request, entry: CachedResponse, response_class: type[FlaskResponse]
-) -> Response:
-    if "HTTP_IF_NONE_MATCH" in req.environ:
-        etag = next((v for n, v in entry.headers if n.lower() == "etag"), None)
-        if _matches(req, etag):
-            return _not_modified(entry.headers, "HIT", entry.stored_at)
-    age = str(max(0, int(time.time() - entry.stored_at)))
-    # X-Cache and Age are never stored, so they can be appended rather than set. The stored
-    # headers were checked when the entry was decoded, and the body is bytes with its
-    # Content-Length stored: the response is assembled without Werkzeug re-checking either.
-    response = response_class(None, entry.status, _checked_headers(
-        [*entry.headers, ("X-Cache", "HIT"), ("Age", age)]
-    ))
-    response.response = [entry.body]
-    return response
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        return self._state.invalidate(args, kwargs, False)
 
 
-def _checked_headers(items: list[tuple[str, str]]) -> Headers:
-    """Headers holding *items*, which are known to be valid (str names and values without line
-    breaks), without Werkzeug validating each one again."""
-    headers = Headers()
-    if type(getattr(headers, "_list", None)) is list:
-        headers._list = items
-        return headers
-    return Headers(items)  # pragma: no cover - a Werkzeug that stores its headers otherwise
+class _AsyncCached(_SyncCached):
+    """What ``@cache`` returns for a coroutine function: a coroutine function itself."""
+
+    def __init__(self, state: _Cached) -> None:
+        super().__init__(state)
+        # inspect.iscoroutinefunction (which Flask's ensure_sync uses) recognises an object
+        # that looks like a function with a coroutine's code; Python 3.12 adds a marker.
+        func: Any = state.func
+        self.__code__ = func.__code__
+        self.__defaults__ = func.__defaults__
+        self.__kwdefaults__ = func.__kwdefaults__
+        mark = getattr(inspect, "markcoroutinefunction", None)
+        if mark is not None:
+            mark(self)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return (await self._state.run_async(args, kwargs, False))[0]
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return _AsyncBound(self, instance)
+
+    async def lookup(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._state.lookup_async(args, kwargs, False)
 
 
-def _answer_miss(req: Request, response: Response, stored: bool) -> Response:
-    if stored and "If-None-Match" in req.headers and _matches(req, response.headers.get("ETag")):
-        return _not_modified(tuple(response.headers.items()), "MISS")
-    response.headers["X-Cache"] = "MISS"
-    return response
+class _Bound:
+    """A cached method bound to an instance: calls and helpers pass it first."""
+
+    __slots__ = ("_instance", "_state", "_unbound")
+
+    def __init__(self, unbound: _SyncCached, instance: Any) -> None:
+        self._unbound = unbound
+        self._state = unbound._state
+        self._instance = instance
+
+    def __getattr__(self, name: str) -> Any:  # __name__, __wrapped__, __doc__, ...
+        return getattr(self._unbound, name)
+
+    def __repr__(self) -> str:
+        return f"<bound cached {self._state.func.__qualname__} of {self._instance!r}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._state.run((self._instance, *args), kwargs, self._state.func, True)[0]
+
+    def lookup(self, *args: Any, **kwargs: Any) -> Any:
+        return self._state.lookup((self._instance, *args), kwargs, self._state.func, True)
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+        return self._state.cache_key((self._instance, *args), kwargs, True)
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        return self._state.invalidate((self._instance, *args), kwargs, True)
 
 
-def _matches(req: Request, etag: str | None) -> bool:
-    """Does the request's ``If-None-Match`` match *etag* (weak comparison, RFC 9110 13.1.2)?"""
-    if etag is None:
-        return False
-    tag, _ = unquote_etag(etag)
-    return tag is not None and req.if_none_match.contains_weak(tag)
+class _AsyncBound(_Bound):
+    """A cached coroutine method bound to an instance."""
 
+    __slots__ = ()
 
-def _not_modified(
-    headers: tuple[tuple[str, str], ...], x_cache: str, stored_at: float | None = None
-) -> Response:
-    """A 304 with the validators and caching headers of the full response, and no body."""
-    response = Response(status=304)
-    for name, value in headers:
-        if name.lower() in _NOT_MODIFIED_HEADERS:
-            response.headers.add(name, value)
-    response.headers["X-Cache"] = x_cache
-    if stored_at is not None:
-        response.headers["Age"] = str(max(0, int(time.time() - stored_at)))
-    return response
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return (await self._state.run_async((self._instance, *args), kwargs, True))[0]
 
-
-def _session_allows_caching(response: Response) -> bool:
-    """Apply now what Flask's session saving will do after this view returns.
-
-    A view that read the session varies on the cookie (Flask adds ``Vary: Cookie`` later, so
-    add it here where the key is chosen); a response that will set the session cookie is never
-    cached.
-    """
-    # The context's ``session`` property would itself mark the session accessed.
-    session = getattr(request_ctx._get_current_object(), "_session", None)  # type: ignore[attr-defined]
-    if session is None or not session.accessed:
-        return True
-    response.vary.add("Cookie")
-    if session.modified:
-        return False
-    return not (session and current_app.session_interface.should_set_cookie(current_app, session))
-
-
-def _cacheable(response: Response) -> bool:
-    if not 200 <= response.status_code < 300:
-        return False
-    if response.is_streamed or response.direct_passthrough or "Set-Cookie" in response.headers:
-        return False
-    control = response.cache_control
-    return not (control.no_store or control.private or "*" in response.vary)
+    async def lookup(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._state.lookup_async((self._instance, *args), kwargs, True)

@@ -7,9 +7,10 @@ from typing import ParamSpec, TypeVar
 
 from flask import Flask
 
+from ._views import ResponseFilter
 from .backend import RedisCache
 from .config import Settings, apply_defaults, read_settings
-from .decorators import EXTENSION_KEY, CachedFunction, ResponseFilter, current_backend
+from .decorators import EXTENSION_KEY, CacheDecorator, current_backend
 from .decorators import cache as _cache
 from .errors import FennecCacheError
 from .keys import KeySpec
@@ -78,12 +79,13 @@ class FennecCache:
         tags: tuple[str, ...] = (),
         cache_control: bool = False,
         response_filter: ResponseFilter | None = None,
-    ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+        query: tuple[str, ...] | None = None,
+    ) -> CacheDecorator:
         """:func:`~flask_fennec_cache.cache` with the current app's backend; same options."""
         return _cache(
             ttl=ttl, key=key, unless=unless, cache_none=cache_none, none_ttl=none_ttl, lock=lock,
             lock_timeout=lock_timeout, stale_ttl=stale_ttl, beta=beta, tags=tags,
-            cache_control=cache_control, response_filter=response_filter,
+            cache_control=cache_control, response_filter=response_filter, query=query,
         )
 
 def settings_of(app: Flask) -> Settings:

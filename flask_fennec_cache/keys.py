@@ -10,9 +10,20 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ._validate import RESERVED
 from .errors import ConfigurationError, KeyBuildError
 
-__all__ = ["FunctionKeys", "KeySpec", "canonical", "hashed_if_long", "variant_key", "view_key"]
+__all__ = [
+    "FunctionKeys",
+    "KeySpec",
+    "canonical",
+    "group_head",
+    "group_index",
+    "hashed_if_long",
+    "variant_key",
+    "view_group",
+    "view_key",
+]
 
 MAX_READABLE_KEY = 200
 MEMO_SIZE = 4096
@@ -157,14 +168,44 @@ class FunctionKeys:
         return hashed_if_long(self._head, parts)
 
 
-def view_key(endpoint: str, host: str, path: str, query: Iterable[tuple[str, str]]) -> str:
-    """The key of a cached view response: endpoint, host, path and the query in sorted order."""
+def view_group(endpoint: str, view_args: Mapping[str, Any], spec: KeySpec = None) -> str:
+    """The key naming one view's entries for one set of view arguments.
+
+    By default the endpoint and the normalised view arguments; a template (``"post:{post_id}"``)
+    is filled from the view arguments; a callable is called with them as keyword arguments.
+    """
+    if spec is None:
+        parts = ",".join(
+            f"{name}={canonical(value, f'view argument {name!r}')}"
+            for name, value in sorted(view_args.items())
+        )
+        return hashed_if_long(f"view:{endpoint}:", parts)
+    if isinstance(spec, str):
+        return spec.format(**view_args)
+    return spec(**view_args)
+
+
+def group_head(group: str) -> str:
+    """The start of every key of *group*: the group with a cluster hash tag of its own, which
+    its index shares (so the group is stored and dropped in one slot)."""
+    tag = hashlib.sha256(group.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"view:{{{tag}}}:{group}"
+
+
+def group_index(group: str) -> str:
+    """The key, in the library's reserved namespace, of the set listing *group*'s keys."""
+    return RESERVED + group_head(group)
+
+
+def view_key(group: str, host: str, path: str, query: Iterable[tuple[str, str]]) -> str:
+    """The key of a cached view response: its group, the host, the path and the query in
+    sorted order."""
     # Sorted by name only: the order of a repeated parameter's values matters to the view.
     query_text = urlencode(sorted(query, key=lambda pair: pair[0]))
     tail = quote(host.lower() + path, safe="/:@!$&'()*+,;=-._~")
     if query_text:
         tail += "?" + query_text
-    return hashed_if_long(f"view:{endpoint}:", tail)
+    return hashed_if_long(group_head(group) + "|", tail)
 
 
 def variant_key(base: str, vary_values: Iterable[str]) -> str:

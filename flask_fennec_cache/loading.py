@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._ratelog import RateLimitedLog
-from .backend import MISSING, RESERVED, RedisCache, Unreadable
+from .backend import MISSING, RESERVED, Group, RedisCache, Unreadable
 from .errors import ConfigurationError, SerializationError
 from .locks import FIRST_POLL, LEASE_SLICE, MAX_POLL, RedisLock
 from .serializers import Envelope, Lease, lease_bytes, new_version, version_prefix
@@ -36,12 +36,21 @@ class Deliver:
 
     ``get_or_load`` stores *store* (nothing when None) under the key and returns the Deliver
     itself to the caller that ran the loader; a caller served by another thread's load gets it
-    too (with ``hit`` True) and can use *store*. Cached views use it to store the response's
-    bytes while handing back the live response object.
+    too (with ``hit`` True) and can use *store* — and must not use *result*, which may hold
+    what only the loading request may see. Cached views use it to store the response's bytes
+    while handing back the live response object.
+
+    :param elsewhere: more ``(key, entry)`` pairs to store in the load's group (see
+        :class:`~flask_fennec_cache.backend.Group`), in the same step and on the same
+        condition as *store*: nothing wrote or dropped the loaded key since the load began.
+    :param ttl: the seconds the entries are fresh, when the loader chose them itself (no TTL
+        jitter is applied then); None uses the policy's.
     """
 
     store: Any
     result: Any
+    elsewhere: tuple[tuple[str, Any], ...] = ()
+    ttl: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,12 +102,13 @@ def get_or_load(
     policy: LoadPolicy,
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
+    group: Group | None = None,
 ) -> tuple[T, bool]:
     """``(value, hit)``: the cached value of *key*, or ``loader(*args, **kwargs)``; *hit* when
     no load ran here.
 
-    A key that cannot be used (reserved, or without a UTF-8 form) is not cached: the loader
-    answers.
+    With *group*, the key is stored as a member of that group (dropped with it). A key that
+    cannot be used (reserved, or without a UTF-8 form) is not cached: the loader answers.
     """
     if not backend._key_ok(key):
         backend._stats.add("misses")
@@ -111,11 +121,12 @@ def get_or_load(
     if args or kwargs:  # bound here, so that a hit never builds it
         loader = functools.partial(loader, *args, **(kwargs or {}))
     if refresh is not None:
-        return _refresh(backend, key, loader, policy, value, refresh)
+        return _refresh(backend, key, loader, policy, value, refresh, group)
     if not policy.lock:
-        return _fill(backend, key, loader, policy, entry, wait=False)
+        return _fill(backend, key, loader, policy, entry, False, group)
     (result, hit), led = backend._flights.run(
-        key, lambda: _fill(backend, key, loader, policy, entry, wait=True), policy.lock_timeout
+        key, lambda: _fill(backend, key, loader, policy, entry, True, group),
+        policy.lock_timeout,
     )
     if not led:  # another thread of this process loaded or waited for it
         backend._stats.hit()
@@ -156,7 +167,7 @@ def _classify(
 
 def _refresh(
     backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy,
-    stale: Any, envelope: Envelope,
+    stale: Any, envelope: Envelope, group: Group | None,
 ) -> tuple[T, bool]:
     """One caller refreshes a stale (or soon stale) entry; the others are served it at once."""
     lock = RedisLock(backend, f"{RESERVED}refresh:{key}", policy.lock_timeout)
@@ -178,7 +189,7 @@ def _refresh(
         backend._extend(key, expected, int(policy.lock_timeout * 1000), grow=True)
         versions = _tag_versions(backend, policy)
         value, elapsed = _timed(loader)
-        _store(backend, key, value, elapsed, policy, versions, expected)
+        _store(backend, key, value, elapsed, policy, versions, expected, group)
     finally:
         lock.release()
     backend._stats.add("misses")
@@ -194,14 +205,17 @@ def _serve_stale(backend: RedisCache, stale: T, envelope: Envelope) -> tuple[T, 
 
 def _fill(
     backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy,
-    entry: Any, wait: bool,
+    entry: Any, wait: bool, group: Group | None,
 ) -> tuple[T, bool]:
     """Take the key's lease and load, or wait for the lease holder's value: ``(value, hit)``.
 
     A waiter waits until the lease it found must have expired (``lock_timeout`` plus a poll),
     then tries to take it over; if another waiter took it first, it waits for that one once.
+    It gives up (and loads without the lease) only on a read made after that deadline, so a
+    thread the scheduler held back does not give up on what it saw before the lease expired.
     """
-    deadline = time.monotonic() + policy.lock_timeout + 2 * MAX_POLL
+    read_at = time.monotonic()
+    deadline = read_at + policy.lock_timeout + 2 * MAX_POLL
     holder = entry.token if isinstance(entry, Lease) else None
     extended = False
     delay = FIRST_POLL
@@ -209,24 +223,25 @@ def _fill(
     while True:
         if not isinstance(entry, Lease):
             token = backend._acquire_lease(
-                key, _replaceable(entry), int(min(policy.lock_timeout, LEASE_SLICE) * 1000)
+                key, _replaceable(entry), int(min(policy.lock_timeout, LEASE_SLICE) * 1000),
+                group,
             )
             if token is None:  # Redis failed: load without storing (fail-open)
                 backend._stats.add("misses")
                 return loader(), False
             if token:
                 assert isinstance(token, str)
-                return _load_leased(backend, key, loader, policy, token), False
+                return _load_leased(backend, key, loader, policy, token, group), False
         if (
             wait
             and not extended
             and isinstance(entry, Lease)
             and entry.token != holder
-            and time.monotonic() + delay > deadline
+            and read_at + delay > deadline
         ):
-            deadline = time.monotonic() + policy.lock_timeout + 2 * MAX_POLL  # a new holder
+            deadline = read_at + policy.lock_timeout + 2 * MAX_POLL  # a new holder
             extended = True
-        if not wait or time.monotonic() + delay > deadline:
+        if not wait or read_at > deadline:
             if wait:
                 _log.warning(
                     "lock-timeout",
@@ -241,6 +256,7 @@ def _fill(
         time.sleep(delay)
         delay = min(delay * 1.5, MAX_POLL)
         entry, current = _read(backend, key, policy)
+        read_at = time.monotonic()
         value, _ = _classify(backend, entry, policy, current)
         if value is not MISSING:
             backend._stats.hit()
@@ -257,7 +273,8 @@ def _replaceable(entry: Any) -> tuple[str, bytes] | None:
 
 
 def _load_leased(
-    backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy, token: str
+    backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy, token: str,
+    group: Group | None,
 ) -> T:
     lease = lease_bytes(token)
     stored = False
@@ -265,7 +282,7 @@ def _load_leased(
     try:
         versions = _tag_versions(backend, policy)
         value, elapsed = _timed(loader)
-        stored = _store(backend, key, value, elapsed, policy, versions, lease)
+        stored = _store(backend, key, value, elapsed, policy, versions, lease, group)
     finally:
         backend._keeper.drop(held)
         if not stored:
@@ -282,36 +299,56 @@ def _tag_versions(backend: RedisCache, policy: LoadPolicy) -> dict[str, str] | N
 
 def _store(
     backend: RedisCache, key: str, value: Any, elapsed: float, policy: LoadPolicy,
-    versions: dict[str, str] | None, expected: bytes,
+    versions: dict[str, str] | None, expected: bytes, group: Group | None = None,
 ) -> bool:
     """Store a loaded value if *key* still starts with *expected* (nobody wrote since)."""
+    chosen_ttl = None
+    elsewhere: tuple[tuple[str, Any], ...] = ()
     if isinstance(value, Deliver):
-        if value.store is None:
+        chosen_ttl, elsewhere = value.ttl, value.elsewhere
+        value = _DROP if value.store is None else value.store
+        if value is _DROP and not elsewhere:
             return False
-        value = value.store
     elif value is None and not policy.cache_none:
         return False
     if versions is None:
         return False
-    ttl = policy.ttl if policy.ttl is not None else backend.default_ttl
-    if value is None and policy.none_ttl is not None:
-        ttl = policy.none_ttl
-    if ttl is not None and backend.ttl_jitter:
-        ttl *= 1.0 - backend.ttl_jitter * random.random()
-    entry: Any = value
-    if policy.enveloped:
-        fresh_until = None if ttl is None else time.time() + ttl
-        if ttl is not None and policy.stale_ttl:
-            ttl += policy.stale_ttl
-        entry = Envelope(value, new_version(), fresh_until, elapsed, versions)
-    try:
-        data = backend._encode(key, entry)
-    except SerializationError as exc:
-        _log.warning(f"unserializable:{key}", f"not caching: {exc}")
-        return False
-    if data is None:
-        return False
-    return backend._compare_and_set(key, expected, data, ttl)
+    if chosen_ttl is not None:
+        ttl: float | None = chosen_ttl
+    else:
+        ttl = policy.ttl if policy.ttl is not None else backend.default_ttl
+        if value is None and policy.none_ttl is not None:
+            ttl = policy.none_ttl
+        if ttl is not None and backend.ttl_jitter:
+            ttl *= 1.0 - backend.ttl_jitter * random.random()
+    fresh_until = None if ttl is None else time.time() + ttl
+    if ttl is not None and policy.enveloped and policy.stale_ttl:
+        ttl += policy.stale_ttl
+    writes: list[tuple[str, bytes | None]] = []
+    for target, item in ((key, value), *elsewhere):
+        if item is _DROP:  # nothing to keep under the loaded key: its lease goes
+            writes.append((target, None))
+            continue
+        entry = Envelope(item, new_version(), fresh_until, elapsed, versions) if (
+            policy.enveloped
+        ) else item
+        try:
+            data = backend._encode(target, entry)
+        except SerializationError as exc:
+            _log.warning(f"unserializable:{target}", f"not caching: {exc}")
+            return False
+        if data is None:
+            return False
+        writes.append((target, data))
+    if group is not None:
+        return backend._store_in_group(group, key, expected, writes, ttl)
+    if elsewhere:
+        raise ValueError("entries stored beside the loaded one need a group")
+    return backend._compare_and_set(key, expected, writes[0][1], ttl)
+
+
+#: In :func:`_store`: nothing is stored under the loaded key (a Deliver without *store*).
+_DROP: Any = object()
 
 
 def _timed(loader: Callable[[], T]) -> tuple[T, float]:

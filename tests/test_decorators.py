@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import os
@@ -458,6 +459,132 @@ def test_methods_can_be_cached_with_a_cache_key(fake_backend: RedisCache, calls:
     assert Repo("a").get(1) == "a:1"
     assert Repo("b").get(1) == "b:1"
     assert calls.count == 2
+
+
+def test_a_bound_method_has_bound_helpers(backend: RedisCache, calls: Calls) -> None:
+    class Repo:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __cache_key__(self) -> str:
+            return self.name
+
+        @cache(backend=backend, ttl=60)
+        def get(self, x: int) -> str:
+            calls(self.name, x)
+            return f"{self.name}:{x}"
+
+    a, b = Repo("a"), Repo("b")
+    assert a.get(1) == "a:1" and b.get(1) == "b:1"
+    assert a.get.cache_key(1) != b.get.cache_key(1)
+    assert a.get.cache_key(1) == Repo.get.cache_key(a, 1)
+    assert a.get.lookup(1) == ("a:1", True, a.get.cache_key(1))
+    assert a.get.invalidate(1) is True
+    assert a.get.invalidate(1) is False
+    assert b.get.lookup(1).hit is True  # invalidating one instance leaves the others cached
+    assert a.get.lookup(1).hit is False
+    assert Repo.get(b, 1) == "b:1"  # called on the class, the instance comes first
+    assert calls.log == [("a", 1), ("b", 1), ("a", 1)]
+    assert a.get.__name__ == "get" and a.get.__wrapped__ is Repo.__dict__["get"].__wrapped__
+
+
+def test_classmethods_and_staticmethods_around_a_cached_function(
+    fake_backend: RedisCache, calls: Calls
+) -> None:
+    class Settings:
+        @classmethod
+        @cache(backend=fake_backend, key=lambda cls, name: f"setting:{cls.__name__}:{name}")
+        def load(cls, name: str) -> str:
+            calls(name)
+            return f"{cls.__name__}.{name}"
+
+        @staticmethod
+        @cache(backend=fake_backend)
+        def double(x: int) -> int:
+            calls(x)
+            return 2 * x
+
+    assert Settings.load("a") == Settings.load("a") == "Settings.a"
+    assert Settings().double(2) == Settings.double(2) == 4
+    assert calls.log == ["a", 2]
+    assert Settings.double.invalidate(2) is True
+
+
+async def _twice(func: Callable[..., Any], *args: Any) -> tuple[Any, Any]:
+    return await func(*args), await func(*args)
+
+
+def test_a_coroutine_function_is_cached_and_stays_a_coroutine_function(
+    backend: RedisCache, calls: Calls
+) -> None:
+    @cache(backend=backend, ttl=60)
+    async def load(user_id: int) -> dict[str, int]:
+        calls(user_id)
+        await asyncio.sleep(0)
+        return {"id": user_id}
+
+    assert inspect.iscoroutinefunction(load)
+    assert asyncio.run(_twice(load, 7)) == ({"id": 7}, {"id": 7})
+    assert calls.log == [7]
+
+    async def lookups() -> tuple[Any, Any]:
+        return await load.lookup(7), await load.lookup(8)
+
+    hit, miss = asyncio.run(lookups())
+    assert (hit.hit, miss.hit) == (True, False)
+    assert load.invalidate(7) is True
+
+
+def test_concurrent_awaits_of_a_cached_coroutine_load_once(fake_backend: RedisCache) -> None:
+    loads: list[int] = []
+
+    @cache(backend=fake_backend, ttl=60)
+    async def slow(x: int) -> int:
+        loads.append(x)
+        await asyncio.sleep(0.05)
+        return x * 10
+
+    async def many() -> list[int]:
+        return list(await asyncio.gather(*(slow(3) for _ in range(10))))
+
+    assert asyncio.run(many()) == [30] * 10
+    assert loads == [3]
+
+
+def test_a_coroutine_s_exception_propagates_and_is_not_cached(fake_backend: RedisCache) -> None:
+    attempts: list[int] = []
+
+    @cache(backend=fake_backend, ttl=60)
+    async def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise Boom("first")
+        return "ok"
+
+    with pytest.raises(Boom):
+        asyncio.run(flaky())
+    assert asyncio.run(flaky()) == "ok"
+    assert asyncio.run(flaky()) == "ok"
+    assert len(attempts) == 2
+
+
+def test_a_cached_coroutine_method_binds_its_instance(fake_backend: RedisCache) -> None:
+    class Client:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __cache_key__(self) -> str:
+            return self.name
+
+        @cache(backend=fake_backend, ttl=60)
+        async def fetch(self, x: int) -> str:
+            return f"{self.name}{x}"
+
+    a = Client("a")
+    assert inspect.iscoroutinefunction(a.fetch)
+    assert asyncio.run(a.fetch(1)) == "a1"
+    assert asyncio.run(a.fetch.lookup(1)).hit is True
+    assert a.fetch.invalidate(1) is True
 
 
 # ==================================================================================

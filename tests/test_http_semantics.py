@@ -14,7 +14,7 @@ from flask import Flask, Response, request
 from flask.testing import FlaskClient
 
 from flask_fennec_cache import FennecCache, RedisCache, cache
-from flask_fennec_cache import decorators as decorators_module
+from flask_fennec_cache import _views as views_module
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ def test_the_etag_is_computed_once_at_store_time(
         return hashlib.blake2b(data, **kwargs)
 
     counting = types.SimpleNamespace(blake2b=counting_blake2b)
-    monkeypatch.setattr(decorators_module, "hashlib", counting)
+    monkeypatch.setattr(views_module, "hashlib", counting)
     client.get(doc)
     for _ in range(3):
         client.get(doc)
@@ -269,9 +269,35 @@ def test_cache_control_max_age_from_the_ttl(
         return "default"
 
     miss, hit = client.get("/cc"), client.get("/cc")
+    assert miss.headers["Cache-Control"] == hit.headers["Cache-Control"]
+    backend = backend_of(app)
+    for path, ttl in (("/cc", 90.7), ("/plain-cc", 45), ("/default-cc", 300)):
+        control = client.get(path).headers["Cache-Control"]
+        max_age = int(control.removeprefix("max-age="))
+        # TTL jitter (10 %) shortens the entry's life, and max-age says the life it got.
+        assert ttl * (1 - backend.ttl_jitter) - 1 <= max_age <= ttl
+        [key] = backend.keys(f"view:*{path}")
+        seconds_in_redis = backend.client.pttl(backend.prefix + key) / 1000
+        assert max_age - 1 < seconds_in_redis <= max_age + 1
+
+
+def test_cache_control_max_age_is_the_ttl_without_jitter(memory_url: str) -> None:
+    app = Flask("no_jitter")
+    app.config.update(
+        FENNEC_CACHE_URL=memory_url, FENNEC_CACHE_PREFIX="nojit:", FENNEC_CACHE_TTL_JITTER=0
+    )
+    fennec = FennecCache(app)
+
+    @app.get("/cc")
+    @fennec.cache(ttl=90.7, cache_control=True)
+    def cc() -> str:
+        return "cc"
+
+    client = app.test_client()
+    miss, hit = client.get("/cc"), client.get("/cc")
     assert miss.headers["Cache-Control"] == hit.headers["Cache-Control"] == "max-age=90"
-    assert client.get("/plain-cc").headers["Cache-Control"] == "max-age=45"
-    assert client.get("/default-cc").headers["Cache-Control"] == "max-age=300"
+    assert hit.headers["X-Cache"] == "HIT"
+    backend_of(app).close()
 
 
 def test_cache_control_keeps_the_view_s_own(
@@ -319,17 +345,17 @@ def test_hits_carry_their_age(
     client: FlaskClient, doc: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stored = time.time()
-    monkeypatch.setattr(decorators_module, "time", types.SimpleNamespace(time=lambda: stored))
+    monkeypatch.setattr(views_module, "time", types.SimpleNamespace(time=lambda: stored))
     miss = client.get(doc)
     assert "Age" not in miss.headers
     monkeypatch.setattr(
-        decorators_module, "time", types.SimpleNamespace(time=lambda: stored + 42.9)
+        views_module, "time", types.SimpleNamespace(time=lambda: stored + 42.9)
     )
     hit = client.get(doc)
     assert hit.headers["Age"] == "42"
     assert hit.headers.getlist("Age") == ["42"]
     assert client.get(doc, headers={"If-None-Match": "*"}).headers["Age"] == "42"
-    monkeypatch.setattr(decorators_module, "time", types.SimpleNamespace(time=lambda: stored - 5))
+    monkeypatch.setattr(views_module, "time", types.SimpleNamespace(time=lambda: stored - 5))
     assert client.get(doc).headers["Age"] == "0"  # a clock behind the writer's never goes negative
 
 

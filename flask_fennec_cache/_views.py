@@ -1,0 +1,343 @@
+"""Whole-response caching of Flask views: which call is the view, its keys, storing, answering.
+
+A view's entries for one set of view arguments form a group (see
+:class:`~flask_fennec_cache.backend.Group`): every query-string and ``Vary`` variant of it is
+listed in the group's index, so ``view.invalidate(post_id=3)`` drops them all in one step, and
+a render whose group was dropped while it ran stores nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+import time
+import types
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+from flask import Response as FlaskResponse
+from flask import current_app, make_response
+from flask.ctx import RequestContext
+from flask.globals import request_ctx
+from flask.wrappers import Request
+from werkzeug.datastructures import Headers
+from werkzeug.http import unquote_etag
+from werkzeug.wrappers import Response
+
+from .backend import Group, RedisCache
+from .keys import KeySpec, group_head, group_index, variant_key, view_group, view_key
+from .loading import Deliver, LoadPolicy, get_or_load
+from .serializers import CachedResponse, VaryMarker
+
+__all__ = ["ResponseFilter", "ViewCache", "ViewOptions", "wraps_view"]
+
+ResponseFilter = Callable[[FlaskResponse], bool]
+
+_UNSTORED_HEADERS = frozenset({"set-cookie", "x-cache", "age"})
+# What a 304 carries of the full response (RFC 9110, 15.4.5).
+_NOT_MODIFIED_HEADERS = frozenset({"etag", "cache-control", "vary", "expires", "content-location"})
+_MAX_MEMO = 10_000
+#: How far :func:`wraps_view` looks through the wrappers around a view.
+_MAX_WRAPPER_DEPTH = 6
+
+
+class ViewOptions(NamedTuple):
+    """How a decorated view's responses are cached, beyond the function options.
+
+    :param cache_control: add ``Cache-Control: max-age`` (the entry's life) to stored responses.
+    :param response_filter: called with a cacheable response; cached only when it returns True.
+    :param query: the query parameters that enter the key; None for all of them.
+    """
+
+    cache_control: bool = False
+    response_filter: ResponseFilter | None = None
+    query: frozenset[str] | None = None
+
+
+def wraps_view(view: object, is_target: Callable[[object], bool]) -> bool:
+    """Does the view function *view* (what a URL rule dispatches to) run a target, for which
+    *is_target* is True, as its view — directly or through decorators around it?
+
+    A decorator is followed through ``__wrapped__`` (``functools.wraps``), ``functools.partial``
+    (its function and arguments), bound methods and Flask's ``view_class``; through the
+    closure of a wrapper function that took the wrapped function's ``__name__``
+    (``wrapper.__name__ = view.__name__``); and through
+    the attributes of a callable object (a class-based decorator) that has no ``__name__`` of
+    its own or the target's. A view function that merely *calls* a cached helper it closes over
+    is not taken for a wrapper of it: its name is its own.
+    """
+    seen: set[int] = set()
+
+    def visit(node: object, depth: int) -> bool:
+        if is_target(node):
+            return True
+        if depth >= _MAX_WRAPPER_DEPTH or id(node) in seen:
+            return False
+        seen.add(id(node))
+        return any(visit(inner, depth + 1) for inner in _wrapped_by(node, is_target))
+
+    return visit(view, 0)
+
+
+def _wrapped_by(node: object, is_target: Callable[[object], bool]) -> Iterator[object]:
+    """The callables *node* may be a wrapper of."""
+    wrapped = getattr(node, "__wrapped__", None)
+    if wrapped is not None:
+        yield wrapped
+    if isinstance(node, functools.partial):
+        yield node.func
+        yield from (arg for arg in (*node.args, *node.keywords.values()) if callable(arg))
+    elif isinstance(node, types.MethodType):
+        yield node.__func__
+        yield node.__self__
+    elif isinstance(node, types.FunctionType):
+        for cell in node.__closure__ or ():
+            try:
+                inner = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if callable(inner) and _same_name(node, inner, is_target):
+                yield inner
+    elif callable(node) and not isinstance(node, type) and hasattr(node, "__dict__"):
+        own = getattr(node, "__name__", None)
+        for inner in vars(node).values():
+            if callable(inner) and (own is None or _same_name(node, inner, is_target)):
+                yield inner
+    view_class = getattr(node, "view_class", None)
+    if isinstance(view_class, type):
+        yield from (item for item in vars(view_class).values() if callable(item))
+
+
+def _same_name(wrapper: object, inner: object, is_target: Callable[[object], bool]) -> bool:
+    """Whether *wrapper* took the name of *inner* (or of what *inner* wraps in turn)."""
+    name = getattr(wrapper, "__name__", None)
+    while inner is not None:
+        if getattr(inner, "__name__", None) == name:
+            return True
+        if is_target(inner):
+            return False
+        inner = getattr(inner, "__wrapped__", None)
+    return False
+
+
+class ViewCache:
+    """Caches the whole responses of one decorated view."""
+
+    def __init__(self, policy: LoadPolicy, key: KeySpec, options: ViewOptions) -> None:
+        self.policy = policy
+        self.key = key
+        self.options = options
+        self._vary_memo: dict[str, tuple[str, ...]] = {}
+        self._keys: dict[tuple[Any, ...], str] = {}
+
+    def group(self, endpoint: str, view_args: Mapping[str, Any]) -> str:
+        """The group key of this view's entries for *view_args* (every entry key starts
+        with it)."""
+        return group_head(view_group(endpoint, view_args, self.key))
+
+    def drop(self, backend: RedisCache, endpoint: str, view_args: Mapping[str, Any]) -> int:
+        """Remove every entry (all hosts, query strings and ``Vary`` variants) of this view
+        for *view_args*; the number of keys removed."""
+        return backend.drop_group(group_index(view_group(endpoint, view_args, self.key)))
+
+    def serve(
+        self, ctx: RequestContext, backend: RedisCache, render: Callable[[], Any]
+    ) -> tuple[Response, bool, str]:
+        """``(response, hit, key)`` for the request of *ctx*, from the cache or *render*."""
+        req = ctx.request
+        if req.method not in ("GET", "HEAD") or "HTTP_AUTHORIZATION" in req.environ:
+            return make_response(render()), False, ""
+        group_name = view_group(req.endpoint or "", req.view_args or {}, self.key)
+        group = Group(group_index(group_name), self._entry_life(backend))
+        base = self._base_key(req, group_name)
+        vary = self._vary_memo.get(base, ())
+        key = base
+        for _ in range(2):  # the key the memo suggests, then the one a vary marker names
+            key = _variant(req, base, vary) if vary else base
+            value, hit = get_or_load(
+                backend, key, self._render, self.policy, (req, render, backend, base, vary),
+                group=group,
+            )
+            if isinstance(value, Deliver):
+                if not hit:  # this request rendered it
+                    response, stored = value.result
+                    return _answer_miss(req, response, stored), False, key
+                value = value.store  # another thread rendered it for the same key
+            if isinstance(value, CachedResponse):
+                return _answer_hit(req, value, ctx.app.response_class), True, key
+            if not isinstance(value, VaryMarker) or value.headers == vary:
+                break
+            self._remember_vary(base, value.headers)
+            vary = value.headers
+        return _answer_miss(req, make_response(render()), False), False, key
+
+    def _entry_life(self, backend: RedisCache) -> float | None:
+        ttl = self.policy.ttl if self.policy.ttl is not None else backend.default_ttl
+        if ttl is None:
+            return None
+        return ttl + (self.policy.stale_ttl or 0) if self.policy.enveloped else ttl
+
+    def _base_key(self, req: Request, group: str) -> str:
+        """The key of this request, before any ``Vary`` (remembered by its raw parts)."""
+        environ = req.environ
+        raw = (group, environ.get("HTTP_HOST"), req.path, environ.get("QUERY_STRING", ""))
+        key = self._keys.get(raw)
+        if key is None:
+            query = req.args.items(multi=True)
+            wanted = self.options.query
+            if wanted is not None:
+                query = (pair for pair in query if pair[0] in wanted)
+            key = view_key(group, req.host, req.path, query)
+            if len(self._keys) >= _MAX_MEMO:
+                self._keys.clear()
+            self._keys[raw] = key
+        return key
+
+    def _render(
+        self,
+        req: Request,
+        render: Callable[[], Any],
+        backend: RedisCache,
+        base: str,
+        vary: tuple[str, ...],
+    ) -> Deliver:
+        """Run the view; what to store under the key chosen for *vary* (and beside it), and
+        the response."""
+        response = make_response(render())
+        response_filter = self.options.response_filter
+        if not (
+            _session_allows_caching(response)
+            and _cacheable(response)
+            and (response_filter is None or response_filter(response))
+        ):
+            return Deliver(None, (response, False))
+        ttl = self._fresh_for(backend)
+        entry = self._entry_for(response, ttl)
+        varies_on = tuple(sorted(h.title() for h in response.vary))
+        if varies_on == vary:
+            return Deliver(entry, (response, True), ttl=ttl)
+        # The response varies on other headers than the key was chosen by: learn them, and
+        # store it under the right variant (and the marker naming them under the base key).
+        self._remember_vary(base, varies_on)
+        if not varies_on:
+            return Deliver(None, (response, True), ((base, entry),), ttl)
+        own = ((_variant(req, base, varies_on), entry),)
+        marker = VaryMarker(varies_on)
+        if not vary:
+            return Deliver(marker, (response, True), own, ttl)
+        return Deliver(None, (response, True), (*own, (base, marker)), ttl)
+
+    def _fresh_for(self, backend: RedisCache) -> float | None:
+        """Seconds a new entry is fresh: the TTL, shortened by the backend's jitter here (not
+        when stored), so that its ``max-age`` is the life it really gets."""
+        ttl = self.policy.ttl if self.policy.ttl is not None else backend.default_ttl
+        if ttl is not None and backend.ttl_jitter:
+            ttl *= 1.0 - backend.ttl_jitter * random.random()
+        return ttl
+
+    def _entry_for(self, response: Response, ttl: float | None) -> CachedResponse:
+        """The stored form of a response, with its ETag and (opt-in) max-age added."""
+        body = response.get_data()
+        if "ETag" not in response.headers:
+            response.headers["ETag"] = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+        if self.options.cache_control and "Cache-Control" not in response.headers:
+            if ttl is not None:
+                response.headers["Cache-Control"] = f"max-age={int(ttl)}"
+        headers = tuple(
+            (name, value) for name, value in response.headers.items()
+            if name.lower() not in _UNSTORED_HEADERS
+        )
+        return CachedResponse(response.status_code, headers, body, time.time())
+
+    def _remember_vary(self, base: str, headers: tuple[str, ...]) -> None:
+        if len(self._vary_memo) >= _MAX_MEMO:
+            self._vary_memo.clear()
+        self._vary_memo[base] = headers
+
+
+def _variant(req: Request, base: str, headers: tuple[str, ...]) -> str:
+    return variant_key(base, [req.headers.get(name, "") for name in headers])
+
+
+def _answer_hit(
+    req: Request, entry: CachedResponse, response_class: type[FlaskResponse]
+) -> Response:
+    if "HTTP_IF_NONE_MATCH" in req.environ:
+        etag = next((v for n, v in entry.headers if n.lower() == "etag"), None)
+        if _matches(req, etag):
+            return _not_modified(entry.headers, "HIT", entry.stored_at)
+    age = str(max(0, int(time.time() - entry.stored_at)))
+    # X-Cache and Age are never stored, so they can be appended rather than set. The stored
+    # headers were checked when the entry was decoded, and the body is bytes with its
+    # Content-Length stored: the response is assembled without Werkzeug re-checking either.
+    response = response_class(None, entry.status, _checked_headers(
+        [*entry.headers, ("X-Cache", "HIT"), ("Age", age)]
+    ))
+    response.response = [entry.body]
+    return response
+
+
+def _checked_headers(items: list[tuple[str, str]]) -> Headers:
+    """Headers holding *items*, which are known to be valid (str names and values without line
+    breaks), without Werkzeug validating each one again."""
+    headers = Headers()
+    if type(getattr(headers, "_list", None)) is list:
+        headers._list = items
+        return headers
+    return Headers(items)  # pragma: no cover - a Werkzeug that stores its headers otherwise
+
+
+def _answer_miss(req: Request, response: Response, stored: bool) -> Response:
+    if stored and "If-None-Match" in req.headers and _matches(req, response.headers.get("ETag")):
+        return _not_modified(tuple(response.headers.items()), "MISS")
+    response.headers["X-Cache"] = "MISS"
+    return response
+
+
+def _matches(req: Request, etag: str | None) -> bool:
+    """Does the request's ``If-None-Match`` match *etag* (weak comparison, RFC 9110 13.1.2)?"""
+    if etag is None:
+        return False
+    tag, _ = unquote_etag(etag)
+    return tag is not None and req.if_none_match.contains_weak(tag)
+
+
+def _not_modified(
+    headers: tuple[tuple[str, str], ...], x_cache: str, stored_at: float | None = None
+) -> Response:
+    """A 304 with the validators and caching headers of the full response, and no body."""
+    response = Response(status=304)
+    for name, value in headers:
+        if name.lower() in _NOT_MODIFIED_HEADERS:
+            response.headers.add(name, value)
+    response.headers["X-Cache"] = x_cache
+    if stored_at is not None:
+        response.headers["Age"] = str(max(0, int(time.time() - stored_at)))
+    return response
+
+
+def _session_allows_caching(response: Response) -> bool:
+    """Apply now what Flask's session saving will do after this view returns.
+
+    A view that read the session varies on the cookie (Flask adds ``Vary: Cookie`` later, so
+    add it here where the key is chosen); a response that will set the session cookie is never
+    cached.
+    """
+    # The context's ``session`` property would itself mark the session accessed.
+    session = getattr(request_ctx._get_current_object(), "_session", None)  # type: ignore[attr-defined]
+    if session is None or not session.accessed:
+        return True
+    response.vary.add("Cookie")
+    if session.modified:
+        return False
+    return not (session and current_app.session_interface.should_set_cookie(current_app, session))
+
+
+def _cacheable(response: Response) -> bool:
+    if not 200 <= response.status_code < 300:
+        return False
+    if response.is_streamed or response.direct_passthrough or "Set-Cookie" in response.headers:
+        return False
+    control = response.cache_control
+    return not (control.no_store or control.private or "*" in response.vary)
