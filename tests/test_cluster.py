@@ -486,3 +486,48 @@ def test_wrong_cluster_password_fails_open(
         assert health["status"] == "unhealthy" and "wrong" not in health["url"]
     finally:
         made.close()
+
+
+def test_a_view_s_variants_share_a_slot_and_are_dropped_together(
+    cluster_caches: CacheFactory, prefix: str
+) -> None:
+    """A view's entries for one set of arguments (every query string and Vary variant) live in
+    one slot with their index, so storing and dropping them runs as one script."""
+    from flask import Flask, make_response, request
+
+    from flask_fennec_cache import FennecCache
+
+    app = Flask("cluster_views")
+    app.config.update(FENNEC_CACHE_URL=cluster_caches.url, FENNEC_CACHE_PREFIX=prefix)
+    fennec = FennecCache(app)
+    renders: list[str] = []
+
+    @app.get("/p/<int:post_id>")
+    @fennec.cache(ttl=60, tags=("posts",))
+    def post(post_id: int) -> Any:
+        renders.append(f"{post_id}{request.query_string.decode()}")
+        response = make_response(f"post {post_id}")
+        response.vary.add("Accept-Language")
+        return response
+
+    client = app.test_client()
+    paths = ["/p/1", "/p/1?page=2", "/p/2"]
+    try:
+        for _ in range(2):
+            for path in paths:
+                for language in ("en", "fr"):
+                    answer = client.get(path, headers={"Accept-Language": language})
+                    assert answer.status_code == 200
+        assert len(renders) == 6
+        made: RedisCache = app.extensions["fennec_cache"]
+        names = [prefix + k for k in made.keys("view:*") if "post_id=1" in k]
+        assert len(names) >= 4 and len({key_slot(n.encode()) for n in names}) == 1
+        with app.app_context():
+            assert post.invalidate(post_id=1) is True
+        for path in paths:
+            client.get(path, headers={"Accept-Language": "en"})
+        assert len(renders) == 8  # post 1's two entries rendered again, post 2 still cached
+        assert made.invalidate_tags("posts")
+        assert client.get("/p/2", headers={"Accept-Language": "fr"}).headers["X-Cache"] == "MISS"
+    finally:
+        app.extensions["fennec_cache"].close()
