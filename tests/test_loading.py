@@ -394,7 +394,9 @@ def test_invalidating_10000_tagged_keys_is_one_round_trip(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     server = redis_server_factory()
-    backend = RedisCache(server.url, prefix=prefix, stats_flush_interval=3600)
+    # Generous socket timeout: on a loaded machine one of the 10,000 writes can outlast the
+    # default 0.25 s, and fail-open skips it (this test counts round trips, not latency).
+    backend = RedisCache(server.url, prefix=prefix, stats_flush_interval=3600, socket_timeout=10)
     try:
         started = time.perf_counter()
         for i in range(10_000):
