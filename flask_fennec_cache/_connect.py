@@ -155,9 +155,15 @@ class _ConnectFailuresAreConnectionErrors:
             raise self._as_connection_error(exc) from exc
 
     def _as_connection_error(self, exc: Exception) -> redis.ConnectionError:
-        where = getattr(self, "path", None) or (
-            f"{getattr(self, 'host', '?')}:{getattr(self, 'port', '?')}"
-        )
+        pool = getattr(self, "connection_pool", None)
+        service = getattr(pool, "service_name", None)
+        if service is not None:  # Sentinel: the address is not known before the sentinels answer
+            role = "master" if getattr(pool, "is_master", True) else "replica"
+            where = f"the {role} of {service!r}"
+        else:
+            where = getattr(self, "path", None) or (
+                f"{getattr(self, 'host', '?')}:{getattr(self, 'port', '?')}"
+            )
         return redis.ConnectionError(f"{type(exc).__name__} connecting to {where}: {exc}")
 
 

@@ -181,6 +181,11 @@ class RedisCache:
             tls_certfile=tls_certfile,
             tls_keyfile=tls_keyfile,
         )
+        #: Whether other processes see these entries and counters: False for ``memory://`` (and
+        #: a fakeredis client), whose server lives in this process.
+        self.shared = not self.url.startswith("memory:") and not type(
+            self._client
+        ).__module__.startswith("fakeredis")
         self._get = fast_get(self._client)
         self._scripts = Scripts(self._client)
         self._reserved = prefix + RESERVED
@@ -702,13 +707,14 @@ class RedisCache:
 
         The counters are shared by every process using this Redis and prefix: each process
         flushes its own counts at least once a second. This call flushes this process's counts
-        first, so its own work is always included. When Redis is unreachable, the counts of this
-        process alone are returned, with ``"shared": False``.
+        first, so its own work is always included. ``"shared"`` says whether the counts are the
+        fleet's: False when Redis is unreachable (the counts of this process alone are
+        returned) and for ``memory://``, whose server, and so its counts, are this process's.
         """
         shared = self.shared_counters()
         if shared is None:
             return {**summarize(self._stats.pending()), "shared": False}
-        return {**summarize(shared), "shared": True}
+        return {**summarize(shared), "shared": self.shared}
 
     def shared_counters(self) -> dict[str, int] | None:
         """Every shared counter as stored in Redis, including the latency histogram's fields

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._connect import check_url
-from ._validate import check_prefix
+from ._urls import check_url, redact_url, scheme_of
+from ._validate import check_prefix, pickle_secret
+from .compression import Compressor
 from .errors import ConfigurationError
+from .serializers import MSGPACK_MISSING, msgpack_available
 
 __all__ = [
     "CONFIG_KEYS",
@@ -17,6 +21,7 @@ __all__ = [
     "apply_defaults",
     "markdown_table",
     "read_settings",
+    "store_effective",
 ]
 
 
@@ -40,35 +45,74 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"expected a boolean, got {value!r}")
 
 
-def _positive_float(value: Any) -> float:
+def _finite(value: Any, expected: str) -> float:
+    """*value* (a number, or a string of one) as a finite float; ValueError otherwise."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    number = float(value)
+        raise ValueError(f"expected {expected}, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"expected {expected}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected {expected}, got {value!r}")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    number = _finite(value, "a number > 0")
     if not number > 0:
         raise ValueError(f"expected a number > 0, got {value!r}")
     return number
 
 
 def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or float(value) != int(value):
-        raise ValueError(f"expected a whole number, got {value!r}")
-    number = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        whole = _finite(value, "a whole number > 0")
+        if whole != int(whole):
+            raise ValueError(f"expected a whole number > 0, got {value!r}")
+        number = int(whole)
     if number <= 0:
         raise ValueError(f"expected a whole number > 0, got {value!r}")
     return number
 
 
 def _fraction(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a fraction, got {value!r}")
-    number = float(value)
+    number = _finite(value, "a fraction in [0, 1)")
     if not 0 <= number < 1:
         raise ValueError(f"expected a fraction in [0, 1), got {value!r}")
     return number
 
 
 def _optional_ttl(value: Any) -> int | None:
-    return None if value is None or value == 0 else _positive_int(value)
+    if value is None or (isinstance(value, str) and value.strip() in ("", "0")):
+        return None
+    return None if value == 0 and not isinstance(value, bool) else _positive_int(value)
+
+
+def _url(value: Any) -> str:
+    return check_url(value, "FENNEC_CACHE_URL")
+
+
+def _serializer(value: Any) -> str:
+    if value not in ("json", "msgpack", "pickle"):
+        raise ValueError(f"expected 'json', 'msgpack' or 'pickle', got {value!r}")
+    if value == "msgpack" and not msgpack_available():
+        raise ValueError(MSGPACK_MISSING)
+    return str(value)
+
+
+def _compression(value: Any) -> str:
+    Compressor(str(value))  # refuses an unknown method, or zstd without its package
+    return str(value)
+
+
+def _optional_file(value: Any) -> str | None:
+    path = _optional_text(value)
+    if path is not None and not os.path.isfile(path):
+        raise ValueError(f"no such file: {path!r}")
+    return path
 
 
 #: Shortest admin token accepted: shorter ones can be guessed.
@@ -115,7 +159,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "Where the cache lives: redis://, rediss://, unix://, memory:// "
               "(an in-process server, per process; for development and tests), "
               "redis+cluster:// or redis+sentinel:// (see docs/scaling.md).",
-              check_url, "url"),
+              _url, "url"),
     ConfigKey("FENNEC_CACHE_PREFIX", "fennec:",
               "Prepended to every key; clear() never reaches keys outside it. Must not be empty.",
               check_prefix, "prefix"),
@@ -134,6 +178,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey("FENNEC_CACHE_HEALTH_CHECK_INTERVAL", 15,
               "Seconds a pooled connection may sit idle before it is checked with PING on reuse.",
               _positive_int, "health_check_interval"),
+    ConfigKey("FENNEC_CACHE_STARTUP_CHECK", True,
+              "PING Redis once in init_app (bounded by the timeouts) and log one WARNING with "
+              "the reason if it does not answer; the app starts either way.",
+              _bool, "startup_check"),
     ConfigKey("FENNEC_CACHE_FAIL_OPEN", True,
               "When Redis fails: True treats reads as misses and skips writes; "
               "False raises CacheUnavailable.",
@@ -159,11 +207,11 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "also bytes and non-string dict keys) or pickle (any Python object; every entry "
               "signed with FENNEC_CACHE_SECRET_KEY, unsigned ones never loaded). Entries are "
               "read whatever format wrote them.",
-              _text, "serializer"),
+              _serializer, "serializer"),
     ConfigKey("FENNEC_CACHE_COMPRESSION", "zlib",
               "How values over the threshold are compressed: zlib, zstd (needs the zstd extra) "
               "or none; only when that saves at least a tenth.",
-              _text, "compression"),
+              _compression, "compression"),
     ConfigKey("FENNEC_CACHE_COMPRESS_THRESHOLD", 1024,
               "Encoded values larger than this many bytes are compressed.",
               _positive_int, "compress_threshold"),
@@ -172,13 +220,13 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               _optional_text, "secret_key"),
     ConfigKey("FENNEC_CACHE_TLS_CA_CERTS", None,
               "For rediss:// URLs: CA bundle that signed the server's certificate.",
-              _optional_text, "tls_ca_certs"),
+              _optional_file, "tls_ca_certs"),
     ConfigKey("FENNEC_CACHE_TLS_CERTFILE", None,
               "For rediss:// URLs: client certificate for mutual TLS.",
-              _optional_text, "tls_certfile"),
+              _optional_file, "tls_certfile"),
     ConfigKey("FENNEC_CACHE_TLS_KEYFILE", None,
               "For rediss:// URLs: the client certificate's private key.",
-              _optional_text, "tls_keyfile"),
+              _optional_file, "tls_keyfile"),
     ConfigKey("FENNEC_CACHE_NEAR_CACHE", False,
               "Also keep recently read values in each process (an LRU kept coherent by Redis "
               "CLIENT TRACKING; needs Redis >= 6.0, not memory://).",
@@ -221,6 +269,7 @@ class Settings:
     connect_timeout: float
     max_connections: int
     health_check_interval: int
+    startup_check: bool
     fail_open: bool
     breaker_threshold: int
     breaker_cooldown: float
@@ -245,7 +294,8 @@ class Settings:
 
     def backend_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~flask_fennec_cache.RedisCache`."""
-        extension_only = {"admin_url_prefix", "admin_token", "admin_open", "unavailable_handler"}
+        extension_only = {"admin_url_prefix", "admin_token", "admin_open", "unavailable_handler",
+                          "startup_check"}
         return {
             k.field: getattr(self, k.field) for k in CONFIG_KEYS if k.field not in extension_only
         }
@@ -258,15 +308,45 @@ def apply_defaults(config: MutableMapping[str, Any]) -> None:
 
 
 def read_settings(config: Mapping[str, Any]) -> Settings:
-    """Parse and validate every key; a bad value raises ConfigurationError naming the key."""
+    """Parse and validate every key, then the keys that go together; a bad value raises
+    ConfigurationError naming the key."""
     values: dict[str, Any] = {}
     for key in CONFIG_KEYS:
         raw = config.get(key.name, key.default)
         try:
             values[key.field] = key.parse(raw)
         except (TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigurationError) and str(exc).startswith(f"{key.name}:"):
+                raise
             raise ConfigurationError(f"{key.name}: {exc}") from exc
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_together(settings)
+    return settings
+
+
+def _check_together(settings: Settings) -> None:
+    tls_keys = {
+        "FENNEC_CACHE_TLS_CA_CERTS": settings.tls_ca_certs,
+        "FENNEC_CACHE_TLS_CERTFILE": settings.tls_certfile,
+        "FENNEC_CACHE_TLS_KEYFILE": settings.tls_keyfile,
+    }
+    named = [name for name, value in tls_keys.items() if value]
+    if named and not scheme_of(settings.url, "FENNEC_CACHE_URL").startswith("rediss"):
+        raise ConfigurationError(
+            f"{', '.join(named)}: set, but FENNEC_CACHE_URL {redact_url(settings.url)!r} does "
+            "not use TLS (rediss://, rediss+cluster:// or rediss+sentinel://)"
+        )
+    try:
+        pickle_secret(settings.serializer, settings.secret_key)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"FENNEC_CACHE_SERIALIZER: {exc}") from exc
+
+
+def store_effective(config: MutableMapping[str, Any], settings: Settings) -> None:
+    """Write the parsed value of every key back (``"yes"`` becomes ``True``, ``"60"`` 60), so
+    the configuration shows what is in effect."""
+    for key in CONFIG_KEYS:
+        config[key.name] = getattr(settings, key.field)
 
 
 def markdown_table() -> str:

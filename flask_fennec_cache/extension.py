@@ -7,9 +7,10 @@ from typing import ParamSpec, TypeVar
 
 from flask import Flask
 
+from ._startup import check_at_startup
 from ._views import ResponseFilter
 from .backend import RedisCache
-from .config import Settings, apply_defaults, read_settings
+from .config import Settings, apply_defaults, read_settings, store_effective
 from .decorators import EXTENSION_KEY, CacheDecorator, current_backend
 from .decorators import cache as _cache
 from .errors import FennecCacheError
@@ -38,7 +39,12 @@ class FennecCache:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Configure caching for *app*; raises ConfigurationError for a bad setting."""
+        """Configure caching for *app*; raises ConfigurationError for a bad setting.
+
+        Every ``FENNEC_CACHE_*`` key of ``app.config`` then holds its effective, parsed value.
+        Unless ``FENNEC_CACHE_STARTUP_CHECK`` is False, Redis is sent one PING (bounded by the
+        timeouts): if it does not answer, one WARNING says why, and the app starts anyway.
+        """
         if EXTENSION_KEY in app.extensions:
             raise FennecCacheError(
                 f"FennecCache is already initialised on app {app.name!r}: "
@@ -47,8 +53,10 @@ class FennecCache:
         apply_defaults(app.config)
         settings = read_settings(app.config)
         backend = RedisCache(**settings.backend_options())
+        store_effective(app.config, settings)
         app.extensions[EXTENSION_KEY] = backend
         app.extensions[SETTINGS_KEY] = settings
+        check_at_startup(backend, settings)
         if settings.admin_url_prefix:
             from .admin import make_blueprint
 

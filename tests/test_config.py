@@ -13,6 +13,7 @@ from flask_fennec_cache.config import (
     Settings,
     apply_defaults,
     read_settings,
+    store_effective,
 )
 
 BY_NAME = {key.name: key for key in CONFIG_KEYS}
@@ -25,6 +26,7 @@ EXPECTED_DEFAULTS: dict[str, Any] = {
     "FENNEC_CACHE_CONNECT_TIMEOUT": 0.25,
     "FENNEC_CACHE_POOL_SIZE": 50,
     "FENNEC_CACHE_HEALTH_CHECK_INTERVAL": 15,
+    "FENNEC_CACHE_STARTUP_CHECK": True,
     "FENNEC_CACHE_FAIL_OPEN": True,
     "FENNEC_CACHE_BREAKER_THRESHOLD": 3,
     "FENNEC_CACHE_BREAKER_COOLDOWN": 1.0,
@@ -102,6 +104,12 @@ def test_backend_defaults_agree_with_the_config_table() -> None:
         ("FENNEC_CACHE_DEFAULT_TTL", 0, "default_ttl", None),
         ("FENNEC_CACHE_DEFAULT_TTL", None, "default_ttl", None),
         ("FENNEC_CACHE_DEFAULT_TTL", "60", "default_ttl", 60),
+        ("FENNEC_CACHE_DEFAULT_TTL", "0", "default_ttl", None),
+        ("FENNEC_CACHE_DEFAULT_TTL", "", "default_ttl", None),
+        ("FENNEC_CACHE_STARTUP_CHECK", "no", "startup_check", False),
+        ("FENNEC_CACHE_TTL_JITTER", "0.2", "ttl_jitter", 0.2),
+        ("FENNEC_CACHE_SERIALIZER", "msgpack", "serializer", "msgpack"),
+        ("FENNEC_CACHE_COMPRESSION", "none", "compression", "none"),
         ("FENNEC_CACHE_ADMIN_URL_PREFIX", "", "admin_url_prefix", None),
         ("FENNEC_CACHE_ADMIN_URL_PREFIX", "/cache", "admin_url_prefix", "/cache"),
         ("FENNEC_CACHE_ADMIN_TOKEN", "", "admin_token", None),
@@ -141,6 +149,21 @@ def test_good_values_parse(name: str, raw: Any, field: str, parsed: Any) -> None
         ("FENNEC_CACHE_DEFAULT_TTL", 1.5),
         ("FENNEC_CACHE_ADMIN_OPEN", "perhaps"),
         ("FENNEC_CACHE_PREFIX", ""),
+        ("FENNEC_CACHE_SOCKET_TIMEOUT", float("inf")),
+        ("FENNEC_CACHE_SOCKET_TIMEOUT", "inf"),
+        ("FENNEC_CACHE_CONNECT_TIMEOUT", "-inf"),
+        ("FENNEC_CACHE_POOL_SIZE", float("inf")),
+        ("FENNEC_CACHE_POOL_SIZE", "1e400"),
+        ("FENNEC_CACHE_TTL_JITTER", "nan"),
+        ("FENNEC_CACHE_DEFAULT_TTL", float("inf")),
+        ("FENNEC_CACHE_STARTUP_CHECK", "maybe"),
+        ("FENNEC_CACHE_SERIALIZER", "yaml"),
+        ("FENNEC_CACHE_COMPRESSION", "lz4"),
+        ("FENNEC_CACHE_TLS_CA_CERTS", "/no/such/ca.pem"),
+        ("FENNEC_CACHE_TLS_KEYFILE", "/no/such/key.pem"),
+        ("FENNEC_CACHE_URL", "redis://cache:abc/0"),
+        ("FENNEC_CACHE_URL", "redis://cache/0?socket_timout=1"),
+        ("FENNEC_CACHE_URL", None),
     ],
 )
 def test_bad_values_raise_naming_the_key(name: str, raw: Any) -> None:
@@ -157,3 +180,50 @@ def test_apply_defaults_fills_only_missing_keys() -> None:
     for key in CONFIG_KEYS:
         assert key.name in config
     assert config["FENNEC_CACHE_DEFAULT_TTL"] == 300
+
+
+def test_url_errors_name_the_key_once() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        read_settings({"FENNEC_CACHE_URL": "redis://cache:abc/0"})
+    message = str(caught.value)
+    assert message.startswith("FENNEC_CACHE_URL: port 'abc' is not a number")
+    assert message.count("FENNEC_CACHE_URL") == 1
+
+
+def test_tls_files_need_a_tls_url(tmp_path: Any) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ConfigurationError) as caught:
+        read_settings({"FENNEC_CACHE_URL": "redis://cache/0", "FENNEC_CACHE_TLS_CA_CERTS": str(ca)})
+    assert str(caught.value).startswith("FENNEC_CACHE_TLS_CA_CERTS: set, but FENNEC_CACHE_URL")
+    settings = read_settings(
+        {"FENNEC_CACHE_URL": "rediss://cache/0", "FENNEC_CACHE_TLS_CA_CERTS": str(ca)}
+    )
+    assert settings.tls_ca_certs == str(ca)
+
+
+def test_pickle_without_a_secret_names_both_keys() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        read_settings({"FENNEC_CACHE_SERIALIZER": "pickle"})
+    message = str(caught.value)
+    assert message.startswith("FENNEC_CACHE_SERIALIZER: ") and "FENNEC_CACHE_SECRET_KEY" in message
+
+
+def test_store_effective_writes_the_parsed_values_back() -> None:
+    config: dict[str, Any] = {
+        "FENNEC_CACHE_ADMIN_OPEN": "yes", "FENNEC_CACHE_FAIL_OPEN": "Off",
+        "FENNEC_CACHE_POOL_SIZE": "10", "FENNEC_CACHE_SOCKET_TIMEOUT": "0.5",
+        "FENNEC_CACHE_DEFAULT_TTL": "0", "FENNEC_CACHE_ADMIN_TOKEN": "",
+    }  # fmt: skip
+    settings = read_settings(config)
+    store_effective(config, settings)
+    assert config["FENNEC_CACHE_ADMIN_OPEN"] is True
+    assert config["FENNEC_CACHE_FAIL_OPEN"] is False
+    assert config["FENNEC_CACHE_POOL_SIZE"] == 10
+    assert config["FENNEC_CACHE_SOCKET_TIMEOUT"] == 0.5
+    assert config["FENNEC_CACHE_DEFAULT_TTL"] is None
+    assert config["FENNEC_CACHE_ADMIN_TOKEN"] is None
+    assert {key.name: config[key.name] for key in CONFIG_KEYS} == {
+        key.name: getattr(settings, key.field) for key in CONFIG_KEYS
+    }
+    assert read_settings(config) == settings  # the stored values read back the same

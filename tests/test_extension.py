@@ -18,6 +18,7 @@ from flask_fennec_cache import (
     RedisCache,
 )
 from flask_fennec_cache.config import CONFIG_KEYS
+from flask_fennec_cache.extension import settings_of
 
 
 @pytest.fixture
@@ -104,6 +105,14 @@ def test_a_second_init_app_on_the_same_app_raises(make_app: AppFactory) -> None:
         ("FENNEC_CACHE_PREFIX", "app:__fennec__:"),
         ("FENNEC_CACHE_URL", "ftp://cache.example"),
         ("FENNEC_CACHE_URL", "not a url"),
+        ("FENNEC_CACHE_URL", "redis://cache.example:6379/0?socket_timout=1"),
+        ("FENNEC_CACHE_URL", "redis://cache.example:abc/0"),
+        ("FENNEC_CACHE_URL", "redis://cache.example/x"),
+        ("FENNEC_CACHE_URL", "memory:/"),
+        ("FENNEC_CACHE_URL", "redis+cluster://h:1/?socket_timeout=abc"),
+        ("FENNEC_CACHE_TLS_CA_CERTS", "/no/such/ca.pem"),
+        ("FENNEC_CACHE_SERIALIZER", "yaml"),
+        ("FENNEC_CACHE_COMPRESSION", "lz4"),
     ],
 )
 def test_bad_config_raises_naming_the_key(make_app: AppFactory, name: str, value: Any) -> None:
@@ -234,3 +243,55 @@ def test_fennec_cache_takes_every_option_of_cache(make_app: AppFactory) -> None:
 
     bound = set(inspect.signature(FennecCache.cache).parameters) - {"self"}
     assert bound == set(inspect.signature(cache).parameters) - {"backend"}
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://cache.example:6379/0?socket_timout=1",
+         "unknown option 'socket_timout' for redis:// (did you mean 'socket_timeout'"),
+        ("redis://cache.example:6379/0?health_check_interval=x",
+         "option health_check_interval='x': expected a whole number"),
+        ("unix:///run/redis.sock?socket_timeout=abc", "option socket_timeout='abc'"),
+        ("redis://cache.example:abc/0", "port 'abc' is not a number"),
+        ("redis://cache.example/x", "database 'x' is not a number"),
+        ("memory:/", "expected memory://"),
+    ],
+)  # fmt: skip
+def test_a_bad_url_fails_init_app_naming_the_key_and_the_option(
+    make_app: AppFactory, url: str, problem: str
+) -> None:
+    app = make_app(FENNEC_CACHE_URL=url)
+    with pytest.raises(ConfigurationError) as caught:
+        FennecCache(app)
+    assert str(caught.value).startswith(f"FENNEC_CACHE_URL: {problem}")
+    assert "fennec_cache" not in app.extensions
+
+
+def test_string_values_are_normalised_in_app_config(make_app: AppFactory) -> None:
+    app = make_app(
+        FENNEC_CACHE_ADMIN_OPEN="yes", FENNEC_CACHE_FAIL_OPEN="false",
+        FENNEC_CACHE_SOCKET_TIMEOUT="0.5", FENNEC_CACHE_POOL_SIZE="10",
+        FENNEC_CACHE_NEAR_CACHE="off", FENNEC_CACHE_DEFAULT_TTL="60",
+    )  # fmt: skip
+    FennecCache(app)
+    assert app.config["FENNEC_CACHE_ADMIN_OPEN"] is True
+    assert app.config["FENNEC_CACHE_FAIL_OPEN"] is False
+    assert app.config["FENNEC_CACHE_SOCKET_TIMEOUT"] == 0.5
+    assert app.config["FENNEC_CACHE_POOL_SIZE"] == 10
+    assert app.config["FENNEC_CACHE_NEAR_CACHE"] is False
+    assert app.config["FENNEC_CACHE_DEFAULT_TTL"] == 60
+    settings = settings_of(app)
+    for key in CONFIG_KEYS:
+        assert app.config[key.name] == getattr(settings, key.field), key.name
+
+
+def test_booleans_from_the_environment_are_normalised(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLASK_FENNEC_CACHE_ADMIN_OPEN", "yes")  # not JSON: stays a string
+    app = make_app()
+    app.config.from_prefixed_env()
+    assert app.config["FENNEC_CACHE_ADMIN_OPEN"] == "yes"
+    FennecCache(app)
+    assert app.config["FENNEC_CACHE_ADMIN_OPEN"] is True
