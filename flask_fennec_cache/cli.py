@@ -395,6 +395,8 @@ def _follow_with_bar(steps: Iterator[None], report: WarmReport, length: int | No
         # before counting it, one behind the counters.
         for _ in steps:
             bar.update(1)
+        bar.finish()  # the last frame: a full bar even when the number of items was unknown
+        bar.render_progress()
 
 
 class ProgressLines:

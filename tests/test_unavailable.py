@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -27,12 +27,15 @@ def fresh_log(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Writes:
-    """The system of record behind the write-through view."""
+    """The system of record behind the write-through view, and the loaders' call counts."""
 
     def __init__(self) -> None:
         self.saved: list[Any] = []
+        self.loads = 0
+        self.before_save: Callable[[], object] = lambda: None
 
     def save(self, value: Any) -> str:
+        self.before_save()
         self.saved.append(value)
         return "saved"
 
@@ -43,10 +46,12 @@ def add_views(app: Flask, writes: Writes) -> None:
     @app.get("/page/<int:n>")
     @cache(ttl=60)
     def page(n: int) -> dict[str, int]:
+        writes.loads += 1
         return {"n": n}
 
     @cache(ttl=60, key="square:{n}")
     def square(n: int) -> int:
+        writes.loads += 1
         return n * n
 
     @app.get("/square/<int:n>")
@@ -117,7 +122,25 @@ def test_views_answer_503_with_retry_after(closed_app: Flask, writes: Writes, pa
         assert "unavailable" in body["error"]
         assert "127.0.0.1" not in body["error"]  # no host or port for the public
     assert backend_of(closed_app).breaker_state == "open"
+    assert writes.loads == 0  # the read raised first: loaders never ran
     assert writes.saved == []  # write-through: the lock could not be taken, nothing written
+
+
+def test_write_through_when_redis_dies_after_the_write(
+    make_app: AppFactory, redis_server_factory: RedisServerFactory, writes: Writes
+) -> None:
+    """The writer's change is made, then the cache cannot be updated: still a 503 (and the
+    old entry could not be evicted either), so the client knows the outcome is uncertain."""
+    server = redis_server_factory()
+    app = make_app(
+        FENNEC_CACHE_URL=server.url, FENNEC_CACHE_FAIL_OPEN=False,
+        FENNEC_CACHE_UNAVAILABLE_HANDLER=True,
+    )  # fmt: skip
+    add_views(app, writes)
+    writes.before_save = server.kill
+    response = call(app.test_client(), "/items/5", accept="application/json")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert writes.saved == [{"name": "x"}]
 
 
 @pytest.mark.parametrize(
@@ -213,6 +236,19 @@ def test_fail_open_answers_from_the_loaders(
     add_views(app, writes)
     response = call(app.test_client(), path)
     assert response.status_code == 200, response.get_data(as_text=True)
+    if path.startswith("/page/"):
+        assert response.headers["X-Cache"] == "MISS"
+
+
+def test_outside_a_request_a_cached_function_raises(closed_app: Flask, writes: Writes) -> None:
+    @cache(ttl=60, key="cube:{n}")
+    def cube(n: int) -> int:
+        writes.loads += 1
+        return n**3
+
+    with closed_app.app_context(), pytest.raises(CacheUnavailable, match="get"):
+        cube(2)
+    assert writes.loads == 0
 
 
 @pytest.fixture
