@@ -259,6 +259,8 @@ class _Cached:
         self.signature = inspect.signature(func)
         self.reads_session = False
         self._views_seen: dict[int, tuple[object, bool]] = {}
+        # Per app (by its view_functions dict, while it keeps its size): the endpoints found.
+        self._endpoints: dict[int, tuple[object, int, list[str]]] = {}
 
     # -- calls -----------------------------------------------------------------------------------
 
@@ -361,7 +363,15 @@ class _Cached:
         """The endpoints of the current app whose view this is ([] outside an app)."""
         if not has_app_context():
             return []
-        return [name for name, view in current_app.view_functions.items() if self.is_view(view)]
+        views = current_app.view_functions
+        known = self._endpoints.get(id(views))
+        if known is not None and known[0] is views and known[1] == len(views):
+            return known[2]
+        found = [name for name, view in views.items() if self.is_view(view)]
+        if len(self._endpoints) >= _MAX_VIEW_MEMO:
+            self._endpoints.clear()
+        self._endpoints[id(views)] = (views, len(views), found)
+        return found
 
     # -- helpers ---------------------------------------------------------------------------------
 
