@@ -43,7 +43,7 @@ def check_at_startup(backend: RedisCache, settings: Settings) -> None:
         logger.warning(
             "FENNEC_CACHE_URL %s: Redis does not answer at startup: %s. The app starts "
             "anyway; %s.",
-            redact_url(settings.url), reason, then,
+            redact_url(settings.url), reason.rstrip("."), then,
         )
 
 

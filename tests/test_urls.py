@@ -373,3 +373,10 @@ def test_a_client_is_built_without_connecting() -> None:
     assert isinstance(client, redis.Redis)
     assert client.connection_pool._created_connections == 0
     client.close()
+
+
+def test_every_option_is_in_the_configuration_reference() -> None:
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    for scheme in SCHEMES:
+        for name in known_options(scheme):
+            assert f"`{name}`" in reference, f"docs/configuration.md does not list {name}"
