@@ -22,11 +22,11 @@ def check_at_startup(backend: RedisCache, settings: Settings) -> None:
     if not backend.shared:
         workers = worker_processes()
         if workers != 1:
-            count = "each of the" if workers is None else f"each of the {workers}"
+            count = "several" if workers is None else str(workers)
             logger.warning(
-                "FENNEC_CACHE_URL is %s, an in-process cache: %s worker processes of this "
-                "server has its own cache and statistics, nothing is shared between them; set "
-                "FENNEC_CACHE_URL=redis://... to share one Redis",
+                "FENNEC_CACHE_URL is %s, an in-process cache, and this server runs %s worker "
+                "processes: each worker has its own cache and statistics, nothing is shared "
+                "between them; set FENNEC_CACHE_URL=redis://... to share one Redis",
                 redact_url(backend.url), count,
             )
         return

@@ -210,8 +210,8 @@ def test_memory_under_several_gunicorn_workers_says_each_has_its_own_cache(
     apps.append(app)
     as_gunicorn_part(owner(3), app)
     (warning,) = warnings_of(caplog)
-    assert "memory://" in warning and "each of the 3 worker processes" in warning
-    assert "has its own cache" in warning
+    assert "memory://" in warning and "runs 3 worker processes" in warning
+    assert "each worker has its own cache" in warning
     assert app.extensions["fennec_cache"].get_stats()["shared"] is False
 
 
@@ -223,6 +223,17 @@ def test_memory_under_one_gunicorn_worker_is_quiet(
     apps.append(app)
     as_gunicorn_part(arbiter(1), app)
     assert warnings_of(caplog) == []
+
+
+@pytest.mark.usefixtures("gunicorn_env")
+def test_memory_under_gunicorn_with_an_unknown_worker_count_still_warns(
+    memory_url: str, apps: list[Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = new_app(memory_url)
+    apps.append(app)
+    FennecCache(app)  # no gunicorn object on the stack: the count cannot be found
+    (warning,) = warnings_of(caplog)
+    assert "runs several worker processes: each worker has its own cache" in warning
 
 
 def test_worker_counts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,7 +267,7 @@ def test_the_demo_on_memory_under_gunicorn_warns(tmp_path: Path, preload: bool) 
     from _gunicorn import running_demo
 
     def warned(log: str) -> list[str]:
-        return [line for line in log.splitlines() if "has its own cache" in line]
+        return [line for line in log.splitlines() if "each worker has its own cache" in line]
 
     env = {"FENNEC_DEMO_PRELOAD": "1"} if preload else {}
     expected = 1 if preload else 2  # the arbiter once, before forking; or each worker
@@ -272,4 +283,4 @@ def test_the_demo_on_memory_under_gunicorn_warns(tmp_path: Path, preload: bool) 
         lines = warned(demo.log())
     assert stats.status == 200 and stats.json["shared"] is False
     assert len(lines) == expected, demo.log()
-    assert "each of the 2 worker processes" in lines[0]
+    assert "runs 2 worker processes" in lines[0]
