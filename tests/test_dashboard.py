@@ -41,14 +41,23 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+@pytest.fixture(params=[True], ids=["fail-open"])
+def fail_open(request: pytest.FixtureRequest) -> bool:
+    """The app's FENNEC_CACHE_FAIL_OPEN (tests parametrise it indirectly)."""
+    value: bool = request.param
+    return value
+
+
 @pytest.fixture
-def app(memory_url: str) -> Iterator[Flask]:
+def app(memory_url: str, fail_open: bool) -> Iterator[Flask]:
     app = Flask(f"dash_{uuid.uuid4().hex[:8]}")
     app.config.update(
         FENNEC_CACHE_URL=memory_url,
         FENNEC_CACHE_PREFIX=f"dash-{uuid.uuid4().hex[:8]}:",
         FENNEC_CACHE_ADMIN_URL_PREFIX="/cache",
         FENNEC_CACHE_STATS_FLUSH_INTERVAL=0.2,
+        FENNEC_CACHE_FAIL_OPEN=fail_open,
+        FENNEC_CACHE_BREAKER_COOLDOWN=0.2,
     )
     FennecCache(app)
 
@@ -145,17 +154,19 @@ def showcase_traffic(base: str, seconds: float) -> None:
         time.sleep(0.004 if phase % 2 else 0.012)
 
 
-def painted_pixels(page: Any, canvas_id: str) -> int:
+def painted_pixels(page: Any, canvas_id: str, top_half: bool = False) -> int:
+    """Pixels drawn on a chart (in its top half only: where the grid and the lines are, above
+    the time labels)."""
     count: int = page.evaluate(
-        """(id) => {
+        """([id, topHalf]) => {
             const canvas = document.getElementById(id);
-            const data = canvas.getContext("2d")
-                .getImageData(0, 0, canvas.width, canvas.height).data;
+            const rows = topHalf ? Math.floor(canvas.height / 2) : canvas.height;
+            const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, rows).data;
             let painted = 0;
             for (let i = 3; i < data.length; i += 4) if (data[i] > 0) painted += 1;
             return painted;
         }""",
-        canvas_id,
+        [canvas_id, top_half],
     )
     return count
 
@@ -233,4 +244,41 @@ def test_the_dashboard_shows_live_numbers(
         expect(page.locator("#health")).to_have_class(re.compile(r"\bunhealthy\b"))
     finally:
         server.connected = True
+    page.close()
+
+
+@pytest.mark.parametrize("fail_open", [False], ids=["fail-closed"], indirect=True)
+def test_a_fail_closed_outage_does_not_break_the_page(
+    app: Flask, live_server: str, browser: Any
+) -> None:
+    """Fail-closed, GET stats answers 503 while Redis is away: the page says so, and once Redis
+    is back its numbers and charts work again (the outage left no NaN in their history)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 560})
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.goto(f"{live_server}/cache/?interval=250")
+    expect(page.locator("#health-status")).to_have_text("healthy")
+    for n in range(12):
+        get(f"{live_server}/items/{n % 4}")
+    expect(page.locator("#total-requests")).to_have_text("12", timeout=10_000)
+    assert painted_pixels(page, "ops-chart", top_half=True) > 0
+
+    server = _memory_servers[app.config["FENNEC_CACHE_URL"][len("memory://"):].strip("/")]
+    server.connected = False
+    try:
+        expect(page.locator("#health-status")).to_have_text("unhealthy", timeout=10_000)
+        expect(page.locator("#shared-note")).to_have_text(
+            re.compile(r"statistics unavailable"), timeout=10_000
+        )
+    finally:
+        server.connected = True
+    expect(page.locator("#health-status")).to_have_text("healthy", timeout=10_000)
+    expect(page.locator("#shared-note")).not_to_have_text(re.compile("unavailable"))
+    for n in range(8):
+        get(f"{live_server}/items/{n % 4}")
+    expect(page.locator("#total-requests")).to_have_text("20", timeout=10_000)
+    expect(page.locator("#hit-rate-total")).to_have_text("80.00 %")
+    # renderCharts() runs in the same tick that showed the new total
+    assert painted_pixels(page, "ops-chart", top_half=True) > 0, "the ops chart lost its scale"
+    assert page_errors == []
     page.close()

@@ -88,7 +88,7 @@
 
   function delta(newer, older, field) {
     const d = newer.stats[field] - older.stats[field];
-    return d >= 0 ? d : newer.stats[field]; // a reset (POST clear) restarts the counters
+    return d >= 0 ? d : newer.stats[field]; // a reset (POST stats/reset) restarts the counters
   }
 
   function sampleAgo(ms) {
@@ -134,7 +134,8 @@
     setText("stale-hits", fmt(stats.stale_hits || 0, 0));
     setText("lock-waits", fmt(stats.lock_waits || 0, 0));
     setText("round-trips", fmt(newest.histogram.count, 0));
-    setText("shared-note", stats.shared === false ? "(Redis unreachable: this process only)" : "");
+    // Not shared: Redis is unreachable, or memory:// (a cache private to each process).
+    setText("shared-note", stats.shared === false ? "(counts of this process only)" : "");
 
     const previous = samples.length > 1 ? samples[samples.length - 2] : null;
     const windowStart = sampleAgo(WINDOW_MS);
@@ -265,6 +266,12 @@
         getJSON("stats"), getJSON("health"), getText("metrics"),
       ]);
       renderHealth(health);
+      if (!Number.isFinite(stats.hits)) {
+        // A fail-closed cache answers 503 while Redis is away: nothing to count or chart, and
+        // a sample without numbers would leave NaN in the rates and scales until it ages out.
+        setText("shared-note", `(statistics unavailable: ${stats.error || "no answer"})`);
+        return;
+      }
       samples.push({ t: performance.now(), stats, histogram: histogramFrom(parseMetrics(metricsText)) });
       while (samples.length > 2 && samples[samples.length - 1].t - samples[0].t > HISTORY_MS) {
         samples.shift();
