@@ -9,8 +9,10 @@ to the first request whose every cached call was a hit again.
 By default the app is served by gunicorn as the demo is (2 gthread workers × 4 threads, each
 worker with its own circuit breaker) and driven over HTTP by 8 client threads, as in
 ``tests/test_faults.py``; ``--in-process`` runs it in this process instead (Flask's test
-client in threads: one breaker, no queueing behind busy worker threads). The library's
-defaults apply (0.25 s socket timeout, breaker threshold 3, cool-down 1 s). Not part of
+client in threads: one breaker, no queueing behind busy worker threads). ``--cluster``
+starts a three-master Redis Cluster instead and freezes the master that holds the page's
+first entry, so the page's other calls may go to healthy masters. The library's defaults
+apply (0.25 s socket timeout, breaker threshold 3, cool-down 1 s). Not part of
 ``python -m bench``: it measures failure, not speed. The figures are in
 ``docs/reliability.md``.
 """
@@ -18,11 +20,14 @@ defaults apply (0.25 s socket timeout, breaker threshold 3, cool-down 1 s). Not 
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,16 +38,22 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol
 
+import redis
 from flask import Flask
+from redis.crc import key_slot
 
 from flask_fennec_cache import CachedFunction, FennecCache, cache
 
 from .server import BenchRedis, BenchRedisError, free_port
 from .timing import percentile
 
-__all__ = ["FreezeResult", "create_app", "main", "make_app", "run_freeze"]
+__all__ = [
+    "BenchCluster", "FreezeResult", "FreezeTarget", "SingleServer", "create_app", "main",
+    "make_app", "run_freeze",
+]  # fmt: skip
 
 #: Cached calls per request, by default.
 CALLS = (1, 3, 6)
@@ -88,6 +99,7 @@ class FreezeResult:
     """The figures of one run for one number of cached calls per request (milliseconds)."""
 
     calls: int
+    frozen_calls: int
     threads: int
     server: str
     ttl: float
@@ -222,6 +234,137 @@ def under_gunicorn(url: str, calls: int, prefix: str, ttl: float) -> Iterator[Cl
                 proc.wait()
 
 
+class FreezeTarget(Protocol):
+    """Where the page's entries live: a URL, and the process holding a given key."""
+
+    @property
+    def url(self) -> str: ...
+
+    def pid_of(self, key: str) -> int:
+        """The pid of the ``redis-server`` that holds *key* (its master, on a cluster)."""
+        ...
+
+
+class SingleServer:
+    """A :class:`FreezeTarget` of one server (every key is on it)."""
+
+    def __init__(self, server: BenchRedis) -> None:
+        self.url = server.url
+        with server.client() as control:
+            self._pid = int(control.info("server")["process_id"])
+
+    def pid_of(self, key: str) -> int:
+        return self._pid
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 >= 65536:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class BenchCluster:
+    """Three ``redis-server`` masters on loopback (no replicas, nothing on disk) joined with
+    ``redis-cli --cluster create``, in a temporary directory; a :class:`FreezeTarget`."""
+
+    def __init__(self) -> None:
+        self.ports: list[int] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._dir = Path(tempfile.mkdtemp(prefix="fennec-bench-cluster-"))
+        self._slots: list[tuple[int, int, int]] = []  # (first slot, last slot, pid)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports) + "/"
+
+    def __enter__(self) -> BenchCluster:
+        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if server is None or cli is None:
+            raise BenchRedisError("redis-server and redis-cli are needed on PATH for --cluster")
+        try:
+            for _ in range(3):
+                port = _free_cluster_port()
+                node_dir = self._dir / str(port)
+                node_dir.mkdir()
+                self._procs.append(subprocess.Popen(
+                    [server, "--port", str(port), "--bind", "127.0.0.1",
+                     "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--dir", str(node_dir), "--save", "", "--appendonly", "no",
+                     "--logfile", str(node_dir / "redis.log")],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                ))  # fmt: skip
+                self.ports.append(port)
+            for port in self.ports:
+                _wait_until(functools.partial(_answers, port), f"node {port} did not start")
+            subprocess.run(
+                [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, timeout=30,
+            )  # fmt: skip
+            _wait_until(self._ready, "the cluster did not reach cluster_state:ok")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ready(self) -> bool:
+        with redis.Redis(host="127.0.0.1", port=self.ports[0], socket_timeout=1) as client:
+            if client.cluster("info").get("cluster_state") != "ok":
+                return False
+            slots: list[tuple[int, int, int]] = []
+            for first, last, master, *_ in client.execute_command("CLUSTER SLOTS"):
+                with redis.Redis(host="127.0.0.1", port=int(master[1])) as node:
+                    slots.append((int(first), int(last), int(node.info()["process_id"])))
+            self._slots = slots
+            return True
+
+    def pid_of(self, key: str) -> int:
+        slot = key_slot(key.encode())
+        return next(pid for first, last, pid in self._slots if first <= slot <= last)
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self._procs = []
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _answers(port: int) -> bool:
+    try:
+        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.2) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def _wait_until(condition: Callable[[], bool], failure: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise BenchRedisError(failure)
+        time.sleep(0.05)
+
+
 def _window(samples: Sequence[Sample], start: float, end: float) -> list[float]:
     """Durations (ms) of the requests in flight at some point of [start, end), sorted."""
     return sorted(s.ms for s in samples if s.end > start and s.start < end)
@@ -232,12 +375,15 @@ def _worst(values: Sequence[float]) -> float:
 
 
 def run_freeze(
-    server: BenchRedis, calls: int, threads: int = THREADS, freeze: float = FREEZE_SECONDS,
+    target: FreezeTarget, calls: int, threads: int = THREADS, freeze: float = FREEZE_SECONDS,
     gunicorn: bool = True, ttl: float = TTL,
 ) -> FreezeResult:
-    """Freeze *server* for *freeze* seconds under load from *threads* client threads."""
-    with server.client() as control:
-        pid = int(control.info("server")["process_id"])
+    """Freeze the server holding the page's first entry for *freeze* seconds, under load from
+    *threads* client threads."""
+    prefix = f"freeze-{uuid.uuid4().hex[:8]}:"
+    keys = [f"{prefix}part:{index}" for index in range(calls)]
+    pid = target.pid_of(keys[0])
+    frozen_calls = sum(target.pid_of(key) == pid for key in keys)
     serve = under_gunicorn if gunicorn else in_process
     samples: list[Sample] = []
     stop = threading.Event()
@@ -253,7 +399,7 @@ def run_freeze(
             errors.append(exc)
 
     recovered: float | None = None
-    with serve(server.url, calls, f"freeze-{uuid.uuid4().hex[:8]}:", ttl) as make_client:
+    with serve(target.url, calls, prefix, ttl) as make_client:
         make_client()()  # fill every entry
         workers = [
             threading.Thread(target=request_loop, args=(make_client(),), daemon=True)
@@ -290,6 +436,7 @@ def run_freeze(
     settled = _window(samples, paused + SETTLE_SECONDS, resumed)
     return FreezeResult(
         calls=calls,
+        frozen_calls=frozen_calls,
         threads=threads,
         server="gunicorn" if gunicorn else "in-process",
         ttl=ttl,
@@ -315,17 +462,18 @@ def _range(values: Sequence[float | None], unit: float = 1.0) -> str:
 
 
 def markdown(results: Sequence[FreezeResult]) -> str:
-    """One row per number of cached calls, each figure the range over the runs (ms)."""
+    """One row per number of cached calls (and of those on the frozen server), each figure
+    the range over the runs (ms)."""
     lines = [
-        "| cached calls per request | before (p50) | frozen: worst | worst in the first "
-        "second | breaker open (after 1 s): p50 · worst | recovery after SIGCONT | worst after "
-        "SIGCONT |",
+        "| cached calls per request (on the frozen server) | before (p50) | frozen: worst "
+        "| worst in the first second | after 1 s frozen: p50 · worst | recovery after SIGCONT "
+        "| worst after SIGCONT |",
         "|---|---|---|---|---|---|---|",
     ]
-    for calls in sorted({r.calls for r in results}):
-        rows = [r for r in results if r.calls == calls]
+    for calls, frozen_calls in sorted({(r.calls, r.frozen_calls) for r in results}):
+        rows = [r for r in results if (r.calls, r.frozen_calls) == (calls, frozen_calls)]
         lines.append(
-            f"| {calls} | {_range([r.warm_p50_ms for r in rows])} ms "
+            f"| {calls} ({frozen_calls}) | {_range([r.warm_p50_ms for r in rows])} ms "
             f"| {_range([r.frozen_worst_ms for r in rows])} ms "
             f"| {_range([r.first_second_worst_ms for r in rows])} ms "
             f"| {_range([r.settled_p50_ms for r in rows])} · "
@@ -346,6 +494,16 @@ def _calls(text: str) -> tuple[int, ...]:
     return values
 
 
+@contextmanager
+def _target(cluster: bool) -> Iterator[FreezeTarget]:
+    if cluster:
+        with BenchCluster() as nodes:
+            yield nodes
+    else:
+        with BenchRedis() as server:
+            yield SingleServer(server)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.freeze", description=__doc__)
     parser.add_argument("--calls", type=_calls, default=CALLS, help="e.g. 1,3,6 (the default)")
@@ -357,17 +515,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--in-process", action="store_true",
         help="serve the page in this process (test client) instead of under gunicorn",
     )  # fmt: skip
+    parser.add_argument(
+        "--cluster", action="store_true",
+        help="a three-master cluster, one master frozen, instead of one server",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     args = parser.parse_args(argv)
     # The library logs each cause of failure once per 10 s: not what is measured here.
     logging.getLogger("flask_fennec_cache").setLevel(logging.CRITICAL)
     results: list[FreezeResult] = []
     try:
-        with BenchRedis() as server:
+        with _target(args.cluster) as target:
             for run in range(args.runs):
                 for calls in args.calls:
                     result = run_freeze(
-                        server, calls, args.threads, args.freeze, not args.in_process, args.ttl
+                        target, calls, args.threads, args.freeze, not args.in_process, args.ttl
                     )
                     print(f"[freeze] run {run + 1}: {result}", file=sys.stderr, flush=True)
                     results.append(result)
@@ -377,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = (
         "in this process" if args.in_process
         else f"gunicorn, {WORKERS} gthread workers x {WORKER_THREADS} threads"
-    )  # fmt: skip
+    ) + ("; a 3-master cluster, one master frozen" if args.cluster else "")  # fmt: skip
     print(f"{where}; {args.threads} client threads; frozen {args.freeze:.1f} s; "
           f"{args.runs} runs; loader {LOADER_SECONDS * 1000:.0f} ms per cached call; "
           f"entries live {args.ttl:g} s")

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from bench.freeze import _calls, markdown, run_freeze
+from bench.freeze import SingleServer, _calls, markdown, run_freeze
 from bench.server import BenchRedis
 
 pytestmark = pytest.mark.real
@@ -30,13 +30,13 @@ def bench_redis() -> BenchRedis:
 
 def test_a_short_freeze_is_measured_and_the_cache_recovers(bench_redis: BenchRedis) -> None:
     with bench_redis as server:
-        result = run_freeze(server, calls=2, threads=2, freeze=0.6, gunicorn=False)
-    assert result.calls == 2 and result.server == "in-process"
+        result = run_freeze(SingleServer(server), calls=2, threads=2, freeze=0.6, gunicorn=False)
+    assert result.calls == result.frozen_calls == 2 and result.server == "in-process"
     assert result.frozen_requests > 0  # the page answered while Redis was frozen
     assert result.recovery_ms is not None, "no page was all hits again after SIGCONT"
     assert result.frozen_worst_ms >= result.frozen_p50_ms > 0
     table = markdown([result])
-    assert table.splitlines()[-1].startswith("| 2 | ")
+    assert table.splitlines()[-1].startswith("| 2 (2) | ")
 
 
 def test_the_calls_option_is_checked() -> None:
