@@ -12,7 +12,7 @@ tag    layout
        versions), newline, then an inner entry with its own tag
 ``L``  a lease: a loader is filling this key; the rest is its random token
 ``h``  a :class:`markupsafe.Markup` (HTML marked safe, e.g. a rendered template fragment):
-       its UTF-8 text, read back as ``Markup`` so Jinja does not escape it on hits
+       its text as a UTF-8 JSON string, read back as ``Markup`` so Jinja does not escape it
 ``z``  zlib-compressed entry (a ``j``, ``J``, ``h``, ``m``, ``p`` or ``r`` one), for values
        over a threshold
 ``Z``  the same, compressed with zstd
@@ -180,7 +180,7 @@ def encode(
         return _encode_pickle(value, key, pickle_secret)
     if type(value) is Markup:
         try:
-            return b"h" + value.encode("utf-8")
+            return b"h" + _json_encoder.encode(str(value)).encode("utf-8")
         except UnicodeEncodeError as exc:
             raise _surrogate_refusal(value, key) from exc
     if serializer == "msgpack":
@@ -625,7 +625,12 @@ def _loads_exact_json(payload: bytes | memoryview) -> Any:
 
 
 def _loads_markup(payload: bytes | memoryview) -> Markup:
-    return Markup(codecs.decode(payload, "utf-8"))
+    # A JSON string, not the bare text: a foreign value that merely starts with "h" must not
+    # read as an entry.
+    text = _loads_json(payload)
+    if type(text) is not str:
+        raise ValueError("a markup entry holds a JSON string")
+    return Markup(text)
 
 
 #: Tags whose value is one function of the bytes after the tag.

@@ -408,7 +408,10 @@ def test_only_long_integers_need_the_exact_decoder() -> None:
 def test_markup_round_trips_as_markup(serializer: str) -> None:
     fragment = Markup("<p class='x'>Zoë &amp; \u2028 ✓</p>")
     data = encode(fragment, "frag", serializer=serializer)
-    assert data == b"h" + str(fragment).encode("utf-8")  # readable in redis-cli
+    # A JSON string, readable in redis-cli; a foreign value starting with "h" is not one.
+    assert data == b"h" + json.dumps(str(fragment), ensure_ascii=False).encode("utf-8")
+    with pytest.raises(CorruptEntry):
+        decode(b"hello from another app")
     back = decode(data)
     assert type(back) is Markup and back == fragment
     assert type(Markup("{}").format(back)) is Markup and "&lt;" not in Markup("{}").format(back)
