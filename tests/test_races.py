@@ -51,6 +51,10 @@ RACE_SECONDS = float(os.environ.get("FENNEC_RACE_SECONDS", "2"))
 # may open no window at all. The budget only keeps a broken harness from running forever.
 MIN_WINDOWS = 5
 RACE_BUDGET_SECONDS = 60.0
+# The harness tests the race logic, not timeouts: with the default 0.25 s socket timeout a
+# loaded machine makes some cache updates time out, and fail-open write-through then leaves
+# (logged) stale entries that no reader put there.
+SOCKET_TIMEOUT = 10.0
 NAIVE_ROUND_SECONDS = 0.25
 NAIVE_BUDGET_SECONDS = 60.0
 
@@ -248,7 +252,7 @@ def test_no_stale_entry_survives_concurrent_writers(
     real_caches: CacheFactory, db: Database, reader_name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Readers with a slow loader + write-through set/delete: nothing cached differs from the DB."""
-    backend = real_caches()
+    backend = real_caches(socket_timeout=SOCKET_TIMEOUT)
     reader = library_readers(backend)[reader_name]
     seed = 100 + LIBRARY_READERS.index(reader_name)
     report = RaceReport()
@@ -275,7 +279,7 @@ def test_naive_cache_aside_is_caught(
     above would pass vacuously. Rounds of NAIVE_ROUND_SECONDS run until a stale key is found,
     bounded by NAIVE_BUDGET_SECONDS.
     """
-    backend = real_caches()
+    backend = real_caches(socket_timeout=SOCKET_TIMEOUT)
 
     def naive(rid: int, load: Callable[[], Any]) -> Any:
         value = backend.lookup(row_key(rid))
