@@ -115,3 +115,11 @@ def test_the_check_sees_a_missing_parameter() -> None:
     assert _word("near_cache_max_bytes", SECTIONS["RedisCache"])
     assert not _word("near_cache_max_bytes", SECTIONS["WriteThrough"])
     assert "### `CacheAside`" not in SECTIONS["RedisCache"]
+
+
+@pytest.mark.parametrize("name", exported())
+def test_every_exported_name_is_on_the_generated_api_page(name: str) -> None:
+    """docs/api.rst (the Sphinx page) has an autodoc directive for each exported name."""
+    page = (ROOT / "docs" / "api.rst").read_text(encoding="utf-8")
+    directive = rf"^\.\. auto(class|function|exception|data):: flask_fennec_cache\.{name}$"
+    assert re.search(directive, page, re.M), f"docs/api.rst does not document {name}"
