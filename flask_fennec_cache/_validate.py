@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 from .errors import ConfigurationError, InvalidKeyError
@@ -23,11 +24,13 @@ MAX_PATTERN_LENGTH: Final = 512
 
 
 def check_ttl(ttl: float | None) -> float | None:
-    """*ttl* if it is None or a number of seconds > 0; ConfigurationError otherwise."""
+    """*ttl* if it is None or a finite number of seconds > 0; ConfigurationError otherwise."""
     if ttl is None:
         return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise ConfigurationError(f"ttl must be a number of seconds > 0 (or None), got {ttl!r}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
+        raise ConfigurationError(
+            f"ttl must be a finite number of seconds > 0 (or None), got {ttl!r}"
+        )
     return ttl
 
 

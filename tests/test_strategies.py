@@ -275,13 +275,14 @@ def test_write_through_per_call_ttl_and_seed_call_shape(backend: RedisCache, db:
     assert remaining is not None and 0 < remaining <= 20
 
 
+@pytest.mark.parametrize("ttl", [0, -5, float("inf"), float("nan"), True])
 def test_write_through_rejects_a_bad_ttl_before_the_writer_runs(
-    backend: RedisCache, events: list[str]
+    backend: RedisCache, events: list[str], ttl: float
 ) -> None:
     with pytest.raises(ConfigurationError, match="ttl"):
-        WriteThrough(backend, ttl=0)
+        WriteThrough(backend, ttl=ttl)
     with pytest.raises(ConfigurationError, match="ttl"):
-        WriteThrough(backend).set("user:11", {"id": 11}, writer=events.append, ttl=-5)
+        WriteThrough(backend).set("user:11", {"id": 11}, writer=events.append, ttl=ttl)
     assert events == []
     assert backend.lookup("user:11") is MISSING
 
