@@ -56,13 +56,17 @@ REPLICA_READ_COMMANDS = frozenset({"GET", "MGET", "TTL", "PTTL"})
 
 # Misuse of the cluster API (not an outage): let these surface as the programming errors they are.
 _PROGRAMMING_ERRORS = (CrossSlotTransactionError, InvalidPipelineStack)
+# What redis-py's cluster client raises for an outage: its own errors, and an AttributeError
+# when the node owning a slot vanished during a failover (``'NoneType' object has no attribute
+# 'redis_connection'``, from its slot lookup).
+_OUTAGES = (RedisClusterException, AttributeError)
 
 
 class ClusterUnavailable(redis.ConnectionError):
     """The cluster (or the part of it owning a slot) could not be reached or has no slot map."""
 
 
-def _translate(exc: RedisClusterException) -> ClusterUnavailable:
+def _translate(exc: Exception) -> ClusterUnavailable:
     return ClusterUnavailable(f"{type(exc).__name__}: {exc}")
 
 
@@ -117,11 +121,12 @@ class ClusterClient:
             raise AttributeError(name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            command = getattr(self.cluster, name)  # an unknown name stays an AttributeError
             try:
-                return getattr(self.cluster, name)(*args, **kwargs)
+                return command(*args, **kwargs)
             except _PROGRAMMING_ERRORS:
                 raise
-            except RedisClusterException as exc:
+            except _OUTAGES as exc:
                 raise _translate(exc) from exc
 
         call.__name__ = name
@@ -201,7 +206,7 @@ class _GuardedPipeline:
             result: list[Any] = self._pipe.execute(raise_on_error)
         except _PROGRAMMING_ERRORS:
             raise
-        except RedisClusterException as exc:
+        except _OUTAGES as exc:
             raise _translate(exc) from exc
         return result
 

@@ -80,9 +80,15 @@ class LoadPolicy:
     def __post_init__(self) -> None:
         for name in ("ttl", "none_ttl", "stale_ttl"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not value > 0):
-                raise ConfigurationError(f"{name} must be a number of seconds > 0, got {value!r}")
-        if not self.lock_timeout > 0:
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 < value < math.inf
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a finite number of seconds > 0, got {value!r}"
+                )
+        if not 0 < self.lock_timeout < math.inf:
             raise ConfigurationError(f"lock_timeout must be > 0, got {self.lock_timeout!r}")
         if self.beta < 0:
             raise ConfigurationError(f"beta must be >= 0, got {self.beta!r}")
