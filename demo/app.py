@@ -7,7 +7,8 @@ Run it with the dev server (``python -m demo``) or under gunicorn::
 Configuration comes from the environment through ``app.config.from_prefixed_env()``:
 
 - ``FLASK_FENNEC_CACHE_URL``: the Redis URL; unset means ``memory://`` (per process!).
-- ``FLASK_FENNEC_CACHE_ADMIN_TOKEN``: bearer token for ``POST /cache/clear``; unset means open.
+- ``FLASK_FENNEC_CACHE_ADMIN_TOKEN``: bearer token (16+ characters) for ``POST /cache/clear``;
+  unset means open, for JSON requests only (``-H 'Content-Type: application/json' -d '{}'``).
 - ``FLASK_DEMO_DB_DELAY``: seconds a simulated slow query takes (default 1.0; writes take half).
 - ``FLASK_DEMO_DB_PATH``: the SQLite file (default: ``demo.sqlite3`` in the instance folder).
 

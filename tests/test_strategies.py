@@ -504,6 +504,21 @@ def test_fail_closed_delete_that_cannot_evict_raises_after_the_deleter(
     assert events == ["deleted"]
 
 
+def test_fail_closed_delete_with_redis_down_does_not_run_the_deleter(
+    prefix: str, events: list[str]
+) -> None:
+    """The per-key lock cannot be taken, so nothing is deleted and the caller is told."""
+    from _servers import find_free_port
+
+    made = RedisCache(f"redis://127.0.0.1:{find_free_port()}/0", prefix=prefix, fail_open=False)
+    try:
+        with pytest.raises(CacheUnavailable):
+            WriteThrough(made).delete("user:17", deleter=lambda: events.append("deleted"))
+        assert events == []
+    finally:
+        made.close()
+
+
 def test_write_through_delete_refuses_a_reserved_key_before_the_deleter(
     backend: RedisCache, events: list[str]
 ) -> None:
