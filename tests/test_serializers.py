@@ -7,6 +7,9 @@ import datetime
 import enum
 import json
 import logging
+import re
+import zlib
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import pytest
@@ -14,14 +17,18 @@ from _servers import RedisServer
 from markupsafe import Markup
 
 from flask_fennec_cache import CachedResponse, RedisCache, SerializationError, cache
+from flask_fennec_cache.compression import Compressor
 from flask_fennec_cache.serializers import (
     MAX_NESTING,
     CorruptEntry,
     Envelope,
+    Lease,
     VaryMarker,
     decode,
     encode,
     encode_envelope,
+    envelope_head,
+    lease_bytes,
     redecoder,
 )
 
@@ -392,6 +399,104 @@ def test_stored_bytes_of_existing_formats_do_not_change() -> None:
     assert encode({1: b"x", "l": [1.5]}, "k", serializer="msgpack") == (
         b"m\x82\x01\xc4\x01x\xa1l\x91\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00"
     )
+
+
+SECRET = b"s" * 32
+RESPONSE = CachedResponse(
+    203, (("Content-Type", "text/html; charset=utf-8"), ("X-Über", "ä")), b"<p>hi</p>\n\x00\xff",
+    1767225600.125,
+)  # fmt: skip
+ENVELOPE = Envelope({"id": 7}, "0123456789abcdef", 1767225600.12345, 0.123456,
+                    {"users": "fedcba9876543210"})  # fmt: skip
+#: An entry that compresses well, and its zlib (level 9) and zstd (level 19) forms as written
+#: by other writers than ours: whatever our compressors' levels, these stay readable.
+ROWS_ENTRY = b'j{"rows":[' + b",".join([b'"' + b"x" * 20 + b'"'] * 80) + b"]}"
+ROWS_ZLIB9 = bytes.fromhex(
+    "78dacbaa562aca2f2f56b28a56aac0029474468547854785478547854785478511c2b1b500cbe21565"
+)
+ROWS_ZSTD19 = bytes.fromhex(
+    "28b52ffd603b06cd0000806a7b22726f7773223a5b2278222c5d7d020015ebfc710292"
+)
+
+#: tag -> (how the entry is written, its exact bytes, what it decodes to)
+PINNED: dict[str, tuple[Callable[[], bytes], bytes, Any]] = {
+    "j": (lambda: encode({"a": [1, 2.5, None, True, "é"], "b": {"c": -0.0}}, "k"),
+          'j{"a":[1,2.5,null,true,"é"],"b":{"c":-0.0}}'.encode(),
+          {"a": [1, 2.5, None, True, "é"], "b": {"c": -0.0}}),
+    "J": (lambda: encode([2**64, "x"], "k"), b'J[18446744073709551616,"x"]', [2**64, "x"]),
+    "h": (lambda: encode(Markup("<b>Zoë</b> & \u2028"), "k"),
+          b'h"<b>Zo\xc3\xab</b> & \xe2\x80\xa8"', Markup("<b>Zoë</b> & \u2028")),
+    "r": (lambda: encode(RESPONSE, "k"),
+          b'r{"s":203,"h":[["Content-Type","text/html; charset=utf-8"],["X-\xc3\x9cber",'
+          b'"\xc3\xa4"]],"t":1767225600.125}\n<p>hi</p>\n\x00\xff', RESPONSE),
+    "v": (lambda: encode(VaryMarker(("Accept-Language", "Cookie")), "k"),
+          b'v["Accept-Language","Cookie"]', VaryMarker(("Accept-Language", "Cookie"))),
+    "e": (lambda: envelope_head(ENVELOPE) + encode(ENVELOPE.value, "k"),
+          b'e0123456789abcdef{"f":1767225600.123,"d":0.1235,"t":{"users":"fedcba9876543210"}}'
+          b'\nj{"id":7}',
+          Envelope({"id": 7}, "0123456789abcdef", 1767225600.123, 0.1235,
+                   {"users": "fedcba9876543210"})),
+    "L": (lambda: lease_bytes("0123456789abcdef"), b"L0123456789abcdef",
+          Lease("0123456789abcdef")),
+    "z": (lambda: b"z" + ROWS_ZLIB9, b"z" + ROWS_ZLIB9, {"rows": ["x" * 20] * 80}),
+    "Z": (lambda: b"Z" + ROWS_ZSTD19, b"Z" + ROWS_ZSTD19, {"rows": ["x" * 20] * 80}),
+    "m": (lambda: encode({1: b"x", "l": [1.5]}, "k", serializer="msgpack"),
+          b"m\x82\x01\xc4\x01x\xa1l\x91\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00",
+          {1: b"x", "l": [1.5]}),
+    "p": (lambda: encode({"a": (1, 2)}, "k", pickle_secret=SECRET),
+          b"p" + bytes.fromhex(  # the HMAC-SHA256 of the pickle under SECRET, the pickle
+              "d71b67cdb04f66dda4f3c37a4bbe3d29d11f3b81ad7837d05970fd069944fcba"
+              "8005950e000000000000007d948c0161944b014b028694732e"),
+          {"a": (1, 2)}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("tag", sorted(PINNED))
+def test_every_format_tag_keeps_its_exact_stored_bytes(tag: str) -> None:
+    """Processes of this version and of earlier ones read each other's entries, byte for byte."""
+    write, stored, value = PINNED[tag]
+    assert write() == stored
+    assert stored[:1] == tag.encode()
+    back = decode(stored, SECRET)
+    assert back == value and type(back) is type(value)
+    compressed = b"z" + zlib.compress(stored, 9)
+    if tag in "zZeL":  # a compressed entry holds a value, a response or a vary marker only
+        with pytest.raises(CorruptEntry, match="compressed entry holds only"):
+            decode(compressed, SECRET)
+    else:
+        assert decode(compressed, SECRET) == value
+
+
+def test_the_exact_format_tags_are_all_pinned() -> None:
+    """A new tag gets a row in PINNED (and in the table of the serializers' docstring)."""
+    import flask_fennec_cache.serializers as serializers
+
+    documented = re.findall(r"^``(.)``  ", serializers.__doc__ or "", flags=re.MULTILINE)
+    assert sorted(documented) == sorted(PINNED)
+
+
+def test_our_compressors_write_the_tag_then_the_libraries_own_stream() -> None:
+    import zstandard
+    from zlib_ng import zlib_ng
+
+    from flask_fennec_cache import compression
+
+    assert Compressor("zlib", 64)(ROWS_ENTRY) == b"z" + zlib_ng.compress(
+        ROWS_ENTRY, compression.ZLIB_LEVEL
+    )
+    zstd = zstandard.ZstdCompressor(level=compression.ZSTD_LEVEL).compress(ROWS_ENTRY)
+    assert Compressor("zstd", 64)(ROWS_ENTRY) == b"Z" + zstd
+    assert zlib.decompress(ROWS_ZLIB9) == ROWS_ENTRY
+
+
+def test_pickled_records_keep_the_module_name_they_were_pickled_under() -> None:
+    """A value holding a CachedResponse pickles it as ``flask_fennec_cache.serializers``'s, as
+    before the codec was split: both versions unpickle what the other wrote."""
+    data = encode({"r": RESPONSE}, "k", pickle_secret=SECRET)
+    assert b"\x8c\x1eflask_fennec_cache.serializers\x94\x8c\x0eCachedResponse\x94" in data
+    assert decode(data, SECRET) == {"r": RESPONSE}
+    for record in (CachedResponse, VaryMarker, Lease, Envelope, CorruptEntry):
+        assert record.__module__ == "flask_fennec_cache.serializers"
 
 
 def test_only_long_integers_need_the_exact_decoder() -> None:
