@@ -9,10 +9,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from ._current import current_backend, settings_of
 from ._prometheus import CONTENT_TYPE, render
-from .decorators import current_backend
 from .errors import CacheUnavailable, ConfigurationError
-from .extension import settings_of
 from .unavailable import retry_after_seconds
 
 __all__ = ["make_blueprint"]

@@ -20,8 +20,8 @@ from flask.cli import AppGroup, ScriptInfo
 from redis.exceptions import RedisError
 from werkzeug.utils import ImportStringError, import_string
 
+from ._current import current_backend
 from .backend import RedisCache
-from .decorators import current_backend
 from .errors import CacheUnavailable, ConfigurationError, FennecCacheError, NoBackendError
 
 __all__ = ["ProgressLines", "WarmReport", "cli", "warm_items"]

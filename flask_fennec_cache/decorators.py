@@ -7,16 +7,18 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from flask import current_app, has_app_context, has_request_context
 from flask.ctx import RequestContext
 from flask.globals import request_ctx
 
+from ._current import current_backend
 from ._ratelog import logger
+from ._results import CacheLookup
 from ._views import ResponseFilter, ViewCache, ViewOptions, wraps_view
 from .backend import RedisCache
-from .errors import ConfigurationError, FennecCacheError, NoBackendError
+from .errors import ConfigurationError, FennecCacheError
 from .keys import FunctionKeys, KeySpec
 from .loading import Deliver, LoadPolicy, get_or_load
 
@@ -32,16 +34,7 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 
-EXTENSION_KEY = "fennec_cache"
 _MAX_VIEW_MEMO = 1_000
-
-
-class CacheLookup(NamedTuple, Generic[R]):
-    """The result of a cached call, and whether it came from the cache."""
-
-    value: R
-    hit: bool
-    key: str
 
 
 class CacheDecorator(Protocol):
@@ -119,22 +112,6 @@ class AsyncCachedFunction(Protocol[P, R]):
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Remove this call's entry; True if there was one."""
         ...
-
-
-def current_backend() -> RedisCache:
-    """The backend of the current Flask app (``app.extensions["fennec_cache"]``)."""
-    if not has_app_context():
-        raise NoBackendError(
-            "no cache backend: pass backend= to @cache, or call inside a Flask app context "
-            "of an app initialised with FennecCache"
-        )
-    backend = current_app.extensions.get(EXTENSION_KEY)
-    if backend is None:
-        raise NoBackendError(
-            f"app {current_app.name!r} has no cache backend: "
-            "did you forget FennecCache.init_app(app)?"
-        )
-    return cast(RedisCache, backend)
 
 
 def cache(

@@ -7,11 +7,13 @@ from typing import ParamSpec, TypeVar
 
 from flask import Flask
 
+from ._current import EXTENSION_KEY, SETTINGS_KEY, current_backend
+from ._current import settings_of as settings_of  # re-exported for existing imports
 from ._startup import check_at_startup
 from ._views import ResponseFilter
 from .backend import RedisCache
-from .config import Settings, apply_defaults, read_settings, store_effective
-from .decorators import EXTENSION_KEY, CacheDecorator, current_backend
+from .config import apply_defaults, read_settings, store_effective
+from .decorators import CacheDecorator
 from .decorators import cache as _cache
 from .errors import FennecCacheError
 from .keys import KeySpec
@@ -20,8 +22,6 @@ __all__ = ["FennecCache"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-SETTINGS_KEY = "fennec_cache_settings"
 
 
 class FennecCache:
@@ -95,8 +95,3 @@ class FennecCache:
             lock_timeout=lock_timeout, stale_ttl=stale_ttl, beta=beta, tags=tags,
             cache_control=cache_control, response_filter=response_filter, query=query,
         )
-
-def settings_of(app: Flask) -> Settings:
-    """The parsed configuration FennecCache read for *app*."""
-    settings: Settings = app.extensions[SETTINGS_KEY]
-    return settings

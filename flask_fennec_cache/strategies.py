@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from ._results import CacheLookup
 from ._validate import check_key, check_ttl
 from .backend import RESERVED, RedisCache
-from .decorators import CacheLookup
 from .errors import CacheUnavailable, ConfigurationError, LockTimeout
 from .loading import LoadPolicy, get_or_load
 from .locks import RedisLock

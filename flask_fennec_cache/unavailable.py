@@ -6,9 +6,9 @@ import math
 
 from flask import Response, current_app, jsonify, request
 
+from ._current import SETTINGS_KEY
 from ._ratelog import RateLimitedLog
 from .errors import CacheUnavailable
-from .extension import SETTINGS_KEY
 
 __all__ = ["handle_cache_unavailable", "retry_after_seconds"]
 
