@@ -45,7 +45,6 @@ __all__ = [
     "ClusterClient",
     "ClusterUnavailable",
     "ReplicaReads",
-    "is_cluster",
     "mget",
     "scan_targets",
     "tracking_targets",
@@ -236,11 +235,6 @@ class ReplicaReads(redis.Redis):
         if self.replica is not None:
             self.replica.close()
         super().close()
-
-
-def is_cluster(client: object) -> bool:
-    """Whether *client* is a :class:`ClusterClient`."""
-    return isinstance(client, ClusterClient)
 
 
 def mget(client: Any, keys: Sequence[str]) -> list[Any]:

@@ -25,7 +25,7 @@ import test_loading
 import test_locks
 import test_strategies
 from _gunicorn import LoadGenerator, running_demo
-from _support import CacheFactory, Factory, wait_for
+from _support import CacheFactory, wait_for
 from _topology import RedisClusterTopology
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
@@ -458,9 +458,20 @@ def test_master_killed_under_load_demo_under_gunicorn(
     assert "Traceback" not in log, log[-5000:]
 
 
-def test_factory_kind_is_cluster(cluster_caches: CacheFactory) -> None:
-    assert isinstance(cluster_caches, Factory) and cluster_caches.kind == "cluster"
-    assert cluster_caches.url.startswith("redis+cluster://")
+def test_the_contract_suites_run_on_the_cluster(
+    cache_factory: CacheFactory, real_caches: CacheFactory, backend: RedisCache
+) -> None:
+    """Section 1 re-collects tests of every contract module, and the fixtures they take
+    (conftest's ``backend`` included) give caches on the cluster, never fakeredis or the
+    standalone server."""
+    for made in (cache_factory(), real_caches(), backend):
+        assert isinstance(made.client, ClusterClient), made
+        assert made.ping() is True
+    recollected = _contract_tests()
+    for module in (test_backend, test_strategies, test_loading, test_locks):
+        short = module.__name__.removeprefix("test_")
+        tests = [name for name in recollected if name.startswith(f"test_{short}__")]
+        assert tests, f"no test of {module.__name__} runs on the cluster"
 
 
 def test_plain_client_sees_what_the_cache_wrote(
