@@ -17,9 +17,12 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-__all__ = ["METHODS", "Compressor", "decompress"]
+__all__ = ["METHODS", "ZLIB_TAG", "ZSTD_TAG", "Compressor", "decompress"]
 
 METHODS = ("zlib", "zstd", "none")
+#: The format tags of compressed entries (registered with the others in ``_tags``).
+ZLIB_TAG = b"z"
+ZSTD_TAG = b"Z"
 ZSTD_LEVEL = 3
 
 _zlib: Any = zlib
@@ -69,20 +72,20 @@ class Compressor:
 
 
 def _zlib_compress(data: bytes) -> bytes:
-    return b"z" + bytes(_zlib.compress(data, ZLIB_LEVEL))
+    return ZLIB_TAG + bytes(_zlib.compress(data, ZLIB_LEVEL))
 
 
 def _zstd_compress(data: bytes) -> bytes:
     global _zstd_compressor
     if _zstd_compressor is None:
         _zstd_compressor = _zstd.ZstdCompressor(level=ZSTD_LEVEL)
-    return b"Z" + bytes(_zstd_compressor.compress(data))
+    return ZSTD_TAG + bytes(_zstd_compressor.compress(data))
 
 
 def decompress(data: bytes, limit: int) -> bytes:
     """The entry inside a ``z`` or ``Z`` value; ValueError if it is corrupt or over *limit*."""
     body = memoryview(data)[1:]
-    if data[:1] == b"z":
+    if data[:1] == ZLIB_TAG:
         inflater = _zlib.decompressobj()
         try:
             inner = inflater.decompress(body, limit + 1)

@@ -29,7 +29,7 @@ from _support import wait_for
 from flask import Flask
 
 from flask_fennec_cache import MISSING, CacheAside, FennecCache, RedisCache, cache
-from flask_fennec_cache.serializers import Envelope, encode_envelope
+from flask_fennec_cache.serializers import Envelope, encode, envelope_head
 
 USER_PATHS = ["/users/1", "/users/2", "/users/3"]
 CLIENT_THREADS = 8
@@ -344,7 +344,7 @@ def plant(server: RedisServer, key: str, data: bytes) -> None:
 
 
 VERSION = "0123456789abcdef"
-GOOD_ENVELOPE = encode_envelope(Envelope({"a": 1}, VERSION, None, 0.0, {}), "k")
+GOOD_ENVELOPE = envelope_head(Envelope({"a": 1}, VERSION, None, 0.0, {})) + encode({"a": 1}, "k")
 
 #: name -> bytes planted under the key (None: a list, planted with RPUSH)
 PLANTED: dict[str, bytes | None] = {

@@ -12,8 +12,13 @@ from _support import CacheFactory
 from flask import Flask
 from markupsafe import Markup
 
-from flask_fennec_cache import ConfigurationError, FennecCache, RedisCache, SerializationError
-from flask_fennec_cache import serializers as serializers_module
+from flask_fennec_cache import (
+    ConfigurationError,
+    FennecCache,
+    RedisCache,
+    SerializationError,
+    _messagepack,
+)
 
 
 class Kind(enum.IntEnum):
@@ -124,7 +129,7 @@ def test_app_config_selects_msgpack(memory_url: str) -> None:
 def test_msgpack_without_the_package_is_a_configuration_error(
     memory_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(serializers_module, "_msgpack", None)
+    monkeypatch.setattr(_messagepack, "msgpack", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'flask-fennec-cache\[msgpack\]'"):
         RedisCache(memory_url, serializer="msgpack")
     with pytest.raises(ConfigurationError, match="'json', 'msgpack' or 'pickle'"):
@@ -136,5 +141,5 @@ def test_a_msgpack_entry_read_without_the_package_is_a_miss(
 ) -> None:
     backend = cache_factory(serializer="msgpack")
     backend.set("k", {"v": 1})
-    monkeypatch.setattr(serializers_module, "_msgpack", None)
+    monkeypatch.setattr(_messagepack, "msgpack", None)
     assert backend.get("k") is None

@@ -37,7 +37,7 @@ from flask_fennec_cache.serializers import (
     Envelope,
     decode,
     encode,
-    encode_envelope,
+    envelope_head,
 )
 
 FAST = settings(max_examples=150, deadline=None)
@@ -472,7 +472,7 @@ def test_envelopes_round_trip(
     value: Any, fresh: float | None, load: float, tags: dict[str, str]
 ) -> None:
     envelope = Envelope(value, "0123456789abcdef", fresh, load, tags)
-    back = decode(encode_envelope(envelope, "k"))
+    back = decode(envelope_head(envelope) + encode(envelope.value, "k"))
     assert isinstance(back, Envelope)
     assert exactly_equal(back.value, value)
     assert (back.version, back.fresh_until, back.load_seconds, back.tags) == (
