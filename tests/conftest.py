@@ -1,10 +1,60 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: real Redis servers and topologies, caches on them, Flask apps.
+
+Real redis-server processes (tests/_servers.py)
+
+    redis_server_session   session   one shared server for the whole run
+    redis_server           function  the shared server, alive, resumed and flushed
+    redis_server_factory   function  make(extra_args=[...]) -> private RedisServer
+
+  Tests using any of them (directly or through other fixtures) get the ``real`` marker.
+  Without redis-server they are skipped, or fail when $CI is non-empty.
+
+Caches (test_backend, test_decorators, test_admin, ...; helpers in tests/_support.py)
+
+    prefix          function  a unique key prefix ("t-<hex>:")
+    memory_url      function  a unique memory:// URL (a private in-process fakeredis)
+    cache_factory   function  make(prefix=None, **options) -> RedisCache, all on ONE server;
+                              parametrised over "fake" (memory://) and "real" (redis_server,
+                              marked ``real``); every cache it made is closed at teardown
+    backend         function  cache_factory() with the test's prefix
+    fake_backend    function  a RedisCache on a private memory:// server (not parametrised)
+    real_caches     function  make(prefix=None, **options) -> RedisCache on the shared real
+                              server (redis_server), default prefix unique per test; every
+                              cache it made is closed at teardown (test_locks, test_loading,
+                              test_races)
+
+Topologies (test_cluster, test_sentinel; tests/_topology.py): real multi-node Redis
+
+    redis_cluster_session  session   RedisClusterTopology: 3 masters + 1 replica each,
+                                     password-protected
+    redis_cluster          function  the shared cluster, healed first if a test killed a node
+    cluster_caches         function  make(prefix=None, **options) -> RedisCache on the cluster
+                                     URL; closed at teardown
+    sentinel_session       session   SentinelTopology: master, replica, 3 sentinels (quorum 2)
+    sentinel_topology      function  the shared Sentinel setup, checked ready (do not break it)
+    sentinel_factory       function  make() -> a private SentinelTopology, stopped at teardown
+                                     (for failover tests, which break it)
+
+  Without redis-server/redis-cli, or when a topology cannot start, these skip (fail on CI).
+  Modules using them mark themselves ``real``.
+
+Flask apps (test_admin, test_metrics, test_cli, ...)
+
+    make_app   function  make(**config) -> a Flask app with FennecCache on a private memory://
+                         server, a unique prefix and the admin blueprint at /cache; every
+                         backend it made is closed at teardown
+
+Hypothesis: with $CI set, every property test runs the same examples each time (derandomize)
+and keeps no example database; locally, examples are random and failures are remembered in
+.hypothesis/. Example counts are set per test (kept modest).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from typing import NoReturn
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
 import pytest
 from _servers import (
@@ -14,35 +64,34 @@ from _servers import (
     redis_server_binary,
     stop_all,
 )
+from _support import AppFactory, CacheFactory, Factory, backend_of, new_app
+from _topology import (
+    RedisClusterTopology,
+    SentinelTopology,
+    TopologyError,
+    topology_tools_missing,
+)
+from flask import Flask
 from hypothesis import settings as hypothesis_settings
 
-# ==================================================================================
-# Hypothesis: with $CI set, every property test runs the same examples each time
-# (derandomize) and keeps no example database; locally, examples are random and failures
-# are remembered in .hypothesis/. Example counts are set per test (kept modest).
-# ==================================================================================
+from flask_fennec_cache import FennecCache, RedisCache
 
 hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
-
-
-# ==================================================================================
-# Real redis-server fixtures
-#
-#   redis_server_session  session  one shared server for the whole run
-#   redis_server          function the shared server, alive, resumed and flushed
-#   redis_server_factory  function make(extra_args=[...]) -> private RedisServer
-#
-# Tests using any of them (directly or through other fixtures) get the ``real``
-# marker. Without redis-server they are skipped, or fail when $CI is non-empty.
-# ==================================================================================
 
 REAL_SERVER_FIXTURES = frozenset({"redis_server_session", "redis_server", "redis_server_factory"})
 MISSING_SERVER_MESSAGE = (
     "redis-server not found on PATH: install it (apt-get install redis-server)"
     " to run the real-server tests"
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a real redis-server with ``real``."""
+    for item in items:
+        if REAL_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real)
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -62,11 +111,18 @@ def _start_server(extra_args: Sequence[str] = ()) -> RedisServer:
         _unavailable(f"redis-server could not start: {error}")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs a real redis-server with ``real``."""
-    for item in items:
-        if REAL_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.real)
+def _start_topology(start: Callable[[], Any], what: str) -> Any:
+    """Start a topology, turning missing tools or a failed start into skip/fail."""
+    missing = topology_tools_missing()
+    if missing is not None:
+        _unavailable(missing)
+    try:
+        return start()
+    except (TopologyError, RedisServerError) as error:
+        _unavailable(f"{what} could not start: {error}")
+
+
+# -- real redis-server processes ------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -107,30 +163,7 @@ def redis_server_factory() -> Iterator[RedisServerFactory]:
     stop_all(servers)
 
 
-# ==================================================================================
-# End of real redis-server fixtures
-# ==================================================================================
-
-
-
-# ==================================================================================
-# Core-suite fixtures (test_backend, test_decorators, test_admin, ...)
-#
-#   prefix          function a unique key prefix ("t-<hex>:")
-#   memory_url      function a unique memory:// URL (a private in-process fakeredis)
-#   cache_factory   function make(prefix=None, **options) -> RedisCache, all on ONE server;
-#                            parametrised over "fake" (memory://) and "real" (redis_server,
-#                            marked ``real``); every cache it made is closed at teardown
-#   backend         function cache_factory() with the test's prefix
-#   fake_backend    function a RedisCache on a private memory:// server (not parametrised)
-# Helpers (CacheFactory, CallCounter, wait_for) are in tests/_support.py.
-# ==================================================================================
-
-import uuid  # noqa: E402
-
-from _support import CacheFactory, Factory  # noqa: E402
-
-from flask_fennec_cache import RedisCache  # noqa: E402
+# -- caches ------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -168,20 +201,6 @@ def fake_backend(memory_url: str, prefix: str) -> Iterator[RedisCache]:
     made.close()
 
 
-# ==================================================================================
-# End of core-suite fixtures
-# ==================================================================================
-
-
-# ==================================================================================
-# Freshness-suite fixtures (test_locks, test_loading, test_races)
-#
-#   real_caches  function make(prefix=None, **options) -> RedisCache on the shared
-#                         real server (redis_server), default prefix unique per test;
-#                         every cache it made is closed at teardown (marked ``real``)
-# ==================================================================================
-
-
 @pytest.fixture
 def real_caches(redis_server: RedisServer, prefix: str) -> Iterator[CacheFactory]:
     factory = Factory("real", redis_server.url, prefix)
@@ -189,48 +208,7 @@ def real_caches(redis_server: RedisServer, prefix: str) -> Iterator[CacheFactory
     factory.close_all()
 
 
-# ==================================================================================
-# End of freshness-suite fixtures
-# ==================================================================================
-
-
-# ==================================================================================
-# Topology fixtures (test_cluster, test_sentinel): real multi-node Redis
-#
-#   redis_cluster_session  session  RedisClusterTopology: 3 masters + 1 replica each,
-#                                   password-protected (tests/_topology.py)
-#   redis_cluster          function the shared cluster, healed first if a test killed a node
-#   cluster_caches         function make(prefix=None, **options) -> RedisCache on the
-#                                   cluster URL; closed at teardown
-#   sentinel_session       session  SentinelTopology: master, replica, 3 sentinels (quorum 2)
-#   sentinel_topology      function the shared Sentinel setup, checked ready (do not break it)
-#   sentinel_factory       function make() -> a private SentinelTopology, stopped at
-#                                   teardown (for failover tests, which break it)
-#
-# Without redis-server/redis-cli, or when a topology cannot start, these skip (fail on CI).
-# Modules using them mark themselves ``real``.
-# ==================================================================================
-
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
-
-from _topology import (  # noqa: E402
-    RedisClusterTopology,
-    SentinelTopology,
-    TopologyError,
-    topology_tools_missing,
-)
-
-
-def _start_topology(start: Callable[[], Any], what: str) -> Any:
-    """Start a topology, turning missing tools or a failed start into skip/fail."""
-    missing = topology_tools_missing()
-    if missing is not None:
-        _unavailable(missing)
-    try:
-        return start()
-    except (TopologyError, RedisServerError) as error:
-        _unavailable(f"{what} could not start: {error}")
+# -- topologies --------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -290,24 +268,7 @@ def sentinel_factory() -> Iterator[Callable[[], SentinelTopology]]:
         topology.stop()
 
 
-# ==================================================================================
-# End of topology fixtures
-# ==================================================================================
-
-
-# ==================================================================================
-# Flask app fixtures (test_admin, test_metrics, test_cli, ...)
-#
-#   make_app   function make(**config) -> a Flask app with FennecCache on a private
-#                       memory:// server, a unique prefix and the admin blueprint at
-#                       /cache; every backend it made is closed at teardown
-# ==================================================================================
-
-
-from _support import AppFactory, backend_of, new_app  # noqa: E402
-from flask import Flask  # noqa: E402
-
-from flask_fennec_cache import FennecCache  # noqa: E402
+# -- Flask apps --------------------------------------------------------------------------------
 
 
 @pytest.fixture
