@@ -48,6 +48,7 @@ __all__ = [
     "ZlibTag",
     "ZstdTag",
     "decode",
+    "loads_exact_json",
     "loads_json",
 ]
 

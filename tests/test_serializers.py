@@ -8,16 +8,19 @@ import enum
 import json
 import logging
 import re
+import sys
+import types
 import typing
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 from _servers import RedisServer
 from markupsafe import Markup
 
-from flask_fennec_cache import CachedResponse, RedisCache, SerializationError, cache
+from flask_fennec_cache import CachedResponse, RedisCache, SerializationError, _tags, cache
 from flask_fennec_cache.compression import Compressor
 from flask_fennec_cache.serializers import (
     MAX_NESTING,
@@ -129,8 +132,6 @@ def test_integers_beyond_64_bits_come_back_as_integers_with_or_without_orjson(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """orjson would decode 2**64 as a float; such entries are tagged for the exact decoder."""
-    from flask_fennec_cache import _tags
-
     value = {"big": 2**64, "neg": -(2**63) - 1, "small": 7}
     data = encode(value, "k")
     assert data[:1] == b"J"
@@ -473,6 +474,50 @@ def test_the_exact_format_tags_are_all_pinned() -> None:
 
     documented = re.findall(r"^``(.)``  ", serializers.__doc__ or "", flags=re.MULTILINE)
     assert sorted(documented) == sorted(PINNED)
+    assert sorted(chr(code) for code in _tags.TAGS) == sorted(PINNED)
+
+
+def test_a_tag_byte_is_registered_once() -> None:
+    registered = dict(_tags.TAGS)
+    for byte in (b"j", b"z", b"ab"):
+        with pytest.raises(TypeError, match="not one new byte"):
+
+            class Clash(_tags.PayloadTag, byte=byte):
+                pass
+
+    assert _tags.TAGS == registered
+
+
+#: tag -> how many of this package's Python functions decoding a hit calls: as many as before
+#: the codec was split in modules (its decoder is looked up and called directly; e, z and Z
+#: decode the entry inside them too).
+HIT_PATH_CALLS = {"j": 2, "J": 2, "h": 3, "m": 2, "v": 2, "r": 3, "p": 3, "e": 4, "z": 4, "Z": 4}
+
+
+@pytest.mark.parametrize("tag", sorted(HIT_PATH_CALLS))
+def test_decoding_a_hit_adds_no_python_call(tag: str) -> None:
+    import flask_fennec_cache
+
+    package = str(Path(flask_fennec_cache.__file__).parent)
+    if tag in "zZ":
+        stored = Compressor("zlib" if tag == "z" else "zstd", 16)(ROWS_ENTRY)
+    else:
+        stored = PINNED[tag][1]
+    assert stored[:1] == tag.encode()
+    decode(stored, SECRET)  # the first run may import a text codec
+    calls: list[str] = []
+
+    def profile(frame: types.FrameType, event: str, arg: object) -> None:
+        code = frame.f_code  # functions only: comprehensions are the same either way
+        if event == "call" and code.co_filename.startswith(package) and code.co_name[0] != "<":
+            calls.append(code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        decode(stored, SECRET)
+    finally:
+        sys.setprofile(None)
+    assert len(calls) == HIT_PATH_CALLS[tag], calls
 
 
 def test_our_compressors_write_the_tag_then_the_libraries_own_stream() -> None:
