@@ -16,6 +16,7 @@ __all__ = [
     "glob_escape",
     "key_problem",
     "pickle_secret",
+    "ttl_ms",
 ]
 
 #: Everything the library keeps for itself lives under ``{prefix}__fennec__:``.
@@ -32,6 +33,12 @@ def check_ttl(ttl: float | None) -> float | None:
             f"ttl must be a finite number of seconds > 0 (or None), got {ttl!r}"
         )
     return ttl
+
+
+def ttl_ms(ttl: float | None, default: float | None) -> int | None:
+    """The milliseconds Redis is given for *ttl* seconds (None: *default*); None: no expiry."""
+    seconds = default if ttl is None else check_ttl(ttl)
+    return None if seconds is None else max(1, int(seconds * 1000))
 
 
 def check_key(key: str) -> None:

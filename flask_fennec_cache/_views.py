@@ -25,9 +25,10 @@ from werkzeug.datastructures import Headers
 from werkzeug.http import unquote_etag
 from werkzeug.wrappers import Response
 
-from .backend import Group, RedisCache
+from ._coordination import Group
+from .backend import RedisCache
 from .keys import KeySpec, group_head, group_index, variant_key, view_group, view_key
-from .loading import Deliver, LoadPolicy, get_or_load
+from .loading import CacheParts, Deliver, LoadPolicy, get_or_load
 from .serializers import CachedResponse, VaryMarker
 
 __all__ = ["ResponseFilter", "ViewCache", "ViewOptions", "wraps_view"]
@@ -142,7 +143,7 @@ class ViewCache:
         return backend.drop_group(group_index(view_group(endpoint, view_args, self.key)))
 
     def serve(
-        self, ctx: RequestContext, backend: RedisCache, render: Callable[[], Any]
+        self, ctx: RequestContext, backend: CacheParts, render: Callable[[], Any]
     ) -> tuple[Response, bool, str]:
         """``(response, hit, key)`` for the request of *ctx*, from the cache or *render*."""
         req = ctx.request
@@ -172,7 +173,7 @@ class ViewCache:
             vary = value.headers
         return _answer_miss(req, make_response(render()), False), False, key
 
-    def _entry_life(self, backend: RedisCache) -> float | None:
+    def _entry_life(self, backend: CacheParts) -> float | None:
         ttl = self.policy.ttl if self.policy.ttl is not None else backend.default_ttl
         if ttl is None:
             return None
@@ -198,7 +199,7 @@ class ViewCache:
         self,
         req: Request,
         render: Callable[[], Any],
-        backend: RedisCache,
+        backend: CacheParts,
         base: str,
         vary: tuple[str, ...],
     ) -> Deliver:
@@ -228,7 +229,7 @@ class ViewCache:
             return Deliver(marker, (response, True), own, ttl)
         return Deliver(None, (response, True), (*own, (base, marker)), ttl)
 
-    def _fresh_for(self, backend: RedisCache) -> float | None:
+    def _fresh_for(self, backend: CacheParts) -> float | None:
         """Seconds a new entry is fresh: the TTL, shortened by the backend's jitter here (not
         when stored), so that its ``max-age`` is the life it really gets."""
         ttl = self.policy.ttl if self.policy.ttl is not None else backend.default_ttl

@@ -16,6 +16,7 @@ from .serializers import MSGPACK_MISSING, msgpack_available
 
 __all__ = [
     "CONFIG_KEYS",
+    "DEFAULTS",
     "ConfigKey",
     "Settings",
     "apply_defaults",
@@ -256,6 +257,11 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "view with 503 and Retry-After instead of a 500 (see docs/reliability.md).",
               _bool, "unavailable_handler"),
 )
+
+
+#: The parsed default of every setting, by the name of its RedisCache/Settings field: the one
+#: place defaults are declared (RedisCache's keyword defaults are read from here).
+DEFAULTS: Mapping[str, Any] = {key.field: key.parse(key.default) for key in CONFIG_KEYS}
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypedDict, TypeVar, cast, overload
 
 from flask import current_app, has_app_context, has_request_context
 from flask.ctx import RequestContext
@@ -22,9 +22,13 @@ from .errors import ConfigurationError, FennecCacheError
 from .keys import FunctionKeys, KeySpec
 from .loading import Deliver, LoadPolicy, get_or_load
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "AsyncCachedFunction",
     "CacheDecorator",
+    "CacheOptions",
     "CacheLookup",
     "CachedFunction",
     "cache",
@@ -114,22 +118,32 @@ class AsyncCachedFunction(Protocol[P, R]):
         ...
 
 
+class CacheOptions(TypedDict, total=False):
+    """The keyword-only options of :func:`cache` and :meth:`FennecCache.cache`, typed once (their
+    defaults are those of :class:`~.loading.LoadPolicy` and :class:`~._views.ViewOptions`)."""
+
+    none_ttl: float | None
+    lock: bool
+    lock_timeout: float
+    stale_ttl: float | None
+    beta: float
+    tags: tuple[str, ...]
+    cache_control: bool
+    response_filter: ResponseFilter | None
+    query: tuple[str, ...] | None
+
+
+_POLICY_OPTIONS = frozenset(LoadPolicy.__dataclass_fields__) - {"ttl", "cache_none"}
+_VIEW_OPTIONS = frozenset(ViewOptions._fields)
+
+
 def cache(
     ttl: float | None = None,
     backend: RedisCache | None = None,
     key: KeySpec = None,
     unless: Callable[[], bool] | None = None,
     cache_none: bool = False,
-    *,
-    none_ttl: float | None = None,
-    lock: bool = True,
-    lock_timeout: float = 10.0,
-    stale_ttl: float | None = None,
-    beta: float = 0.0,
-    tags: tuple[str, ...] = (),
-    cache_control: bool = False,
-    response_filter: ResponseFilter | None = None,
-    query: tuple[str, ...] | None = None,
+    **options: Unpack[CacheOptions],
 ) -> CacheDecorator:
     """Cache a function's results, or a Flask view's whole responses.
 
@@ -185,10 +199,7 @@ def cache(
     resolve: Callable[[], RedisCache] = current_backend
     if backend is not None:
         resolve = lambda: backend  # noqa: E731
-    if isinstance(tags, str):
-        raise ConfigurationError(f"tags must be a sequence of names, e.g. tags=({tags!r},)")
-    policy = LoadPolicy(ttl, cache_none, none_ttl, lock, lock_timeout, stale_ttl, beta, tuple(tags))
-    view_options = ViewOptions(cache_control, response_filter, _query_names(query))
+    policy, view_options = _options(ttl, cache_none, dict(options))
 
     def decorate(func: Callable[..., Any]) -> Any:
         state = _Cached(func, resolve, key, unless, policy, view_options)
@@ -197,6 +208,27 @@ def cache(
         return _SyncCached(state)
 
     return cast(CacheDecorator, decorate)
+
+
+def _options(
+    ttl: float | None, cache_none: bool, options: dict[str, Any]
+) -> tuple[LoadPolicy, ViewOptions]:
+    """The load policy and view options *options* name; ConfigurationError for a bad one."""
+    unknown = set(options) - _POLICY_OPTIONS - _VIEW_OPTIONS
+    if unknown:
+        known = ", ".join(sorted(_POLICY_OPTIONS | _VIEW_OPTIONS))
+        raise ConfigurationError(
+            f"@cache has no option {', '.join(sorted(unknown))}; its options: ttl, backend, "
+            f"key, unless, cache_none, {known}"
+        )
+    tags = options.get("tags", ())
+    if isinstance(tags, str):
+        raise ConfigurationError(f"tags must be a sequence of names, e.g. tags=({tags!r},)")
+    policy_options = {k: v for k, v in options.items() if k in _POLICY_OPTIONS}
+    policy_options["tags"] = tuple(tags)
+    view = {k: v for k, v in options.items() if k in _VIEW_OPTIONS}
+    view["query"] = _query_names(view.get("query"))
+    return LoadPolicy(ttl, cache_none, **policy_options), ViewOptions(**view)
 
 
 def _query_names(query: tuple[str, ...] | None) -> frozenset[str] | None:

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
 from ._current import EXTENSION_KEY, SETTINGS_KEY, current_backend
 from ._current import settings_of as settings_of  # re-exported for existing imports
 from ._startup import check_at_startup
-from ._views import ResponseFilter
 from .backend import RedisCache
 from .config import apply_defaults, read_settings, store_effective
-from .decorators import CacheDecorator
+from .decorators import CacheDecorator, CacheOptions
 from .decorators import cache as _cache
 from .errors import FennecCacheError
 from .keys import KeySpec
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["FennecCache"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class FennecCache:
@@ -79,19 +79,7 @@ class FennecCache:
         key: KeySpec = None,
         unless: Callable[[], bool] | None = None,
         cache_none: bool = False,
-        none_ttl: float | None = None,
-        lock: bool = True,
-        lock_timeout: float = 10.0,
-        stale_ttl: float | None = None,
-        beta: float = 0.0,
-        tags: tuple[str, ...] = (),
-        cache_control: bool = False,
-        response_filter: ResponseFilter | None = None,
-        query: tuple[str, ...] | None = None,
+        **options: Unpack[CacheOptions],
     ) -> CacheDecorator:
         """:func:`~flask_fennec_cache.cache` with the current app's backend; same options."""
-        return _cache(
-            ttl=ttl, key=key, unless=unless, cache_none=cache_none, none_ttl=none_ttl, lock=lock,
-            lock_timeout=lock_timeout, stale_ttl=stale_ttl, beta=beta, tags=tags,
-            cache_control=cache_control, response_filter=response_filter, query=query,
-        )
+        return _cache(ttl=ttl, key=key, unless=unless, cache_none=cache_none, **options)

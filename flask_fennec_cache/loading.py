@@ -15,19 +15,52 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from ._classify import classify
+from ._codec import MISSING, EntryCodec, Unreadable
+from ._coordination import Coordination, Group
+from ._flight import FIRST_POLL, LEASE_SLICE, MAX_POLL
 from ._ratelog import RateLimitedLog
-from .backend import MISSING, RESERVED, Group, RedisCache, Unreadable
+from ._reader import Reader
+from ._stats import StatsBuffer
+from ._tagindex import TagIndex
+from ._validate import RESERVED
 from .errors import ConfigurationError, SerializationError
-from .locks import FIRST_POLL, LEASE_SLICE, MAX_POLL, RedisLock
+from .locks import RedisLock
 from .serializers import Envelope, Lease, lease_bytes, new_version, version_prefix
 
-__all__ = ["Deliver", "LoadPolicy", "get_or_load"]
+__all__ = ["CacheParts", "Deliver", "LoadPolicy", "get_or_load"]
 
 T = TypeVar("T")
 
 _log = RateLimitedLog()
+
+
+class CacheParts(Protocol):
+    """What the loaders use of a cache: its TTL settings and parts (a
+    :class:`~flask_fennec_cache.RedisCache` provides them)."""
+
+    @property
+    def default_ttl(self) -> float | None: ...
+
+    @property
+    def ttl_jitter(self) -> float: ...
+
+    @property
+    def counters(self) -> StatsBuffer: ...
+
+    @property
+    def codec(self) -> EntryCodec: ...
+
+    @property
+    def reader(self) -> Reader: ...
+
+    @property
+    def tag_index(self) -> TagIndex: ...
+
+    @property
+    def coordination(self) -> Coordination: ...
 
 
 @dataclass(frozen=True)
@@ -102,7 +135,7 @@ class LoadPolicy:
 
 
 def get_or_load(
-    backend: RedisCache,
+    backend: CacheParts,
     key: str,
     loader: Callable[..., T],
     policy: LoadPolicy,
@@ -116,13 +149,13 @@ def get_or_load(
     With *group*, the key is stored as a member of that group (dropped with it). A key that
     cannot be used (reserved, or without a UTF-8 form) is not cached: the loader answers.
     """
-    if not backend._key_ok(key):
-        backend._stats.add("misses")
+    if not backend.reader.key_ok(key):
+        backend.counters.add("misses")
         return loader(*args, **(kwargs or {})), False
     entry, current = _read(backend, key, policy)
-    value, refresh = _classify(backend, entry, policy, current)
+    value, refresh = classify(entry, backend.tag_index, current, policy.beta)
     if value is not MISSING and refresh is None:
-        backend._stats.hit()
+        backend.counters.hit()
         return value, True
     if args or kwargs:  # bound here, so that a hit never builds it
         loader = functools.partial(loader, *args, **(kwargs or {}))
@@ -130,49 +163,27 @@ def get_or_load(
         return _refresh(backend, key, loader, policy, value, refresh, group)
     if not policy.lock:
         return _fill(backend, key, loader, policy, entry, False, group)
-    (result, hit), led = backend._flights.run(
+    (result, hit), led = backend.coordination.flights.run(
         key, lambda: _fill(backend, key, loader, policy, entry, True, group),
         policy.lock_timeout,
     )
     if not led:  # another thread of this process loaded or waited for it
-        backend._stats.hit()
-        backend._stats.add("lock_waits")
+        backend.counters.hit()
+        backend.counters.add("lock_waits")
         return result, True
     return result, hit
 
 
 def _read(
-    backend: RedisCache, key: str, policy: LoadPolicy
+    backend: CacheParts, key: str, policy: LoadPolicy
 ) -> tuple[Any, dict[str, str] | None]:
     if policy.tags:
-        return backend._fetch_tagged(key, policy.tags)
-    return backend._fetch(key), None
-
-
-def _classify(
-    backend: RedisCache, entry: Any, policy: LoadPolicy, current: dict[str, str] | None
-) -> tuple[Any, Envelope | None]:
-    """``(value or MISSING, envelope to refresh or None)`` for a read entry."""
-    if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
-        return MISSING, None
-    if not isinstance(entry, Envelope):
-        return entry, None
-    if entry.tags and not backend._tags_current(entry, current):
-        return MISSING, None
-    now = time.time()
-    if entry.fresh_until is None:
-        return entry.value, None
-    if now >= entry.fresh_until:
-        return entry.value, entry
-    if policy.beta and now - entry.load_seconds * policy.beta * math.log(
-        1.0 - random.random()
-    ) >= entry.fresh_until:
-        return entry.value, entry
-    return entry.value, None
+        return backend.reader.fetch_tagged(key, policy.tags)
+    return backend.reader.fetch(key), None
 
 
 def _refresh(
-    backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy,
+    backend: CacheParts, key: str, loader: Callable[[], T], policy: LoadPolicy,
     stale: Any, envelope: Envelope, group: Group | None,
 ) -> tuple[T, bool]:
     """One caller refreshes a stale (or soon stale) entry; the others are served it at once."""
@@ -183,34 +194,34 @@ def _refresh(
         current, tags = _read(backend, key, policy)
         if not (isinstance(current, Envelope) and current.version == envelope.version):
             # Refreshed (or rewritten) since this caller read it: no second load.
-            value, _ = _classify(backend, current, policy, tags)
+            value, _ = classify(current, backend.tag_index, tags, policy.beta)
             if value is not MISSING:
-                backend._stats.hit()
+                backend.counters.hit()
                 return value, True
             return _serve_stale(backend, stale, envelope)
         # Keep the entry readable while it is refreshed, even if the load outlasts its life in
         # Redis: readers past its freshness are then served it (as stale) instead of finding
         # the key gone and loading a second time. At most lock_timeout past its expiry.
         expected = version_prefix(envelope.version)
-        backend._extend(key, expected, int(policy.lock_timeout * 1000), grow=True)
+        backend.coordination.extend(key, expected, int(policy.lock_timeout * 1000), grow=True)
         versions = _tag_versions(backend, policy)
         value, elapsed = _timed(loader)
         _store(backend, key, value, elapsed, policy, versions, expected, group)
     finally:
         lock.release()
-    backend._stats.add("misses")
+    backend.counters.add("misses")
     return value, False
 
 
-def _serve_stale(backend: RedisCache, stale: T, envelope: Envelope) -> tuple[T, bool]:
-    backend._stats.hit()
+def _serve_stale(backend: CacheParts, stale: T, envelope: Envelope) -> tuple[T, bool]:
+    backend.counters.hit()
     if envelope.fresh_until is not None and time.time() >= envelope.fresh_until:
-        backend._stats.add("stale_hits")
+        backend.counters.add("stale_hits")
     return stale, True
 
 
 def _fill(
-    backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy,
+    backend: CacheParts, key: str, loader: Callable[[], T], policy: LoadPolicy,
     entry: Any, wait: bool, group: Group | None,
 ) -> tuple[T, bool]:
     """Take the key's lease and load, or wait for the lease holder's value: ``(value, hit)``.
@@ -228,12 +239,12 @@ def _fill(
     waited = False
     while True:
         if not isinstance(entry, Lease):
-            token = backend._acquire_lease(
+            token = backend.coordination.acquire_lease(
                 key, _replaceable(entry), int(min(policy.lock_timeout, LEASE_SLICE) * 1000),
                 group,
             )
             if token is None:  # Redis failed: load without storing (fail-open)
-                backend._stats.add("misses")
+                backend.counters.add("misses")
                 return loader(), False
             if token:
                 assert isinstance(token, str)
@@ -254,18 +265,18 @@ def _fill(
                     f"gave up waiting {policy.lock_timeout}s for another loader of {key!r}; "
                     "loading without the lock",
                 )
-            backend._stats.add("misses")
+            backend.counters.add("misses")
             return loader(), False
         if not waited:
-            backend._stats.add("lock_waits")
+            backend.counters.add("lock_waits")
             waited = True
         time.sleep(delay)
         delay = min(delay * 1.5, MAX_POLL)
         entry, current = _read(backend, key, policy)
         read_at = time.monotonic()
-        value, _ = _classify(backend, entry, policy, current)
+        value, _ = classify(entry, backend.tag_index, current, policy.beta)
         if value is not MISSING:
-            backend._stats.hit()
+            backend.counters.hit()
             return value, True
 
 
@@ -279,32 +290,32 @@ def _replaceable(entry: Any) -> tuple[str, bytes] | None:
 
 
 def _load_leased(
-    backend: RedisCache, key: str, loader: Callable[[], T], policy: LoadPolicy, token: str,
+    backend: CacheParts, key: str, loader: Callable[[], T], policy: LoadPolicy, token: str,
     group: Group | None,
 ) -> T:
     lease = lease_bytes(token)
     stored = False
-    held = backend._keeper.hold(key, lease, policy.lock_timeout)
+    held = backend.coordination.keeper.hold(key, lease, policy.lock_timeout)
     try:
         versions = _tag_versions(backend, policy)
         value, elapsed = _timed(loader)
         stored = _store(backend, key, value, elapsed, policy, versions, lease, group)
     finally:
-        backend._keeper.drop(held)
+        backend.coordination.keeper.drop(held)
         if not stored:
-            backend._compare_and_set(key, lease, None, None)
-    backend._stats.add("misses")
+            backend.coordination.compare_and_set(key, lease, None, None)
+    backend.counters.add("misses")
     return value
 
 
-def _tag_versions(backend: RedisCache, policy: LoadPolicy) -> dict[str, str] | None:
+def _tag_versions(backend: CacheParts, policy: LoadPolicy) -> dict[str, str] | None:
     """Tag versions to store with a value, read before loading it (so a concurrent
     invalidation is seen as newer than the value); None when Redis failed."""
-    return backend.tag_versions(policy.tags, create=True) if policy.tags else {}
+    return backend.tag_index.versions(policy.tags, create=True) if policy.tags else {}
 
 
 def _store(
-    backend: RedisCache, key: str, value: Any, elapsed: float, policy: LoadPolicy,
+    backend: CacheParts, key: str, value: Any, elapsed: float, policy: LoadPolicy,
     versions: dict[str, str] | None, expected: bytes, group: Group | None = None,
 ) -> bool:
     """Store a loaded value if *key* still starts with *expected* (nobody wrote since)."""
@@ -339,7 +350,7 @@ def _store(
             policy.enveloped
         ) else item
         try:
-            data = backend._encode(target, entry)
+            data = backend.codec.encode(target, entry)
         except SerializationError as exc:
             _log.warning(f"unserializable:{target}", f"not caching: {exc}")
             return False
@@ -347,10 +358,10 @@ def _store(
             return False
         writes.append((target, data))
     if group is not None:
-        return backend._store_in_group(group, key, expected, writes, ttl)
+        return backend.coordination.store_in_group(group, key, expected, writes, ttl)
     if elsewhere:
         raise ValueError("entries stored beside the loaded one need a group")
-    return backend._compare_and_set(key, expected, writes[0][1], ttl)
+    return backend.coordination.compare_and_set(key, expected, writes[0][1], ttl)
 
 
 #: In :func:`_store`: nothing is stored under the loaded key (a Deliver without *store*).

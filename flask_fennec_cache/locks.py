@@ -1,27 +1,24 @@
-"""Locks for single-flight loading: a Redis lock across processes, a coalescer within one."""
+"""A lock in Redis across processes and hosts (write-through writers, stale refreshes)."""
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Protocol
 
-from ._forksafe import reset_after_fork
+from ._coordination import Coordination
+from ._flight import FIRST_POLL, LEASE_SLICE, MAX_POLL, LeaseKeeper, SingleFlight
 from .serializers import new_version
 
-if TYPE_CHECKING:
-    from .backend import RedisCache
+# SingleFlight and LeaseKeeper live in ._flight; they are re-exported here for compatibility.
+__all__ = ["LEASE_SLICE", "HasCoordination", "LeaseKeeper", "RedisLock", "SingleFlight"]
 
-__all__ = ["LEASE_SLICE", "LeaseKeeper", "RedisLock", "SingleFlight"]
 
-T = TypeVar("T")
+class HasCoordination(Protocol):
+    """A cache whose coordination part takes locks (a :class:`~flask_fennec_cache.RedisCache`)."""
 
-FIRST_POLL = 0.002
-MAX_POLL = 0.025
-#: Seconds a lease or lock lives in Redis between renewals while its holder works.
-LEASE_SLICE = 2.0
+    @property
+    def coordination(self) -> Coordination: ...
 
 
 class RedisLock:
@@ -34,14 +31,14 @@ class RedisLock:
 
     def __init__(
         self,
-        backend: RedisCache,
+        backend: HasCoordination,
         name: str,
         timeout: float,
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.backend = backend
+        self.coordination = backend.coordination
         self.name = name
         self.timeout = timeout
         self.token = new_version() + new_version()
@@ -54,9 +51,11 @@ class RedisLock:
         deadline = self._clock() + wait
         delay = FIRST_POLL
         while True:
-            taken = self.backend._try_lock(self.name, self.token, min(self.timeout, LEASE_SLICE))
+            taken = self.coordination.try_lock(
+                self.name, self.token, min(self.timeout, LEASE_SLICE)
+            )
             if taken:
-                self._held = self.backend._keeper.hold(
+                self._held = self.coordination.keeper.hold(
                     self.name, self.token.encode(), self.timeout
                 )
             if taken is not False:
@@ -68,119 +67,5 @@ class RedisLock:
 
     def release(self) -> bool:
         """Release the lock if this holder still owns it; True when it did."""
-        self.backend._keeper.drop(self._held)
-        return self.backend._compare_and_set(self.name, self.token.encode(), None, None)
-
-
-class _Flight(Generic[T]):
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-
-class SingleFlight:
-    """Coalesce concurrent calls for one key in this process: one runs, the others share.
-
-    Followers wait at most *timeout* seconds for the leader, then run the call themselves.
-    A leader's exception is raised in its followers too.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._flights: dict[str, _Flight[Any]] = {}
-        reset_after_fork(self)
-
-    def run(self, key: str, call: Callable[[], T], timeout: float) -> tuple[T, bool]:
-        """``(result, led)``: *led* is True when this thread ran *call* itself."""
-        with self._lock:
-            flight = self._flights.get(key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[key] = _Flight()
-        if not leader:
-            if flight.done.wait(timeout):
-                if flight.error is not None:
-                    raise flight.error
-                return flight.value, False
-            return call(), True
-        try:
-            flight.value = call()
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            with self._lock:
-                self._flights.pop(key, None)
-            flight.done.set()
-        return flight.value, True
-
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-        self._flights = {}
-
-
-class LeaseKeeper:
-    """Keeps leases and locks alive in short slices while their holders work.
-
-    A lease or lock is written with a life of :data:`LEASE_SLICE` seconds and renewed (only if
-    it still holds the holder's token) every third of that, for at most the holder's own
-    timeout. A holder that dies, or that cannot release after a failover, therefore blocks
-    the others for one slice rather than for its whole timeout. One daemon thread per process
-    and cache, started on first use.
-    """
-
-    def __init__(self, renew: Callable[[str, bytes, int], object]) -> None:
-        self._renew = renew
-        self._init_state()
-        reset_after_fork(self)
-
-    def _init_state(self) -> None:
-        self._lock = threading.Lock()
-        self._held: dict[object, tuple[str, bytes, float]] = {}
-        self._thread: threading.Thread | None = None
-
-    def _after_fork(self) -> None:
-        self._init_state()  # the parent's holders are not this process's
-
-    def hold(self, name: str, expected: bytes, timeout: float) -> object:
-        """Renew *name* while it starts with *expected*, for up to *timeout* seconds.
-
-        Returns a handle for :meth:`drop` (None when the slice alone covers the timeout).
-        """
-        if timeout <= LEASE_SLICE:
-            return None
-        handle = object()
-        with self._lock:
-            self._held[handle] = (name, expected, time.monotonic() + timeout)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=_keep_alive, args=(weakref.ref(self),),
-                    name="fennec-cache-leases", daemon=True,
-                )
-                self._thread.start()
-        return handle
-
-    def drop(self, handle: object) -> None:
-        """Stop renewing (the holder is done)."""
-        if handle is not None:
-            with self._lock:
-                self._held.pop(handle, None)
-
-    def renew_all(self) -> None:
-        """Extend every lease still within its holder's timeout by one slice."""
-        now = time.monotonic()
-        with self._lock:
-            held = [(n, e, until) for n, e, until in self._held.values() if until > now]
-        for name, expected, until in held:
-            self._renew(name, expected, int(min(LEASE_SLICE, until - now) * 1000) + 1)
-
-
-def _keep_alive(ref: weakref.ref[LeaseKeeper]) -> None:
-    while True:
-        time.sleep(LEASE_SLICE / 3)
-        keeper = ref()
-        if keeper is None:
-            return
-        keeper.renew_all()
-        del keeper
+        self.coordination.keeper.drop(self._held)
+        return self.coordination.compare_and_set(self.name, self.token.encode(), None, None)

@@ -93,7 +93,7 @@ class WriteThrough:
         with self._locked(key):
             result = writer(value)
             try:
-                stored = self.backend._set_encoded(key, data, seconds)
+                stored = self.backend.writer.set_encoded(key, data, seconds)
             except CacheUnavailable:
                 self._evict(key)
                 raise
@@ -131,12 +131,12 @@ class WriteThrough:
         """The stored form of *value* (an envelope with the current tag versions when tagged);
         None when it cannot be stored; raises SerializationError for a value it cannot hold."""
         if not tags:
-            return self.backend._encode(key, value)
+            return self.backend.codec.encode(key, value)
         versions = self.backend.tag_versions(tags, create=True)
         if versions is None:  # Redis failed (fail-open): check the value, store nothing
-            self.backend._encode(key, value)
+            self.backend.codec.encode(key, value)
             return None
-        return self.backend._encode(key, Envelope(value, new_version(), tags=versions))
+        return self.backend.codec.encode(key, Envelope(value, new_version(), tags=versions))
 
     @contextmanager
     def _locked(self, key: str) -> Iterator[None]:
@@ -156,7 +156,7 @@ class WriteThrough:
         """Delete *key* after a write, retrying once; False (logged) when it stayed."""
         if _twice(lambda: self.backend.try_delete(key) is not None):
             return True
-        self.backend._log.error(
+        self.backend.log.error(
             "write-through-evict",
             f"write-through: could not update or delete {key!r} in the cache after the write "
             "succeeded; it may be served stale until it expires",
@@ -167,7 +167,7 @@ class WriteThrough:
         """Invalidate *tags* after a delete, retrying once; False (logged) when it failed."""
         if not tags or _twice(lambda: self.backend.invalidate_tags(*tags)):
             return True
-        self.backend._log.error(
+        self.backend.log.error(
             "write-through-invalidate",
             f"write-through: could not invalidate the tags {list(tags)!r} after the delete "
             "succeeded; their entries may be served stale until they expire",

@@ -62,7 +62,7 @@ class CallCounter:
         client = cache.client
         execute: Any = client.execute_command
         make_pipeline = client.pipeline
-        direct_get = cache._get
+        direct_get = cache.reader.get
 
         def counting_execute(*args: Any, **kwargs: Any) -> Any:
             self.commands.append(str(args[0]))
@@ -87,7 +87,7 @@ class CallCounter:
 
         monkeypatch.setattr(client, "execute_command", counting_execute)
         monkeypatch.setattr(client, "pipeline", counting_pipeline)
-        monkeypatch.setattr(cache, "_get", counting_get)
+        monkeypatch.setattr(cache.reader, "get", counting_get)
         return self
 
 

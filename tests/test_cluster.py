@@ -230,7 +230,7 @@ def test_delete_across_slots(cluster_caches: CacheFactory) -> None:
 
 def test_library_keys_updated_together_share_one_slot(cluster_caches: CacheFactory) -> None:
     made = cluster_caches()
-    tag_keys = [made._tag_key(tag) for tag in ("users", "orders", "tenant:7", "x" * 40)]
+    tag_keys = [made.tag_index.key(tag) for tag in ("users", "orders", "tenant:7", "x" * 40)]
     assert len({key_slot(k.encode()) for k in tag_keys}) == 1
     # TAG_VERSIONS touches several tag keys in one script: it must run without CROSSSLOT.
     versions = made.tag_versions(["users", "orders", "tenant:7"], create=True)

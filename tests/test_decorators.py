@@ -1124,3 +1124,10 @@ def test_different_hosts_are_cached_separately(
 
     assert client.get("/host", base_url="http://one.example").get_data() == b"one.example"
     assert client.get("/host", base_url="http://two.example").get_data() == b"two.example"
+
+
+def test_an_unknown_option_is_refused_naming_it(fake_backend: RedisCache) -> None:
+    with pytest.raises(ValueError, match="stale_tll"):
+        cache(backend=fake_backend, stale_tll=5)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="lock_timout"):
+        FennecCache().cache(ttl=5, lock_timout=1)  # type: ignore[call-arg]

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from _support import HANG, CacheFactory, wait_for
 
+import flask_fennec_cache._flight as flight
 import flask_fennec_cache.loading as loading
 import flask_fennec_cache.locks as locks
 from flask_fennec_cache import CacheAside, RedisCache
@@ -21,6 +22,7 @@ RENEWED_MS = int(SLICE * 1000) + 1
 
 @pytest.fixture(autouse=True)
 def short_slices(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(flight, "LEASE_SLICE", SLICE)  # the keeper's slice and renewal pace
     monkeypatch.setattr(locks, "LEASE_SLICE", SLICE)
     monkeypatch.setattr(loading, "LEASE_SLICE", SLICE)
     yield
@@ -70,7 +72,7 @@ def renewed_and_waited(backend: RedisCache, release: threading.Event, loads: lis
         ttls.append(pttl(backend, "k"))
     # The longest the lease can have: read right after a renewal (the keeper's own thread may
     # or may not have renewed just before one of the reads above).
-    backend._keeper.renew_all()
+    backend.coordination.keeper.renew_all()
     ttls.append(pttl(backend, "k"))
     other = RedisCache(backend.url, prefix=backend.prefix)
     try:
@@ -97,7 +99,7 @@ def renewed_and_waited(backend: RedisCache, release: threading.Event, loads: lis
 
 def test_a_lease_its_holder_abandoned_is_taken_over_after_one_slice(backend: RedisCache) -> None:
     """A holder that died (or could not release after a failover) leaves a lease of one slice."""
-    token = backend._acquire_lease("k", None, int(SLICE * 1000))
+    token = backend.coordination.acquire_lease("k", None, int(SLICE * 1000))
     assert token
     value = CacheAside(backend, ttl=60, lock_timeout=30).lookup("k", lambda: "taken over")
     assert value == ("taken over", False, "k")
@@ -109,7 +111,7 @@ def test_locks_are_renewed_while_held_and_gone_after_release(backend: RedisCache
     assert lock.acquire()
     threading.Event().wait(SLICE * 3)
     assert 0 < pttl(backend, "__fennec__:write:k") <= RENEWED_MS
-    backend._keeper.renew_all()  # the longest it can have: right after a renewal
+    backend.coordination.keeper.renew_all()  # the longest it can have: right after a renewal
     assert 0 < pttl(backend, "__fennec__:write:k") <= RENEWED_MS
     assert lock.release()
     assert pttl(backend, "__fennec__:write:k") == -2
@@ -123,8 +125,8 @@ def test_renewal_stops_at_the_holders_timeout(backend: RedisCache) -> None:
 
 
 def test_renewal_never_extends_someone_elses_lease(backend: RedisCache) -> None:
-    backend._keeper.hold("k", b"Lmine", 30)
+    backend.coordination.keeper.hold("k", b"Lmine", 30)
     backend.client.set(backend.prefix + "k", b"Ltheirs", px=int(SLICE * 1000))
-    backend._keeper.renew_all()
+    backend.coordination.keeper.renew_all()
     assert pttl(backend, "k") <= SLICE * 1000
     assert wait_for(lambda: pttl(backend, "k") == -2, timeout=HANG)

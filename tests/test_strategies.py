@@ -306,7 +306,7 @@ def test_write_through_errors_are_rate_limited_with_the_count_held_back(
 ) -> None:  # fmt: skip
     """A failover makes every write fail to update and to evict: one line per cause per 10 s."""
     clock = FakeClock()
-    backend._log = RateLimitedLog(clock=clock)
+    backend.log = RateLimitedLog(clock=clock)
     break_key(backend, monkeypatch, "set", "user:", times=10_000, prefix=True)
     break_key(backend, monkeypatch, "unlink", "user:", times=10_000, prefix=True)
     write_through = WriteThrough(backend)

@@ -314,7 +314,7 @@ def test_every_vary_variant_is_tagged_and_dropped_by_its_tags(
         assert client.get("/hello", headers={"Accept-Language": language}).status_code == 200
     assert renders == ["en", "fr"]
     backend = backend_of(app)
-    entries = [backend._read(k) for k in backend.keys("view:*")]
+    entries = [backend.reader.read(k) for k in backend.keys("view:*")]
     variants = [e for e in entries if isinstance(e, Envelope) and hasattr(e.value, "body")]
     assert len(variants) == 2 and all(e.tags for e in variants)
     assert backend.invalidate_tags("greetings")

@@ -1,0 +1,109 @@
+"""The entry codec of one cache: its serializer, compression and size limit, applied to entries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ._ratelog import RateLimitedLog
+from ._stats import StatsBuffer
+from ._validate import check_key, pickle_secret
+from .compression import Compressor
+from .errors import ConfigurationError
+from .serializers import (
+    MSGPACK_MISSING,
+    CorruptEntry,
+    Envelope,
+    decode,
+    encode,
+    envelope_head,
+    msgpack_available,
+    redecoder,
+)
+
+__all__ = ["MISSING", "EntryCodec", "Unreadable"]
+
+
+class _Missing:
+    """The marker for "no entry", distinct from a cached ``None``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing()
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An entry this library cannot decode (foreign or corrupt); a miss that loaders replace."""
+
+    data: bytes
+
+
+class EntryCodec:
+    """Turns entries into stored bytes and back, as one cache is configured to.
+
+    :param serializer: ``"json"``, ``"msgpack"`` or ``"pickle"`` (which needs *secret_key*).
+    :param max_value_bytes: the largest encoded value stored (checked before compression).
+    """
+
+    def __init__(
+        self,
+        serializer: str,
+        secret_key: str | bytes | None,
+        compression: str,
+        compress_threshold: int,
+        max_value_bytes: int,
+        stats: StatsBuffer,
+        log: RateLimitedLog,
+    ) -> None:
+        self.pickle_secret = pickle_secret(serializer, secret_key)
+        if serializer == "msgpack" and not msgpack_available():
+            raise ConfigurationError(MSGPACK_MISSING)
+        self.serializer = serializer
+        self.max_value_bytes = max_value_bytes
+        self._compress = Compressor(compression, compress_threshold)
+        self._stats = stats
+        self._log = log
+
+    def encode(self, key: str, value: Any) -> bytes | None:
+        """The stored form of *value* (compressed when large), or None when it is too large.
+
+        Raises :class:`~flask_fennec_cache.SerializationError` for a value the format cannot
+        hold exactly, and :class:`~flask_fennec_cache.InvalidKeyError` for an unusable key.
+        """
+        check_key(key)
+        inner = value.value if isinstance(value, Envelope) else value
+        data = encode(inner, key, self.pickle_secret, self.serializer)
+        if len(data) > self.max_value_bytes:
+            self._log.warning(
+                "too-large",
+                f"not caching {key!r}: {len(data)} bytes is over the "
+                f"{self.max_value_bytes}-byte limit (FENNEC_CACHE_MAX_VALUE_BYTES)",
+            )
+            return None
+        data = self._compress(data)
+        return envelope_head(value) + data if isinstance(value, Envelope) else data
+
+    def decode(self, key: str, data: bytes | None) -> Any:
+        """The decoded entry, :data:`MISSING` for no data, or :class:`Unreadable` (counted and
+        logged) for bytes this library cannot read."""
+        if data is None:
+            return MISSING
+        try:
+            return decode(data, self.pickle_secret, self.max_value_bytes)
+        except CorruptEntry as exc:
+            self._stats.add("errors")
+            self._log.warning("corrupt", f"treating {key!r} as a miss: {exc}")
+            return Unreadable(data)
+
+    def ready_form(self, data: bytes, entry: Any) -> tuple[Callable[[Any], Any], Any]:
+        """How a near cache keeps *data* (decoded as *entry*) ready to decode again per hit."""
+        return redecoder(data, entry, self.pickle_secret, self.max_value_bytes)

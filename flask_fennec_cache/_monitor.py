@@ -1,0 +1,109 @@
+"""Health and the shared statistics of one cache (counted per process, summed in Redis)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import redis
+from redis.exceptions import RedisError
+
+from ._connect import redact_url
+from ._guard import BREAKER_ERRORS, Guard
+from ._stats import StatsBuffer, summarize
+from .near import NearCache
+
+__all__ = ["Monitor"]
+
+
+class Monitor:
+    """Answers for one cache: is Redis healthy, and what do the shared counters say.
+
+    :param stats_key: the hash in Redis holding the counters every process flushes into.
+    :param shared: whether other processes see these counters (False for ``memory://``).
+    """
+
+    def __init__(
+        self, guard: Guard, counters: StatsBuffer, stats_key: str, url: str,
+        near: NearCache | None, shared: bool,
+    ) -> None:
+        self._guard = guard
+        self._counters = counters
+        self._stats_key = stats_key
+        self._url = redact_url(url)
+        self._near = near
+        self._shared = shared
+
+    def health(self) -> dict[str, Any]:
+        """See :meth:`~flask_fennec_cache.RedisCache.health`."""
+        started = time.perf_counter()
+        report: dict[str, Any] = {"backend": "redis", "url": self._url}
+        breaker = self._guard.breaker
+        try:
+            self._guard.client.ping()
+        except (RedisError, OSError) as exc:
+            if isinstance(exc, BREAKER_ERRORS):
+                breaker.failure()
+            report.update(status="unhealthy", error=f"{type(exc).__name__}: {exc}")
+        else:
+            breaker.success()
+            report["status"] = "healthy"
+        report["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        report["breaker"] = breaker.state
+        near = self.near_cache_state()
+        if near is not None:
+            report["near_cache"] = near
+        return report
+
+    def near_cache_state(self) -> dict[str, Any] | None:
+        """See :meth:`~flask_fennec_cache.RedisCache.near_cache_state`."""
+        near = self._near
+        if near is None:
+            return None
+        return {
+            "connected": near.connected,
+            "entries": len(near),
+            "max_entries": near.max_entries,
+            "bytes": near.bytes_held,
+            "max_bytes": near.max_bytes,
+        }
+
+    def get_stats(self) -> dict[str, Any]:
+        """See :meth:`~flask_fennec_cache.RedisCache.get_stats`."""
+        shared = self.shared_counters()
+        if shared is None:
+            return {**summarize(self._counters.pending()), "shared": False}
+        return {**summarize(shared), "shared": self._shared}
+
+    def shared_counters(self) -> dict[str, int] | None:
+        """See :meth:`~flask_fennec_cache.RedisCache.shared_counters`."""
+        self._counters.flush()
+        found = self._guard.run(
+            "get_stats", lambda c: cast(dict[bytes, bytes], c.hgetall(self._stats_key)),
+            timed=False,
+        )
+        if found is None:
+            return None
+        counts = {k.decode(): int(v) for k, v in found.items()}
+        for field, amount in self._counters.pending().items():  # refused by Redis (e.g. OOM)
+            counts[field] = counts.get(field, 0) + amount
+        return counts
+
+    def reset_stats(self) -> bool:
+        """See :meth:`~flask_fennec_cache.RedisCache.reset_stats`."""
+        if self._guard.run("reset_stats", lambda c: c.delete(self._stats_key)) is None:
+            return False
+        self._counters.discard()
+        return True
+
+    def flush(self, counts: Mapping[str, int]) -> bool:
+        """Add this process's *counts* to the shared ones (for the flushing thread: quiet)."""
+
+        def add(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for field, amount in counts.items():
+                pipe.hincrby(self._stats_key, field, amount)
+            return pipe.execute()
+
+        return self._guard.quietly(add) is not None
