@@ -94,7 +94,7 @@ class FunctionKeys:
             self._check_template(spec, kinds)
         self._memo: dict[tuple[Any, ...], str] | None = None if callable(spec) else {}
 
-    def _check_template(self, template: str, kinds: set[inspect._ParameterKind]) -> None:
+    def _check_template(self, template: str, kinds: set[Any]) -> None:
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
         except ValueError as exc:
