@@ -64,11 +64,14 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     })),
     ("loading", frozenset({"loading", "keys", "_results"})),
     ("strategies/decorators", frozenset({
-        "strategies", "decorators", "_views", "_current", "unavailable",
+        "strategies", "decorators", "_views", "_current", "unavailable", "fragments",
     })),
     ("extension", frozenset({"extension", "_startup"})),
     # The front ends over the extension: the admin blueprint, the CLI, Flask-Caching's API.
-    ("admin/CLI", frozenset({"admin", "cli", "_prometheus", "_compat_config"})),
+    ("admin/CLI", frozenset({
+        "admin", "cli", "_prometheus", "compat", "_compat_backend", "_compat_config",
+        "_compat_keys",
+    })),
 )  # fmt: skip
 
 #: ``(importer, imported) -> why`` for the imports that may point up the layers.
@@ -256,8 +259,13 @@ class PackageSource:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if not _within(alias.name, self.name) and _private_part(alias.name):
-                    yield ReachIn(module, node.lineno, _private_part(alias.name),
-                                  f"import {alias.name}", alias.name.split(".")[0])
+                    yield ReachIn(
+                        module,
+                        node.lineno,
+                        _private_part(alias.name),
+                        f"import {alias.name}",
+                        alias.name.split(".")[0],
+                    )
             return
         if not isinstance(node, ast.ImportFrom):
             return
@@ -267,13 +275,23 @@ class PackageSource:
             outside = node.module or ""
             if _private_part(outside):
                 names = ", ".join(alias.name for alias in node.names)
-                yield ReachIn(module, node.lineno, _private_part(outside), f"{code} {names}",
-                              outside.split(".")[0])
+                yield ReachIn(
+                    module,
+                    node.lineno,
+                    _private_part(outside),
+                    f"{code} {names}",
+                    outside.split(".")[0],
+                )
                 return
             for alias in node.names:
                 if is_private(alias.name):
-                    yield ReachIn(module, node.lineno, alias.name, f"{code} {alias.name}",
-                                  outside.split(".")[0])
+                    yield ReachIn(
+                        module,
+                        node.lineno,
+                        alias.name,
+                        f"{code} {alias.name}",
+                        outside.split(".")[0],
+                    )
             return
         owner = self._longest_module(base) or "__init__"
         for alias in node.names:
@@ -295,7 +313,8 @@ class PackageSource:
         return [
             f"{imported}: {names[rank[imported.source]]} imports {names[rank[imported.target]]}"
             for imported in self.imports()
-            if imported.source in rank and imported.target in rank
+            if imported.source in rank
+            and imported.target in rank
             and rank[imported.target] > rank[imported.source]
             and (imported.source, imported.target) not in (allowed or {})
         ]
@@ -387,13 +406,18 @@ def _own_private_names(tree: ast.Module) -> set[str]:
                 for part in ast.walk(target):
                     if isinstance(part, ast.Name):
                         names.add(part.id)
-                    elif (isinstance(part, ast.Attribute) and isinstance(part.value, ast.Name)
-                          and part.value.id in {"self", "cls"}):
+                    elif (
+                        isinstance(part, ast.Attribute)
+                        and isinstance(part.value, ast.Name)
+                        and part.value.id in {"self", "cls"}
+                    ):
                         names.add(part.attr)
-            if (isinstance(node, ast.Assign) and any(
-                    isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets)):
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets
+            ):
                 names.update(
-                    c.value for c in ast.walk(node.value)
+                    c.value
+                    for c in ast.walk(node.value)
                     if isinstance(c, ast.Constant) and isinstance(c.value, str)
                 )
     return {name for name in names if is_private(name)}
@@ -409,10 +433,13 @@ def _private_uses(tree: ast.Module) -> Iterator[tuple[ast.expr, str, str]]:
         if isinstance(node, ast.Attribute) and is_private(node.attr) and not _is_self(node.value):
             yield node, node.attr, ast.unparse(node)
         elif (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
             and node.func.id in {"getattr", "setattr", "hasattr", "delattr"}
-            and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
-            and isinstance(node.args[1].value, str) and is_private(node.args[1].value)
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and is_private(node.args[1].value)
             and not _is_self(node.args[0])
         ):
             yield node, node.args[1].value, ast.unparse(node)
@@ -447,8 +474,10 @@ def report(source: PackageSource) -> str:
         for size in classes[:5]
     )
     reach_ins = source.reach_ins()
-    lines.append(f"private reach-ins: {len(reach_ins)} uses of "
-                 f"{len({(r.module, r.name) for r in reach_ins})} (module, name) pairs")
+    lines.append(
+        f"private reach-ins: {len(reach_ins)} uses of "
+        f"{len({(r.module, r.name) for r in reach_ins})} (module, name) pairs"
+    )
     lines.extend(f"  {reach}" for reach in reach_ins)
     violations = source.layer_violations(LAYERS, ALLOWED_UPWARD_IMPORTS)
     lines.append(f"layering violations: {len(violations)}")
@@ -611,6 +640,7 @@ def test_checker_finds_imports_up_the_layers(tmp_path: Path) -> None:
         "low -> high (function, line 2)", "side -> high (top, line 1)",
     ]  # fmt: skip
     assert len(source.layer_violations(layers, {("low", "high"): "why"})) == 1
+
 
 if __name__ == "__main__":
     print(report(PackageSource(ROOT / PACKAGE)))
