@@ -89,6 +89,18 @@ class Writer:
         self._counters.add("sets", stored)
         return stored == len(encoded)
 
+    def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        """See :meth:`~flask_fennec_cache.RedisCache.add`."""
+        data, ms = self._codec.encode(key, value), ttl_ms(ttl, self._default_ttl)
+        full = self._prefix + key
+        done = data is not None and self._guard.run(
+            "add", lambda c: bool(c.set(full, data, px=ms, nx=True))
+        )
+        self._forget(key)
+        if done:
+            self._counters.add("sets")
+        return bool(done)
+
     def delete(self, keys: tuple[str, ...]) -> int | None:
         """See :meth:`~flask_fennec_cache.RedisCache.try_delete`."""
         if not keys:

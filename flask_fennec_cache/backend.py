@@ -31,7 +31,7 @@ from ._scripts import Scripts
 from ._stats import StatsBuffer
 from ._tagindex import TagIndex
 from ._topology import mget
-from ._validate import RESERVED, check_prefix, check_ttl, ttl_ms
+from ._validate import RESERVED, check_prefix, check_ttl
 from ._writer import Writer
 from .config import DEFAULTS
 from .errors import ConfigurationError
@@ -310,18 +310,9 @@ class RedisCache:
         return self._keyspace.keys(pattern, limit)
 
     def add(self, key: str, value: Any, ttl: float | None = None) -> bool:
-        """Store *value* under *key* only if the key holds nothing, atomically (``SET NX``, so
-        usable as a lock); True when stored, False when the key exists (a load in progress
-        counts), the value is too large or Redis failed (fail-open)."""
-        data = self.codec.encode(key, value)
-        if data is None:
-            return False
-        name, ms = self.prefix + key, ttl_ms(ttl, self.default_ttl)
-        done = self.guard.run("add", lambda c: c.set(name, data, px=ms, nx=True))
-        self.reader.forget(key)
-        if done:
-            self.counters.add("sets")
-        return bool(done)
+        """Store *value* only if *key* holds nothing, atomically (``SET NX``: usable as a lock);
+        False when the key exists (a load in progress counts), or as :meth:`set` answers."""
+        return self.writer.add(key, value, ttl)
 
     # -- tags and groups -----------------------------------------------------------------------
 

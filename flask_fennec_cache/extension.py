@@ -15,6 +15,7 @@ from .config import apply_defaults, read_settings, store_effective
 from .decorators import CacheDecorator, CacheOptions
 from .decorators import cache as _cache
 from .errors import FennecCacheError
+from .fragments import register_fragments
 from .keys import KeySpec
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class FennecCache:
         app.extensions[EXTENSION_KEY] = backend
         app.extensions[SETTINGS_KEY] = settings
         check_at_startup(backend, settings)
+        register_fragments(app)  # the {% cache %} Jinja tag
         if settings.admin_url_prefix:
             from .admin import make_blueprint
 

@@ -11,7 +11,7 @@ import fakeredis
 import pytest
 import redis
 from _servers import RedisServer, RedisServerFactory
-from _support import CacheFactory, CallCounter, wait_for
+from _support import CacheFactory, CallCounter, run_threads, wait_for
 
 from flask_fennec_cache import (
     MISSING,
@@ -893,3 +893,29 @@ def test_user_keys_cannot_reach_the_reserved_namespace(
     assert stats["shared"] is backend.shared  # read from the server (memory:// is never shared)
     assert stats["misses"] == 1
     assert stats["errors"] == 0
+
+
+# ==================================================================================
+# add: SET NX (Flask-Caching's cache.add, used as a lock)
+# ==================================================================================
+
+
+def test_add_stores_only_when_the_key_holds_nothing(backend: RedisCache) -> None:
+    assert backend.add("lock", "first", ttl=60) is True
+    assert backend.add("lock", "second", ttl=60) is False
+    assert backend.get("lock") == "first"
+    assert 0 < (backend.ttl("lock") or 0) <= 60
+    backend.delete("lock")
+    assert backend.add("lock", "third") is True
+    assert backend.get("lock") == "third"
+
+
+def test_add_lets_exactly_one_of_racing_callers_in(backend: RedisCache) -> None:
+    won = run_threads(8, lambda index: backend.add("lock", index, ttl=60))
+    assert won.count(True) == 1
+    assert backend.get("lock") == won.index(True)
+
+
+def test_add_fails_open_when_redis_is_unreachable(fake_down: RedisCache) -> None:
+    assert fake_down.add("new", 1) is False
+    assert fake_down.get_stats()["errors"] >= 1
