@@ -28,6 +28,8 @@ package is built, not a reach-in.
 from __future__ import annotations
 
 import ast
+import fnmatch
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
@@ -39,6 +41,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "flask_fennec_cache"
+#: The page that describes the layers; its table must list the modules LAYERS lists.
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 #: Longest class statement allowed, in lines (from the ``class`` line to its last line).
 MAX_CLASS_LINES = 350
@@ -543,6 +547,38 @@ def test_every_module_is_in_one_layer(package: PackageSource) -> None:
     assert gone == [], f"LAYERS lists modules that no longer exist: {gone}"
     for importer, imported in ALLOWED_UPWARD_IMPORTS:
         assert {importer, imported} <= set(package.trees), (importer, imported)
+
+
+def documented_layers(text: str) -> list[tuple[str, list[str]]]:
+    """The ``| layer | modules | job |`` rows of the architecture page: each layer's name and
+    module names (backticked, in the order written; ``_compat_*`` stays a pattern)."""
+    section = text.split("## The layers", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0] not in {"layer", ""} and not set(cells[0]) <= {"-"}:
+            rows.append((cells[0], re.findall(r"`([A-Za-z0-9_.*]+)`", cells[1])))
+    return rows
+
+
+def test_the_architecture_page_shows_the_same_layers() -> None:
+    documented = documented_layers(ARCHITECTURE.read_text(encoding="utf-8"))
+    assert [name for name, _ in documented] == [name for name, _ in LAYERS]
+    for (name, written), (_, members) in zip(documented, LAYERS, strict=True):
+        matched = {m for pattern in written for m in fnmatch.filter(members, pattern)}
+        unmatched = [pattern for pattern in written if not fnmatch.filter(members, pattern)]
+        assert (unmatched, sorted(members - matched)) == ([], []), (
+            f"layer {name!r}: {ARCHITECTURE.name} names {unmatched} that LAYERS does not have "
+            "there, and leaves out the modules on the right"
+        )
+
+
+def test_the_architecture_table_is_read_row_by_row() -> None:
+    page = (
+        "# A\n\n## The layers, bottom to top\n\n| layer | modules | job |\n|---|---|---|\n"
+        "| low | `a`, `b` (facade) | x |\n| high | `c_*` | y |\n\n## Next\n| z | `d` | w |\n"
+    )
+    assert documented_layers(page) == [("low", ["a", "b"]), ("high", ["c_*"])]
 
 
 # ------------------------------------------------------------------------------------------
