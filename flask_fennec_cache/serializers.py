@@ -139,7 +139,9 @@ def _same(entry: Any) -> Any:
 
 
 def redecoder(
-    data: bytes, entry: Any, pickle_secret: bytes | None = None,
+    data: bytes,
+    entry: Any,
+    pickle_secret: bytes | None = None,
     max_size: int = DEFAULT_MAX_SIZE,
 ) -> tuple[Callable[[Any], Any], Any]:
     """``(function, argument)``: ``function(argument)`` decodes *data* (whose decoding is
