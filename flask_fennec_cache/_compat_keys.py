@@ -3,6 +3,7 @@ small call conventions of its decorators (``unless`` with or without arguments, 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import string
 from collections.abc import Callable, Iterable, Mapping
@@ -20,7 +21,9 @@ __all__ = [
     "instance_id",
     "join_generator",
     "make_template_fragment_key",
-    "memoize_tags",
+    "function_tag",
+    "instance_digest",
+    "instance_segment",
     "query_pairs",
     "wants_args",
     "wants_extra_args",
@@ -129,24 +132,25 @@ def argument_text(
     return ",".join(parts)
 
 
-def memoize_tags(
+def instance_segment(
     func: Callable[..., Any], args: tuple[Any, ...], ignore: frozenset[str]
-) -> tuple[str, ...]:
-    """The tags of a memoized call: the function's, and for a method (unless ``self`` is
-    ignored) its instance's; ``delete_memoized`` invalidates one of them."""
-    tags = [function_tag(func)]
-    if args and _first_parameter(func) == "self" and "self" not in ignore:
-        tags.append(instance_tag(func, args[0]))
-    return tuple(tags)
+) -> str:
+    """The part of a memoized method's keys naming its instance (``"<digest>:"``; empty for a
+    function, or when ``self`` is ignored): ``delete_memoized(obj.method)`` drops the keys
+    that start with it. A digest, so that any ``repr`` fits in a glob pattern."""
+    if not args or _first_parameter(func) != "self" or "self" in ignore:
+        return ""
+    return instance_digest(args[0]) + ":"
 
 
-def instance_tag(func: Callable[..., Any], instance: Any) -> str:
-    """The tag of the memoized entries of method *func* for *instance*."""
-    return hashed_if_long(f"memoize:{function_name(func)}:", instance_id(instance))
+def instance_digest(instance: Any) -> str:
+    """The digest of :func:`instance_id` that keys name an instance by."""
+    text = instance_id(instance).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(text).hexdigest()[:24]
 
 
 def function_tag(func: Callable[..., Any]) -> str:
-    """The tag of every memoized entry of *func*."""
+    """The tag of every memoized entry of *func* (one per function: tags never expire)."""
     return hashed_if_long("memoize:", function_name(func))
 
 

@@ -30,15 +30,16 @@ from ._compat_keys import (
     argument_text,
     function_name,
     function_tag,
-    instance_tag,
+    instance_digest,
+    instance_segment,
     join_generator,
     make_template_fragment_key,
-    memoize_tags,
     query_pairs,
     wants_args,
     wants_extra_args,
 )
 from ._current import EXTENSION_KEY, SETTINGS_KEY
+from ._validate import glob_escape
 from .backend import RedisCache
 from .config import read_settings
 from .errors import ConfigurationError, NoBackendError
@@ -289,10 +290,11 @@ class Cache:
         instance = getattr(f, "__self__", None)
         if not args and not kwargs:
             if instance is None or inspect.isclass(instance):
-                tag = function_tag(target.uncached)
-            else:
-                tag = instance_tag(target.uncached, instance)
-            self._invalidate(tag)
+                self._invalidate(function_tag(target.uncached))
+            else:  # that instance's entries: the keys that name it
+                backend = self.cache
+                if isinstance(backend, CompatBackend):
+                    backend.native.clear(target.instance_pattern(instance))
             return
         if instance is not None and not inspect.isclass(instance):
             names = list(inspect.signature(target.uncached).parameters)
@@ -441,15 +443,20 @@ class _MemoKey:
         self.ignore = ignore
 
     def __call__(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
-        name = function_name(f)
-        if self.make_name is not None:
-            name = self.make_name(name)
         text = argument_text(f, args, kwargs, self.ignore)
+        head = self.head(f) + instance_segment(f, args, self.ignore)
         if _source_check(self.owner, self.source_check):
             text += "|source:" + _digest(self.owner, self.hash_method, inspect.getsource(f))
         if self.hash_method is not None or self.owner._setting().hash_method is not None:
-            return f"memoize:{name}:#{_digest(self.owner, self.hash_method, text)}"
-        return hashed_if_long(f"memoize:{name}:", text)
+            return f"{head}#{_digest(self.owner, self.hash_method, text)}"
+        return hashed_if_long(head, text)
+
+    def head(self, f: Callable[..., Any]) -> str:
+        """What every key of *f* starts with: ``memoize:{name}:`` (*make_name* applied)."""
+        name = function_name(f)
+        if self.make_name is not None:
+            name = self.make_name(name)
+        return f"memoize:{name}:"
 
 
 class _ViewKey:
@@ -571,6 +578,7 @@ class MemoizedFunction(_Decorated):
         super().__init__(owner, func, timeout)
         #: ``make_cache_key(f, *args, **kwargs)``: the key of a call of *f*; may be replaced.
         self.make_cache_key: Callable[..., str] = key_maker
+        self._keys = key_maker
         self._options = options
         self._ignore = ignore
 
@@ -578,12 +586,17 @@ class MemoizedFunction(_Decorated):
         """Drop every memoized result of this function (of every instance, for a method)."""
         self._owner.delete_memoized(self)
 
+    def instance_pattern(self, instance: Any) -> str:
+        """The glob pattern of this method's keys for *instance*."""
+        head = glob_escape(self._keys.head(self.uncached))
+        return f"{head}{instance_digest(instance)}:*"
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         owner, func = self._owner, self.uncached
         if _bypass(self._options.unless, func, args, kwargs):
             return owner._call(func, args, kwargs)
         key = self.make_cache_key(func, *args, **kwargs)
-        tags = memoize_tags(func, args, self._ignore)
+        tags = (function_tag(func),)
         call = functools.partial(owner._call, func, args, kwargs)
         return owner._serve(key, tags, self.cache_timeout, self._options, call, args, kwargs)[0]
 

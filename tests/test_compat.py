@@ -481,3 +481,32 @@ def test_the_admin_blueprint_and_cli_serve_the_compat_cache(
     assert result.exit_code == 0, result.output
     assert "k" in result.output.split()
     assert native(second).prefix == "second:"  # its own backend, not the app's
+
+
+def test_memoized_methods_of_many_instances_keep_one_tag_per_function(redis_app: Flask) -> None:
+    cache = Cache(redis_app)
+    calls = Counter()
+
+    class Account:
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def __repr__(self) -> str:
+            return f"Account({self.number})"
+
+        @cache.memoize(60)
+        def balance(self) -> int:
+            calls.bump()
+            return self.number
+
+    accounts = [Account(number) for number in range(40)]
+    assert [account.balance() for account in accounts] == list(range(40))
+    backend = native(cache)
+    reserved = [
+        name for name in backend.client.scan_iter(match=backend.prefix + "__fennec__:*")
+        if b"memoize:" in name
+    ]
+    assert len(reserved) == 1  # tag versions never expire: none per instance
+    cache.delete_memoized(accounts[3].balance)
+    assert [account.balance() for account in accounts] == list(range(40))
+    assert calls.calls == 41
