@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
+from ._entries import MISSING, Unreadable
 from ._ratelog import RateLimitedLog
 from ._stats import StatsBuffer
 from ._validate import check_key, pickle_secret
@@ -23,28 +23,6 @@ from .serializers import (
 )
 
 __all__ = ["MISSING", "EntryCodec", "Unreadable"]
-
-
-class _Missing:
-    """The marker for "no entry", distinct from a cached ``None``."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING: Final = _Missing()
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """An entry this library cannot decode (foreign or corrupt); a miss that loaders replace."""
-
-    data: bytes
 
 
 class EntryCodec:

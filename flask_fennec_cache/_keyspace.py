@@ -10,12 +10,11 @@ import redis
 from ._guard import Guard
 from ._topology import scan_targets
 from ._validate import check_pattern, glob_escape
-from .serializers import lease_bytes
+from .serializers import LEASE_TAG
 
 __all__ = ["SCAN_BATCH", "Keyspace"]
 
 SCAN_BATCH: Final = 500
-_LEASE_HEAD: Final = lease_bytes("")
 
 
 class Keyspace:
@@ -57,7 +56,7 @@ class Keyspace:
                 found.extend(
                     name.decode("utf-8", "replace")[len(self._prefix) :]
                     for name, head in zip(batch, heads, strict=True)
-                    if head and head != _LEASE_HEAD
+                    if head and head != LEASE_TAG
                 )
                 if len(found) >= limit:
                     break

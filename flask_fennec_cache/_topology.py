@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import redis
-from redis._parsers.encoders import Encoder
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.connection import AbstractConnection
@@ -137,13 +136,9 @@ class ClusterClient:
         return _GuardedPipeline(cluster.pipeline(transaction, shard_hint))
 
     def register_script(self, script: str) -> Script:
-        """A Lua script object that runs through this client (without connecting yet)."""
-        return Script(self, script)  # type: ignore[arg-type]
-
-    def get_encoder(self) -> Encoder:
-        """The encoder redis-py's cluster uses with its default options (for :class:`Script`)."""
-        encoder: Any = Encoder
-        return cast(Encoder, encoder("utf-8", "strict", False))
+        """A Lua script object that runs through this client (without connecting yet). Given
+        as UTF-8 bytes, it needs no encoder of the client's to compute its SHA1."""
+        return Script(self, script.encode("utf-8"))  # type: ignore[arg-type]
 
     def primary_clients(self) -> list[redis.Redis]:
         """A client of every primary node, as currently known."""

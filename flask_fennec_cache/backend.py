@@ -35,13 +35,12 @@ from ._validate import RESERVED, check_prefix, check_ttl
 from ._writer import Writer
 from .config import DEFAULTS
 from .errors import ConfigurationError
-from .serializers import Envelope, lease_bytes
+from .serializers import LEASE_TAG, Envelope
 
 __all__ = ["MISSING", "RESERVED", "Group", "RedisCache", "Unreadable"]
 
 DEFAULT_URL: Final[str] = DEFAULTS["url"]
 DEFAULT_PREFIX: Final[str] = DEFAULTS["prefix"]
-_LEASE_HEAD: Final = lease_bytes("")
 
 
 class RedisCache:
@@ -244,7 +243,7 @@ class RedisCache:
             return pipe.execute()
 
         found = self.guard.run("ttl", read)
-        if found is None or found[1] == -2 or found[0] == _LEASE_HEAD:
+        if found is None or found[1] == -2 or found[0] == LEASE_TAG:
             return None  # no entry (or only the placeholder of a load in progress)
         return int(found[1])
 

@@ -16,7 +16,7 @@ from flask.globals import request_ctx
 from ._current import current_backend
 from ._ratelog import logger
 from ._results import CacheLookup
-from ._views import ResponseFilter, ViewCache, ViewOptions, wraps_view
+from ._views import ResponseFilter, ViewCache, ViewOptions, request_session, wraps_view
 from .backend import RedisCache
 from .errors import ConfigurationError, FennecCacheError
 from .keys import FunctionKeys, KeySpec
@@ -313,7 +313,7 @@ class _Cached:
         """*invoke*, telling whether it read the session: then its result is not stored."""
 
         def load(*args: Any, **kwargs: Any) -> Any:
-            session = getattr(ctx, "_session", None)
+            session = request_session(ctx)
             if session is None:
                 return invoke(*args, **kwargs)
             before = session.accessed

@@ -501,3 +501,19 @@ def test_hits_are_instances_of_the_app_s_response_class(memory_url: str) -> None
         assert seen == [AppResponse, AppResponse]
     finally:
         backend_of(app).close()
+
+
+def test_hits_are_the_same_without_werkzeug_s_list(
+    client: FlaskClient, doc: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback for a Werkzeug that stores headers otherwise builds the same hit."""
+    miss = client.get(doc)
+    fast = client.get(doc)
+    monkeypatch.setattr(views_module, "FAST_HEADERS", False)
+    slow = client.get(doc)
+    assert fast.headers["X-Cache"] == slow.headers["X-Cache"] == "HIT"
+    assert fast.get_data() == slow.get_data() == miss.get_data()
+    dropped = {"Age", "X-Cache", "Date"}
+    assert [h for h in slow.headers.items() if h[0] not in dropped] == [
+        h for h in fast.headers.items() if h[0] not in dropped
+    ]
