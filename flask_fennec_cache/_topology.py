@@ -37,7 +37,7 @@ from redis.exceptions import (
 from redis.sentinel import SentinelConnectionPool
 
 from ._forksafe import reset_after_fork
-from .near import Addresses, TrackingTargets
+from ._tracking import Addresses, TrackingTargets
 
 __all__ = [
     "REPLICA_READ_COMMANDS",

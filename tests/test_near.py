@@ -11,11 +11,15 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
+import redis
 from _servers import RedisServer
 from _support import AppFactory, backend_of, wait_for
 
 from flask_fennec_cache import RedisCache
-from flask_fennec_cache.near import NearCache
+from flask_fennec_cache._near_store import NearStore
+from flask_fennec_cache._topology import tracking_targets
+from flask_fennec_cache._tracking import TrackingConnections, WatchedTrackingConnections
+from flask_fennec_cache.near import TOPOLOGY_CHECK_INTERVAL, NearCache, TrackingTargets
 
 
 @pytest.fixture
@@ -32,9 +36,39 @@ def writer(redis_server: RedisServer, prefix: str) -> Iterator[RedisCache]:
     cache.close()
 
 
+class FakeClock:
+    """A monotonic clock that moves only when told, counting its reads."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def read_through(near: NearCache, client: redis.Redis, name: bytes) -> bytes | None:
+    """*name*'s value from *near*, else from Redis (filling *near*) as the backend reads."""
+    held = near.get(name)
+    if held is not None:
+        return cast(bytes, held)
+    ticket = near.begin_fill(name)
+    pipe = client.pipeline(transaction=False)
+    pipe.get(name)
+    pipe.pttl(name)
+    data, ttl_ms = pipe.execute()
+    if ticket is not None:
+        if data is None:
+            near.abandon_fill(name, ticket)
+        else:
+            near.finish_fill(name, ticket, data, int(ttl_ms), len(data))
+    return cast("bytes | None", data)
+
+
 def near_of(cache: RedisCache) -> NearCache:
-    assert cache._near is not None
-    return cache._near
+    assert cache.reader.near is not None
+    return cache.reader.near
 
 
 def test_a_second_read_is_served_from_the_near_cache(near: RedisCache, writer: RedisCache) -> None:
@@ -93,8 +127,9 @@ def test_a_fill_raced_by_an_invalidation_is_not_stored(
 def test_the_local_ttl_never_outlives_the_redis_ttl(near: RedisCache, writer: RedisCache) -> None:
     writer.set("short", 1, ttl=0.05)
     assert near.get("short") == 1
-    entry = near_of(near)._entries[f"{near.prefix}short".encode()]
-    assert entry[1] - near_of(near)._clock() <= 0.05
+    entry = near_of(near)._store.entry(f"{near.prefix}short".encode())
+    assert entry is not None
+    assert entry.expires - near_of(near)._clock() <= 0.05
 
 
 def test_the_lru_bound_holds(redis_server: RedisServer, prefix: str, writer: RedisCache) -> None:
@@ -123,9 +158,9 @@ def test_the_byte_bound_holds_and_its_count_follows_every_removal(
             assert cache.get(f"k{i}") == value
         assert 0 < near.bytes_held <= budget
         assert len(near) < 40  # the byte bound, not the entry bound (10,000), evicted
-        held = list(near._entries)
+        held = list(near._store)
         assert held[-1] == f"{prefix}k39".encode()  # the most recently read stay
-        assert near.bytes_held == sum(size for _, _, size in near._entries.values())
+        assert near.bytes_held == sum(entry.size for entry in near._store.entries())
         writer.delete(*(f"k{i}" for i in range(40)))  # invalidations from another process
         cache.get("k0")  # drains them
         assert (len(near), near.bytes_held) == (0, 0)
@@ -167,18 +202,74 @@ def test_a_lost_tracking_connection_flushes_and_bypasses_then_recovers(
     assert len(near_of(near)) == 0
     redis_server.restart()
     writer.set("k", 2)
-    near_of(near)._retry_at = 0.0  # skip the one-second reconnect back-off
+    near_of(near)._tracking.retry_now()  # skip the one-second reconnect back-off
     assert near.get("k") == 2
     assert near_of(near).connected
 
 
-def test_one_server_reads_do_nothing_but_the_poll(near: RedisCache) -> None:
-    """No topology check on a single server: the class's _sync (one poll) serves reads."""
+def test_one_server_reads_do_nothing_but_the_poll(
+    near: RedisCache, redis_server: RedisServer, prefix: str
+) -> None:
+    """No topology check on a single server: a near hit is the poll and the entry's expiry."""
     cache = near_of(near)
-    assert cache._masters is None
-    assert "_sync" not in vars(cache)
+    assert cache._tracking._masters is None
+    assert type(cache._tracking) is TrackingConnections  # not the watched kind
+    for part in (cache, cache._tracking):  # no method swapped in at runtime
+        assert not set(vars(part)) & set(dir(type(part))), part
     near.get("k")
     assert len(cache.tracked) == 1
+
+    client = redis_server.client()
+    clock = FakeClock()
+    targets = tracking_targets(client)
+    assert not isinstance(targets, str)
+    direct = NearCache(targets, prefix, 10, 60.0, clock=clock)
+    try:
+        name = f"{prefix}k".encode()
+        client.set(name, b"v")
+        assert read_through(direct, client, name) == b"v"
+        before = clock.reads
+        assert direct.get(name) == b"v"
+        assert clock.reads - before == 1  # the entry's expiry; no masters' check
+    finally:
+        direct.close()
+
+
+def test_a_watched_topology_compares_the_masters_at_fills_and_once_an_interval_on_reads(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """With a masters callable (Sentinel, cluster) the check runs before every fill is stored
+    and at most once every TOPOLOGY_CHECK_INTERVAL on reads (an injected clock, no sleep)."""
+    client = redis_server.client()
+    single = tracking_targets(client)
+    assert not isinstance(single, str)
+    clock = FakeClock()
+    checks: list[float] = []
+    reached = frozenset({("127.0.0.1", redis_server.port)})
+
+    def masters() -> frozenset[tuple[str, int]]:
+        checks.append(clock.now)
+        return reached
+
+    near = NearCache(TrackingTargets(single.connect, masters), prefix, 10, 60.0, clock=clock)
+    assert isinstance(near._tracking, WatchedTrackingConnections)
+    for part in (near, near._tracking):  # the watched sync is chosen without a method swap
+        assert not set(vars(part)) & set(dir(type(part))), part
+    try:
+        name = f"{prefix}k".encode()
+        client.set(name, b"v")
+        assert read_through(near, client, name) == b"v"
+        assert len(checks) == 1  # the fill's
+        for _ in range(5):
+            assert near.get(name) == b"v"
+        assert len(checks) == 1  # within the interval: reads do not check
+        clock.now += TOPOLOGY_CHECK_INTERVAL
+        for _ in range(5):
+            assert near.get(name) == b"v"
+        assert len(checks) == 2  # one check for the new interval
+        assert near.tracked == reached
+    finally:
+        near.close()
 
 
 def test_where_there_is_no_epoll_the_drain_uses_poll(
@@ -192,7 +283,9 @@ def test_where_there_is_no_epoll_the_drain_uses_poll(
     try:
         writer.set("k", 1)
         assert [cache.get("k") for _ in range(2)] == [1, 1]
-        assert not hasattr(near_of(cache)._poller, "close")  # a poll object, not an epoll one
+        tracking = near_of(cache)._tracking
+        assert tracking.readiness == "poll"
+        assert not hasattr(tracking._poller, "close")  # a poll object, not an epoll one
         writer.set("k", 2)
         assert cache.get("k") == 2
         assert cache.get_stats()["near_hits"] >= 1
@@ -215,7 +308,7 @@ def test_memory_urls_disable_it_with_a_warning(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="flask_fennec_cache"):
         cache = RedisCache(memory_url, near_cache=True)
-    assert cache._near is None
+    assert cache.reader.near is None
     assert "near cache disabled" in caplog.text
     cache.close()
 
@@ -298,7 +391,7 @@ def test_cached_views_are_near_hits_and_see_invalidations(
             hit = client.get("/page")
             assert (hit.headers["X-Cache"], hit.get_data(as_text=True)) == ("HIT", "render 1")
         assert backend.get_stats()["near_hits"] > before
-        held = [cast(tuple[Any, Any], form) for form, _, _ in near_of(backend)._entries.values()]
+        held = [cast(tuple[Any, Any], entry.data) for entry in near_of(backend)._store.entries()]
         assert any(isinstance(argument, CachedResponse) for _, argument in held)
         writer.clear("view:*")  # another process drops the page
         again = client.get("/page")
@@ -332,3 +425,158 @@ def test_without_a_near_cache_health_and_metrics_say_nothing_of_it(
     client = app.test_client()
     assert "near_cache" not in client.get("/cache/health").get_json()
     assert "near_cache" not in client.get("/cache/metrics").get_data(as_text=True)
+
+
+# ==================================================================================
+# Without redis-py's internals: the fallbacks of the two private members read
+# ==================================================================================
+
+
+class Hiding:
+    """A tracking connection with some attributes hidden, as if redis-py had renamed them."""
+
+    def __init__(self, conn: Any, hidden: frozenset[str]) -> None:
+        self._conn = conn
+        self._hidden = hidden
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._hidden:
+            raise AttributeError(name)
+        return getattr(self._conn, name)
+
+
+def hiding(client: redis.Redis, *names: str) -> TrackingTargets:
+    """The tracking targets of *client*, their connections without *names*."""
+    targets = tracking_targets(client)
+    assert not isinstance(targets, str)
+
+    def connect(refresh: bool) -> Any:
+        return [Hiding(conn, frozenset(names)) for conn in targets.connect(refresh)]
+
+    return TrackingTargets(connect, targets.masters)
+
+
+def coherent_rounds(near: NearCache, client: redis.Redis, name: bytes, rounds: int) -> int:
+    """Write *name* with *client* then read it through *near*, twice (the second a near hit
+    until the next write), *rounds* times; the reads that missed the acknowledged write."""
+    stale = 0
+    for value in range(rounds):
+        client.set(name, str(value).encode())
+        stale += read_through(near, client, name) != str(value).encode()
+        stale += read_through(near, client, name) != str(value).encode()
+    return stale
+
+
+def test_without_the_sockets_readiness_is_asked_of_each_connection(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """No ``_sock`` (read for speed): the drain polls with the public ``can_read``, hits and
+    stays coherent, and still sees a lost connection."""
+    client = redis_server.client()
+    near = NearCache(hiding(client, "_sock"), prefix, 100, 60.0)
+    try:
+        name = f"{prefix}k".encode()
+        client.set(name, b"old")
+        assert read_through(near, client, name) == b"old"
+        assert near._tracking.readiness == "can_read"
+        hits = near.hits
+        assert read_through(near, client, name) == b"old"
+        assert near.hits == hits + 1
+        assert coherent_rounds(near, client, name, 300) == 0
+        assert near.hits >= hits + 300
+        redis_server.kill()
+        assert near.get(name) is None and not near.connected and len(near) == 0
+    finally:
+        near.close()
+
+
+def test_without_the_parser_every_invalidation_flushes_everything(
+    redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No ``_parser`` to hand the invalidations to: a push's keys are unknown, so each one
+    empties the near cache (said once in the log); reads stay coherent."""
+    client = redis_server.client()
+    with caplog.at_level(logging.WARNING, logger="flask_fennec_cache"):
+        near = NearCache(hiding(client, "_parser"), prefix, 100, 60.0)
+        try:
+            one, other = f"{prefix}one".encode(), f"{prefix}other".encode()
+            client.set(one, b"1")
+            client.set(other, b"2")
+            assert read_through(near, client, one) == b"1"
+            assert read_through(near, client, other) == b"2"
+            assert "every invalidation flushes the whole near cache" in caplog.text
+            assert near._tracking.readiness == "epoll"
+            hits = near.hits
+            assert [near.get(one), near.get(other)] == [b"1", b"2"]
+            assert near.hits == hits + 2
+            client.set(one, b"1b")
+            assert near.get(other) is None and len(near) == 0  # flushed, not just "one"
+            assert read_through(near, client, one) == b"1b"
+            assert coherent_rounds(near, client, one, 300) == 0
+        finally:
+            near.close()
+
+
+def test_with_neither_the_sockets_nor_the_parser_it_stays_coherent(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    client = redis_server.client()
+    near = NearCache(hiding(client, "_sock", "_parser"), prefix, 100, 60.0)
+    try:
+        name = f"{prefix}k".encode()
+        assert coherent_rounds(near, client, name, 200) == 0
+        assert near._tracking.readiness == "can_read"
+        assert near.hits >= 200
+    finally:
+        near.close()
+
+
+# ==================================================================================
+# The store on its own (an injected clock, no server)
+# ==================================================================================
+
+
+def test_the_store_keeps_the_most_recently_used_within_its_entry_bound() -> None:
+    store = NearStore(max_entries=3, max_bytes=1000, ttl=60.0, clock=FakeClock())
+    for key in (b"a", b"b", b"c"):
+        assert store.put(key, key.upper(), 10, None)
+    assert store.get(b"a") == b"A"  # now the most recently used
+    store.put(b"d", b"D", 10, None)
+    assert list(store) == [b"c", b"a", b"d"]  # b, the least recently used, went
+    assert (len(store), store.bytes_held) == (3, 30)
+
+
+def test_the_store_keeps_within_its_byte_bound_and_refuses_a_tenth_of_it() -> None:
+    store = NearStore(max_entries=100, max_bytes=1000, ttl=60.0, clock=FakeClock())
+    for i in range(20):
+        assert store.put(b"k%d" % i, i, 100, None)
+    assert store.bytes_held == 1000 and list(store)[0] == b"k10"
+    assert not store.put(b"k19", "large", 101, None)  # over a tenth: refused, old one dropped
+    assert store.entry(b"k19") is None and store.bytes_held == 900
+    store.put(b"k18", "smaller", 40, None)  # a replacement counts its new size only
+    assert store.bytes_held == 840
+    store.drop(b"k18")
+    store.drop(b"absent")
+    assert store.bytes_held == 800 == sum(entry.size for entry in store.entries())
+    store.clear()
+    assert (len(store), store.bytes_held) == (0, 0)
+
+
+def test_the_store_s_ttl_is_the_shorter_of_its_own_and_the_given_one() -> None:
+    clock = FakeClock()
+    store = NearStore(max_entries=10, max_bytes=1000, ttl=30.0, clock=clock)
+    store.put(b"short", 1, 1, 0.5)
+    store.put(b"long", 2, 1, 3600.0)
+    store.put(b"forever", 3, 1, None)
+    lives = {}
+    for key in (b"short", b"long", b"forever"):
+        entry = store.entry(key)
+        assert entry is not None
+        lives[key] = entry.expires - clock.now
+    assert lives == {b"short": 0.5, b"long": 30.0, b"forever": 30.0}
+    clock.now += 0.5
+    assert store.get(b"short") is None and store.entry(b"short") is None  # expired: dropped
+    assert store.get(b"long") == 2
+    clock.now += 29.5
+    assert store.get(b"long") is None and store.get(b"forever") is None
+    assert (len(store), store.bytes_held) == (0, 0)

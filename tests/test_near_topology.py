@@ -20,6 +20,7 @@ from redis.crc import key_slot
 from test_near import near_of, stale_reads
 
 from flask_fennec_cache import RedisCache
+from flask_fennec_cache._tracking import WatchedTrackingConnections
 from flask_fennec_cache.near import NearCache
 
 pytestmark = pytest.mark.real
@@ -144,7 +145,9 @@ def test_cluster_a_change_of_masters_flushes_and_reconnects(
     near.set("k", 1)
     assert near.get("k") == 1
     cache = near_of(near)
-    real = cache._masters
+    tracking = cache._tracking
+    assert isinstance(tracking, WatchedTrackingConnections)
+    real = tracking._masters
     assert real is not None and real() == cache.tracked
     elsewhere = frozenset({("127.0.0.1", 1)})  # as if the client had learnt of a failover
 
@@ -153,21 +156,21 @@ def test_cluster_a_change_of_masters_flushes_and_reconnects(
     cache.evict(name)
     ticket = cache.begin_fill(name)
     assert ticket is not None
-    cache._masters = lambda: elsewhere
+    tracking._masters = lambda: elsewhere
     cache.finish_fill(name, ticket, b"j1", 60_000)
     assert len(cache) == 0
-    cache._masters = real
+    tracking._masters = real
     assert near.get("k") == 1
     assert near.get("k") == 1 and len(cache) == 1
 
     # A read: checked only once the last check is a second old (forced here).
-    cache._masters = lambda: elsewhere
-    cache._check_at = cache._clock() + 60
+    tracking._masters = lambda: elsewhere
+    tracking._check_at = cache._clock() + 60
     assert cache.get(name) is not None  # the last check is recent: not checked
-    cache._check_at = 0.0
+    tracking._check_at = 0.0
     assert cache.get(name) is None and len(cache) == 0  # flushed (and reconnected)
-    cache._masters = real
-    cache._check_at = 0.0
+    tracking._masters = real
+    tracking._check_at = 0.0
     assert near.get("k") == 1
     assert near.get("k") == 1 and len(cache) == 1
     assert cache.tracked == master_addresses(redis_cluster)
@@ -269,7 +272,7 @@ def test_cluster_read_from_replicas_disables_it_with_a_warning(
     made = RedisCache(redis_cluster.url + "?read_from_replicas=true", prefix=prefix,
                       near_cache=True)  # fmt: skip
     try:
-        assert made._near is None
+        assert made.reader.near is None
         assert "near cache disabled" in caplog.text and "read_from_replicas" in caplog.text
         assert "cluster-secret" not in caplog.text
     finally:
@@ -361,5 +364,6 @@ def test_sentinel_compares_the_address_the_client_got_from_the_sentinels(
     near = sentinel_caches(near_cache=True)
     near.get("x")
     cache = near_of(near)
-    masters: Any = cache._masters
+    assert isinstance(cache._tracking, WatchedTrackingConnections)
+    masters: Any = cache._tracking._masters
     assert masters is not None and masters() == cache.tracked
