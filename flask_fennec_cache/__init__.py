@@ -1,5 +1,6 @@
 """flask-fennec-cache: safe, fast and observable Redis caching for Flask."""
 
+from ._results import CacheResult
 from .backend import MISSING, RedisCache
 from .decorators import (
     AsyncCachedFunction,
@@ -32,6 +33,7 @@ __all__ = [
     "CacheDecorator",
     "CacheAside",
     "CacheLookup",
+    "CacheResult",
     "CacheUnavailable",
     "CachedFunction",
     "CachedResponse",

@@ -26,6 +26,7 @@ from werkzeug.http import unquote_etag
 from werkzeug.wrappers import Response
 
 from ._coordination import Group
+from ._results import CacheResult
 from .backend import RedisCache
 from .keys import KeySpec, group_head, group_index, variant_key, view_group, view_key
 from .loading import CacheParts, Deliver, LoadPolicy, get_or_load
@@ -148,7 +149,7 @@ class ViewCache:
         """``(response, hit, key)`` for the request of *ctx*, from the cache or *render*."""
         req = ctx.request
         if req.method not in ("GET", "HEAD") or "HTTP_AUTHORIZATION" in req.environ:
-            return make_response(render()), False, ""
+            return _response(render()), False, ""
         group_name = view_group(req.endpoint or "", req.view_args or {}, self.key)
         group = Group(group_index(group_name), self._entry_life(backend))
         base = self._base_key(req, group_name)
@@ -171,7 +172,7 @@ class ViewCache:
                 break
             self._remember_vary(base, value.headers)
             vary = value.headers
-        return _answer_miss(req, make_response(render()), False), False, key
+        return _answer_miss(req, _response(render()), False), False, key
 
     def _entry_life(self, backend: CacheParts) -> float | None:
         ttl = self.policy.ttl if self.policy.ttl is not None else backend.default_ttl
@@ -204,30 +205,35 @@ class ViewCache:
         vary: tuple[str, ...],
     ) -> Deliver:
         """Run the view; what to store under the key chosen for *vary* (and beside it), and
-        the response."""
-        response = make_response(render())
+        the response. A view returning a :class:`CacheResult` chooses its entry's TTL and tags,
+        or that it is not stored."""
+        rendered = render()
+        chosen = rendered if isinstance(rendered, CacheResult) else None
+        response = _response(rendered)
         response_filter = self.options.response_filter
         if not (
-            _session_allows_caching(response)
+            (chosen is None or chosen.store)
+            and _session_allows_caching(response)
             and _cacheable(response)
             and (response_filter is None or response_filter(response))
         ):
             return Deliver(None, (response, False))
-        ttl = self._fresh_for(backend)
+        ttl = self._fresh_for(backend) if chosen is None or chosen.ttl is None else chosen.ttl
+        tags = () if chosen is None else chosen.tags
         entry = self._entry_for(response, ttl)
         varies_on = tuple(sorted(h.title() for h in response.vary))
         if varies_on == vary:
-            return Deliver(entry, (response, True), ttl=ttl)
+            return Deliver(entry, (response, True), ttl=ttl, tags=tags)
         # The response varies on other headers than the key was chosen by: learn them, and
         # store it under the right variant (and the marker naming them under the base key).
         self._remember_vary(base, varies_on)
         if not varies_on:
-            return Deliver(None, (response, True), ((base, entry),), ttl)
+            return Deliver(None, (response, True), ((base, entry),), ttl, tags)
         own = ((_variant(req, base, varies_on), entry),)
         marker = VaryMarker(varies_on)
         if not vary:
-            return Deliver(marker, (response, True), own, ttl)
-        return Deliver(None, (response, True), (*own, (base, marker)), ttl)
+            return Deliver(marker, (response, True), own, ttl, tags)
+        return Deliver(None, (response, True), (*own, (base, marker)), ttl, tags)
 
     def _fresh_for(self, backend: CacheParts) -> float | None:
         """Seconds a new entry is fresh: the TTL, shortened by the backend's jitter here (not
@@ -255,6 +261,13 @@ class ViewCache:
         if len(self._vary_memo) >= _MAX_MEMO:
             self._vary_memo.clear()
         self._vary_memo[base] = headers
+
+
+def _response(rendered: Any) -> FlaskResponse:
+    """The response of what a view returned (a CacheResult's value)."""
+    if isinstance(rendered, CacheResult):
+        rendered = rendered.value
+    return make_response(rendered)
 
 
 def _variant(req: Request, base: str, headers: tuple[str, ...]) -> str:

@@ -15,7 +15,7 @@ from flask.globals import request_ctx
 
 from ._current import current_backend
 from ._ratelog import logger
-from ._results import CacheLookup
+from ._results import CacheLookup, CacheResult
 from ._views import ResponseFilter, ViewCache, ViewOptions, request_session, wraps_view
 from .backend import RedisCache
 from .errors import ConfigurationError, FennecCacheError
@@ -46,8 +46,18 @@ class CacheDecorator(Protocol):
 
     @overload
     def __call__(  # type: ignore[overload-overlap]
+        self, func: Callable[P, Coroutine[Any, Any, CacheResult[R]]]
+    ) -> AsyncCachedFunction[P, R]: ...
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
         self, func: Callable[P, Coroutine[Any, Any, R]]
     ) -> AsyncCachedFunction[P, R]: ...
+
+    @overload
+    def __call__(
+        self, func: Callable[P, CacheResult[R]]
+    ) -> CachedFunction[P, R]: ...
 
     @overload
     def __call__(self, func: Callable[P, R]) -> CachedFunction[P, R]: ...
@@ -242,6 +252,11 @@ def _query_names(query: tuple[str, ...] | None) -> frozenset[str] | None:
     return frozenset(query)
 
 
+def plain(value: Any) -> Any:
+    """What a caller gets of a result: a :class:`CacheResult`'s value, anything else as is."""
+    return value.value if isinstance(value, CacheResult) else value
+
+
 #: How to run the decorated function synchronously: the function itself, or, for a coroutine
 #: function, a call that awaits it on its event loop.
 Invoke = Callable[..., Any]
@@ -278,19 +293,21 @@ class _Cached:
     ) -> tuple[Any, bool, str]:
         """``(value, hit, key)`` of one call; *args* include the instance when *bound*."""
         if self.unless is not None and self.unless():
-            return invoke(*args, **kwargs), False, ""
+            return plain(invoke(*args, **kwargs)), False, ""
         loader = invoke
         if has_request_context():
             ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
             if self.is_view_of(ctx, args[1:] if bound else args, kwargs):
                 return self.views.serve(ctx, self.resolve(), lambda: invoke(*args, **kwargs))
             if self.reads_session:
-                return invoke(*args, **kwargs), False, ""
+                return plain(invoke(*args, **kwargs)), False, ""
             loader = self._watching_session(ctx, invoke)
         key = self.keys.key(args, kwargs)
         value, hit = get_or_load(self.resolve(), key, loader, self.policy, args, kwargs)
         if isinstance(value, Deliver):  # a result only the request that loaded it may see
-            return (invoke(*args, **kwargs), False, key) if hit else (value.result, False, key)
+            if hit:
+                return plain(invoke(*args, **kwargs)), False, key
+            return value.result, False, key
         return value, hit, key
 
     async def run_async(
@@ -299,7 +316,7 @@ class _Cached:
         """:meth:`run` for a coroutine function: the cache's own (blocking) work runs on a
         worker thread, in a copy of this context, and the function is awaited on this loop."""
         if self.unless is not None and self.unless():
-            return await self.func(*args, **kwargs), False, ""
+            return plain(await self.func(*args, **kwargs)), False, ""
         loop = asyncio.get_running_loop()
 
         def invoke(*call_args: Any, **call_kwargs: Any) -> Any:
@@ -332,7 +349,7 @@ class _Cached:
                     "user; pass what it needs from the session as arguments (its calls in "
                     "requests now bypass the cache)", self.func.__module__, self.func.__qualname__,
                 )
-            return Deliver(None, value)
+            return Deliver(None, plain(value))
 
         return load
 

@@ -23,6 +23,7 @@ from ._coordination import Coordination, Group
 from ._flight import FIRST_POLL, LEASE_SLICE, MAX_POLL
 from ._ratelog import RateLimitedLog
 from ._reader import Reader
+from ._results import CacheResult
 from ._stats import StatsBuffer
 from ._tagindex import TagIndex
 from ._validate import RESERVED
@@ -78,12 +79,18 @@ class Deliver:
         condition as *store*: nothing wrote or dropped the loaded key since the load began.
     :param ttl: the seconds the entries are fresh, when the loader chose them itself (no TTL
         jitter is applied then); None uses the policy's.
+    :param tags: tags the entries carry besides the policy's (their versions are read when
+        the entries are stored).
+
+    A loader's :class:`~flask_fennec_cache.CacheResult` is the public form of the same
+    choices for a loader whose caller gets what is stored.
     """
 
     store: Any
     result: Any
     elsewhere: tuple[tuple[str, Any], ...] = ()
     ttl: float | None = None
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,21 +144,22 @@ class LoadPolicy:
 def get_or_load(
     backend: CacheParts,
     key: str,
-    loader: Callable[..., T],
+    loader: Callable[..., T | CacheResult[T]],
     policy: LoadPolicy,
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
     group: Group | None = None,
 ) -> tuple[T, bool]:
     """``(value, hit)``: the cached value of *key*, or ``loader(*args, **kwargs)``; *hit* when
-    no load ran here.
+    no load ran here. A loader's :class:`~flask_fennec_cache.CacheResult` chooses how its
+    value is cached; the caller gets the value.
 
     With *group*, the key is stored as a member of that group (dropped with it). A key that
     cannot be used (reserved, or without a UTF-8 form) is not cached: the loader answers.
     """
     if not backend.reader.key_ok(key):
         backend.counters.add("misses")
-        return loader(*args, **(kwargs or {})), False
+        return _result_of(loader(*args, **(kwargs or {}))), False
     entry, current = _read(backend, key, policy)
     value, refresh = classify(entry, backend.tag_index, current, policy.beta)
     if value is not MISSING and refresh is None:
@@ -183,7 +191,7 @@ def _read(
 
 
 def _refresh(
-    backend: CacheParts, key: str, loader: Callable[[], T], policy: LoadPolicy,
+    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
     stale: Any, envelope: Envelope, group: Group | None,
 ) -> tuple[T, bool]:
     """One caller refreshes a stale (or soon stale) entry; the others are served it at once."""
@@ -210,7 +218,7 @@ def _refresh(
     finally:
         lock.release()
     backend.counters.add("misses")
-    return value, False
+    return _result_of(value), False
 
 
 def _serve_stale(backend: CacheParts, stale: T, envelope: Envelope) -> tuple[T, bool]:
@@ -221,7 +229,7 @@ def _serve_stale(backend: CacheParts, stale: T, envelope: Envelope) -> tuple[T, 
 
 
 def _fill(
-    backend: CacheParts, key: str, loader: Callable[[], T], policy: LoadPolicy,
+    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
     entry: Any, wait: bool, group: Group | None,
 ) -> tuple[T, bool]:
     """Take the key's lease and load, or wait for the lease holder's value: ``(value, hit)``.
@@ -245,7 +253,7 @@ def _fill(
             )
             if token is None:  # Redis failed: load without storing (fail-open)
                 backend.counters.add("misses")
-                return loader(), False
+                return _result_of(loader()), False
             if token:
                 assert isinstance(token, str)
                 return _load_leased(backend, key, loader, policy, token, group), False
@@ -266,7 +274,7 @@ def _fill(
                     "loading without the lock",
                 )
             backend.counters.add("misses")
-            return loader(), False
+            return _result_of(loader()), False
         if not waited:
             backend.counters.add("lock_waits")
             waited = True
@@ -290,8 +298,8 @@ def _replaceable(entry: Any) -> tuple[str, bytes] | None:
 
 
 def _load_leased(
-    backend: CacheParts, key: str, loader: Callable[[], T], policy: LoadPolicy, token: str,
-    group: Group | None,
+    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
+    token: str, group: Group | None,
 ) -> T:
     lease = lease_bytes(token)
     stored = False
@@ -305,7 +313,7 @@ def _load_leased(
         if not stored:
             backend.coordination.compare_and_set(key, lease, None, None)
     backend.counters.add("misses")
-    return value
+    return _result_of(value)
 
 
 def _tag_versions(backend: CacheParts, policy: LoadPolicy) -> dict[str, str] | None:
@@ -321,15 +329,27 @@ def _store(
     """Store a loaded value if *key* still starts with *expected* (nobody wrote since)."""
     chosen_ttl = None
     elsewhere: tuple[tuple[str, Any], ...] = ()
+    own_tags: tuple[str, ...] = ()
+    if isinstance(value, CacheResult):  # the loader's own choice of TTL, tags, storing
+        if not value.store:
+            return False
+        chosen_ttl, own_tags, value = value.ttl, value.tags, value.value
     if isinstance(value, Deliver):
-        chosen_ttl, elsewhere = value.ttl, value.elsewhere
+        chosen_ttl, elsewhere, own_tags = value.ttl, value.elsewhere, value.tags
         value = _DROP if value.store is None else value.store
         if value is _DROP and not elsewhere:
             return False
-    elif value is None and not policy.cache_none:
+    if value is None and not policy.cache_none:
         return False
     if versions is None:
         return False
+    own_tags = tuple(tag for tag in dict.fromkeys(own_tags) if tag not in versions)
+    if own_tags:
+        chosen = backend.tag_index.versions(own_tags, create=True)
+        if chosen is None:  # Redis failed: an entry without its tags must not be stored
+            return False
+        versions = {**versions, **chosen}
+    enveloped = policy.enveloped or bool(own_tags)
     if chosen_ttl is not None:
         ttl: float | None = chosen_ttl
     else:
@@ -338,7 +358,9 @@ def _store(
             ttl = policy.none_ttl
         if ttl is not None and backend.ttl_jitter:
             ttl *= 1.0 - backend.ttl_jitter * random.random()
-    fresh_until = None if ttl is None else time.time() + ttl
+    # Freshness is kept in the entry only when something reads it (stale serving, early
+    # refresh); an entry enveloped only for its own tags lives as long as its key.
+    fresh_until = None if ttl is None or not policy.enveloped else time.time() + ttl
     if ttl is not None and policy.enveloped and policy.stale_ttl:
         ttl += policy.stale_ttl
     writes: list[tuple[str, bytes | None]] = []
@@ -347,7 +369,7 @@ def _store(
             writes.append((target, None))
             continue
         entry = Envelope(item, new_version(), fresh_until, elapsed, versions) if (
-            policy.enveloped
+            enveloped
         ) else item
         try:
             data = backend.codec.encode(target, entry)
@@ -366,6 +388,11 @@ def _store(
 
 #: In :func:`_store`: nothing is stored under the loaded key (a Deliver without *store*).
 _DROP: Any = object()
+
+
+def _result_of(value: T | CacheResult[T]) -> T:
+    """What the caller of a load gets: a CacheResult's value, anything else as it is."""
+    return value.value if isinstance(value, CacheResult) else value
 
 
 def _timed(loader: Callable[[], T]) -> tuple[T, float]:
