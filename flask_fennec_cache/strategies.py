@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
-from ._results import CacheLookup
+from ._results import CacheLookup, CacheResult
 from ._validate import check_key, check_ttl
 from .backend import RESERVED, RedisCache
 from .errors import CacheUnavailable, ConfigurationError, LockTimeout
@@ -39,11 +39,24 @@ class CacheAside:
         self.backend = backend
         self.policy = LoadPolicy(ttl=ttl, cache_none=cache_none, **options)
 
-    def get(self, key: str, loader: Callable[[], T]) -> T:
-        """The cached value of *key*, loading and storing it on a miss."""
+    @overload
+    def get(self, key: str, loader: Callable[[], CacheResult[T]]) -> T: ...
+
+    @overload
+    def get(self, key: str, loader: Callable[[], T]) -> T: ...
+
+    def get(self, key: str, loader: Callable[[], Any]) -> Any:
+        """The cached value of *key*, loading and storing it on a miss (a loader's
+        :class:`~flask_fennec_cache.CacheResult` chooses how its value is cached)."""
         return self.lookup(key, loader).value
 
-    def lookup(self, key: str, loader: Callable[[], T]) -> CacheLookup[T]:
+    @overload
+    def lookup(self, key: str, loader: Callable[[], CacheResult[T]]) -> CacheLookup[T]: ...
+
+    @overload
+    def lookup(self, key: str, loader: Callable[[], T]) -> CacheLookup[T]: ...
+
+    def lookup(self, key: str, loader: Callable[[], Any]) -> CacheLookup[Any]:
         """Like :meth:`get`, and says whether the value came from the cache."""
         value, hit = get_or_load(self.backend, key, loader, self.policy)
         return CacheLookup(value, hit, key)

@@ -13,7 +13,14 @@ import pytest
 from _servers import RedisServerFactory
 from _support import HANG, CacheFactory, CallCounter, Counter, run_threads, wait_for
 
-from flask_fennec_cache import MISSING, CacheAside, ConfigurationError, RedisCache, cache
+from flask_fennec_cache import (
+    MISSING,
+    CacheAside,
+    CacheLookup,
+    ConfigurationError,
+    RedisCache,
+    cache,
+)
 from flask_fennec_cache.serializers import Envelope, decode
 
 
@@ -160,7 +167,9 @@ def test_explicit_set_with_stale_ttl_is_served_stale_to_loaders(real_caches: Cac
     refresher.start()
     try:
         assert loading.wait(HANG)
-        lookup = CacheAside(backend, ttl=60).lookup("k", lambda: pytest.fail("no second load"))
+        lookup: CacheLookup[str] = CacheAside(backend, ttl=60).lookup(
+            "k", lambda: pytest.fail("no second load")
+        )
         assert lookup == ("v1", True, "k")
     finally:
         gate.set()
