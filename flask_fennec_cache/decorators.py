@@ -20,7 +20,7 @@ from ._views import ResponseFilter, ViewCache, ViewOptions, request_session, wra
 from .backend import RedisCache
 from .errors import ConfigurationError, FennecCacheError
 from .keys import FunctionKeys, KeySpec
-from .loading import Deliver, LoadPolicy, get_or_load
+from .loading import Deliver, LoadPolicy, get_or_load, load_now
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -97,6 +97,12 @@ class CachedFunction(Protocol[P, R]):
         """Remove this call's entry (a view's: all its variants); True if there was one."""
         ...
 
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function now, store its result as this call's entry and return it (for an
+        entry known to have changed). Readers meanwhile wait for the new value; a write or
+        delete of the key while it runs wins over its result. Not for views."""
+        ...
+
 
 class AsyncCachedFunction(Protocol[P, R]):
     """What ``@cache`` returns for an ``async def`` function: a coroutine function, with the
@@ -125,6 +131,10 @@ class AsyncCachedFunction(Protocol[P, R]):
 
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Remove this call's entry; True if there was one."""
+        ...
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        """Await the function now, store its result as this call's entry and return it."""
         ...
 
 
@@ -317,6 +327,14 @@ class _Cached:
         worker thread, in a copy of this context, and the function is awaited on this loop."""
         if self.unless is not None and self.unless():
             return plain(await self.func(*args, **kwargs)), False, ""
+        return cast("tuple[Any, bool, str]", await self._off_loop(self.run, args, kwargs, bound))
+
+    async def _off_loop(
+        self, work: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        bound: bool,
+    ) -> Any:
+        """``work(args, kwargs, invoke, bound)`` on a worker thread, in a copy of this context,
+        with *invoke* awaiting the coroutine function on this loop."""
         loop = asyncio.get_running_loop()
 
         def invoke(*call_args: Any, **call_kwargs: Any) -> Any:
@@ -324,7 +342,36 @@ class _Cached:
             return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
         context = contextvars.copy_context()
-        return await loop.run_in_executor(None, context.run, self.run, args, kwargs, invoke, bound)
+        return await loop.run_in_executor(None, context.run, work, args, kwargs, invoke, bound)
+
+    def refresh(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], invoke: Invoke, bound: bool
+    ) -> Any:
+        """Run the function now and store its result under the call's key (see
+        :func:`~.loading.load_now`); its value."""
+        if self.endpoints():
+            raise FennecCacheError(
+                f"{self.func.__qualname__} is a cached view: refresh() runs functions only; "
+                "use .invalidate(**view_args) and let the next request render it"
+            )
+        if self.unless is not None and self.unless():
+            return plain(invoke(*args, **kwargs))
+        loader = invoke
+        if has_request_context():
+            if self.reads_session:
+                return plain(invoke(*args, **kwargs))
+            ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
+            loader = self._watching_session(ctx, invoke)
+        value = load_now(
+            self.resolve(), self.keys.key(args, kwargs), loader, self.policy, args, kwargs
+        )
+        return value.result if isinstance(value, Deliver) else value
+
+    async def refresh_async(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool
+    ) -> Any:
+        """:meth:`refresh` for a coroutine function."""
+        return await self._off_loop(self.refresh, args, kwargs, bound)
 
     def _watching_session(self, ctx: RequestContext, invoke: Invoke) -> Invoke:
         """*invoke*, telling whether it read the session: then its result is not stored."""
@@ -459,7 +506,8 @@ class _SyncCached:
         # As instance attributes too, so that a decorator using functools.wraps on this copies
         # them along with __wrapped__.
         vars(self).update(
-            lookup=self.lookup, cache_key=self.cache_key, invalidate=self.invalidate
+            lookup=self.lookup, cache_key=self.cache_key, invalidate=self.invalidate,
+            refresh=self.refresh,
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -481,6 +529,9 @@ class _SyncCached:
 
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         return self._state.invalidate(args, kwargs, False)
+
+    def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        return self._state.refresh(args, kwargs, self._state.func, False)
 
 
 class _AsyncCached(_SyncCached):
@@ -508,6 +559,9 @@ class _AsyncCached(_SyncCached):
 
     async def lookup(self, *args: Any, **kwargs: Any) -> Any:
         return await self._state.lookup_async(args, kwargs, False)
+
+    async def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._state.refresh_async(args, kwargs, False)
 
 
 class _Bound:
@@ -538,6 +592,9 @@ class _Bound:
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         return self._state.invalidate((self._instance, *args), kwargs, True)
 
+    def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        return self._state.refresh((self._instance, *args), kwargs, self._state.func, True)
+
 
 class _AsyncBound(_Bound):
     """A cached coroutine method bound to an instance."""
@@ -549,3 +606,6 @@ class _AsyncBound(_Bound):
 
     async def lookup(self, *args: Any, **kwargs: Any) -> Any:
         return await self._state.lookup_async((self._instance, *args), kwargs, True)
+
+    async def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._state.refresh_async((self._instance, *args), kwargs, True)

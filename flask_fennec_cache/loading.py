@@ -31,7 +31,7 @@ from .errors import ConfigurationError, SerializationError
 from .locks import RedisLock
 from .serializers import Envelope, Lease, lease_bytes, new_version, version_prefix
 
-__all__ = ["CacheParts", "Deliver", "LoadPolicy", "get_or_load"]
+__all__ = ["CacheParts", "Deliver", "LoadPolicy", "get_or_load", "load_now"]
 
 T = TypeVar("T")
 
@@ -180,6 +180,37 @@ def get_or_load(
         backend.counters.add("lock_waits")
         return result, True
     return result, hit
+
+
+def load_now(
+    backend: CacheParts,
+    key: str,
+    loader: Callable[..., T | CacheResult[T]],
+    policy: LoadPolicy,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+) -> T:
+    """Run ``loader(*args, **kwargs)`` now and store its result under *key*; its value.
+
+    The key's current entry (a value, or another caller's lease) is replaced by this load's
+    lease first, so readers wait for the new value instead of being served the old one, and
+    the result is stored only if the lease is still there when the load ends: a write or a
+    delete made meanwhile wins. When Redis fails the loader still answers (fail-open).
+    """
+    if args or kwargs:
+        loader = functools.partial(loader, *args, **(kwargs or {}))
+    if backend.reader.key_ok(key):
+        lease_ms = int(min(policy.lock_timeout, LEASE_SLICE) * 1000)
+        token = backend.coordination.acquire_lease(key, _ANY_ENTRY, lease_ms)
+        if isinstance(token, str):
+            return _load_leased(backend, key, loader, policy, token, None)
+    backend.counters.add("misses")
+    return _result_of(loader())
+
+
+#: For :meth:`Coordination.acquire_lease`: every entry starts with no bytes, so a lease taken
+#: with it replaces whatever the key holds.
+_ANY_ENTRY = ("prefix", b"")
 
 
 def _read(
