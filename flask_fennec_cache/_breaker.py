@@ -17,6 +17,11 @@ class CircuitBreaker:
     While open, :meth:`allow` answers False at once, so no request waits on a dead server. After
     the cool-down one caller is let through as a probe: its success closes the breaker, its failure
     opens it for another cool-down. A probe that never reports back expires after a cool-down.
+
+    A timeout (:meth:`timed_out`) opens it at once, whatever the threshold: a server that let one
+    call wait a whole socket timeout would let the next ones wait too. Until it closes again, no
+    caller is the probe: only the background prober (:mod:`._recovery`, through
+    :meth:`allow_probe`) is, so after one timeout nothing in the process waits on that server.
     """
 
     def __init__(
@@ -28,6 +33,8 @@ class CircuitBreaker:
         self._failures = 0
         self._open_until = 0.0
         self._probe_until = 0.0
+        #: Opened by a timeout: only the background prober may probe.
+        self._prober_only = False
         self._lock = threading.Lock()
         reset_after_fork(self)
 
@@ -40,6 +47,14 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May this call go to Redis?"""
+        if not self._open_until:
+            return True
+        if self._prober_only:
+            return False
+        return self.allow_probe()
+
+    def allow_probe(self) -> bool:
+        """May the background prober probe now? (Once per cool-down while not closed.)"""
         if not self._open_until:
             return True
         now = self._clock()
@@ -57,6 +72,7 @@ class CircuitBreaker:
             with self._lock:
                 self._failures = 0
                 self._open_until = self._probe_until = 0.0
+                self._prober_only = False
 
     def failure(self) -> None:
         """A call to Redis failed to connect or timed out."""
@@ -65,6 +81,14 @@ class CircuitBreaker:
             if self._failures >= self.threshold or self._open_until:
                 self._open_until = self._clock() + self.cooldown
                 self._probe_until = 0.0
+
+    def timed_out(self) -> None:
+        """A call to Redis waited a whole timeout: open at once, for the prober to close."""
+        with self._lock:
+            self._failures = max(self._failures + 1, self.threshold)
+            self._open_until = self._clock() + self.cooldown
+            self._probe_until = 0.0
+            self._prober_only = True
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from ._breaker import CircuitBreaker
 from ._ratelog import RateLimitedLog
+from ._recovery import prober
 from ._stats import StatsBuffer
 from .errors import CacheUnavailable
 
@@ -29,6 +30,10 @@ class Guard:
     and is logged (one line per cause per 10 s) — then the caller gets None (fail-open) or
     :class:`~flask_fennec_cache.CacheUnavailable` (fail-closed). Anything else a command raises
     (a bug) propagates unchanged.
+
+    A timeout opens the breaker at once (see :meth:`~._breaker.CircuitBreaker.timed_out`): the
+    rest of the request, and of the process, does not wait on that server again until the
+    background prober (:mod:`._recovery`) finds that it answers.
     """
 
     def __init__(
@@ -84,16 +89,42 @@ class Guard:
             result = command(self.client)
         except RedisError as exc:
             if isinstance(exc, BREAKER_ERRORS):
-                self.breaker.failure()
+                self._lost(exc)
             return None
         self.breaker.success()
         return result
+
+    def recovered(self) -> bool:
+        """Is the breaker closed? (For the background prober.)"""
+        return self.breaker.state == "closed"
+
+    def probe(self) -> None:
+        """``PING`` when the breaker lets a probe through: the background prober's call."""
+        if not self.breaker.allow_probe():
+            return
+        try:
+            self.client.ping()
+        except BREAKER_ERRORS:
+            self.breaker.failure()  # open again for another cool-down
+            return
+        except RedisError:
+            pass  # a refusal (e.g. NOAUTH) comes from a server that answers
+        self.breaker.success()
+
+    def _lost(self, exc: RedisError) -> None:
+        """The server may be gone: tell the breaker, and have it probed once it opened."""
+        if isinstance(exc, redis.TimeoutError):
+            self.breaker.timed_out()
+        else:
+            self.breaker.failure()
+        if self.breaker.state != "closed":
+            prober.watch(self)
 
     def failed(self, exc: RedisError, op: str) -> None:
         """Count and report a failed command; raises CacheUnavailable when failing closed."""
         self.stats.add("errors")
         if isinstance(exc, BREAKER_ERRORS):
-            self.breaker.failure()
+            self._lost(exc)
         else:
             self.breaker.success()  # the server answered: it is up, the command was refused
         if not self.fail_open:

@@ -151,3 +151,47 @@ def test_after_fork_keeps_state_with_a_fresh_lock(breaker: CircuitBreaker) -> No
         assert breaker.state == "open"
     finally:
         old_lock.release()
+
+
+def test_a_timeout_opens_at_once(breaker: CircuitBreaker) -> None:
+    breaker.timed_out()
+    assert breaker.state == "open"
+    assert breaker.allow() is False
+
+
+def test_after_a_timeout_no_caller_is_the_probe(breaker: CircuitBreaker, clock: FakeClock) -> None:
+    breaker.timed_out()
+    clock.advance(10.0)
+    assert breaker.state == "half-open"
+    assert breaker.allow() is False  # a caller would wait on a server that may still be frozen
+    assert breaker.allow_probe() is True  # the background prober's turn
+    assert breaker.allow_probe() is False  # one probe per cool-down
+    breaker.failure()  # its probe failed: open for another cool-down, callers still kept out
+    clock.advance(10.0)
+    assert breaker.allow() is False
+    assert breaker.allow_probe() is True
+    breaker.success()
+    assert breaker.state == "closed"
+    assert breaker.allow() is True
+
+
+def test_refused_connections_still_need_the_threshold_and_let_callers_probe(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    breaker.failure()
+    assert breaker.state == "closed"
+    trip(breaker)
+    clock.advance(10.0)
+    assert breaker.allow() is True  # a refused connection answers at once: a caller may probe
+
+
+def test_a_caller_probe_that_times_out_leaves_the_probing_to_the_prober(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    trip(breaker)
+    clock.advance(10.0)
+    assert breaker.allow() is True
+    breaker.timed_out()
+    clock.advance(10.0)
+    assert breaker.allow() is False
+    assert breaker.allow_probe() is True
