@@ -25,6 +25,7 @@ _COUNTER_HELP = {
     "stale_hits": "Reads served a stale value while one caller refreshed it.",
     "lock_waits": "Reads that waited for another caller's load of the same key.",
     "near_hits": "Reads answered by the per-process near cache, without a round trip.",
+    "fail_safe_hits": "Reads served a stale value because its load failed (stale_if_error).",
 }
 
 

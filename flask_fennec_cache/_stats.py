@@ -19,7 +19,8 @@ __all__ = [
 ]
 
 FIELDS = (
-    "hits", "misses", "sets", "deletes", "errors", "stale_hits", "lock_waits", "near_hits"
+    "hits", "misses", "sets", "deletes", "errors", "stale_hits", "lock_waits", "near_hits",
+    "fail_safe_hits",
 )
 
 Flush = Callable[[Mapping[str, int]], bool]

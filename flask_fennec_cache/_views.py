@@ -32,7 +32,9 @@ from .keys import KeySpec, group_head, group_index, variant_key, view_group, vie
 from .loading import CacheParts, Deliver, LoadPolicy, get_or_load
 from .serializers import CachedResponse, VaryMarker
 
-__all__ = ["ResponseFilter", "ViewCache", "ViewOptions", "request_session", "wraps_view"]
+__all__ = [
+    "FailedRender", "ResponseFilter", "ViewCache", "ViewOptions", "request_session", "wraps_view"
+]
 
 ResponseFilter = Callable[[FlaskResponse], bool]
 
@@ -40,8 +42,20 @@ _UNSTORED_HEADERS = frozenset({"set-cookie", "x-cache", "age"})
 # What a 304 carries of the full response (RFC 9110, 15.4.5).
 _NOT_MODIFIED_HEADERS = frozenset({"etag", "cache-control", "vary", "expires", "content-location"})
 _MAX_MEMO = 10_000
+#: Statuses a view's stale response replaces with ``stale_if_error`` (RFC 5861, section 4).
+_FAIL_SAFE_STATUSES = frozenset({500, 502, 503, 504})
 #: How far :func:`wraps_view` looks through the wrappers around a view.
 _MAX_WRAPPER_DEPTH = 6
+
+
+class FailedRender(Exception):
+    """A view answered 500, 502, 503 or 504 under ``stale_if_error``: a failed load, so that a
+    stale response may be served instead of *response*."""
+
+    def __init__(self, request: Request, response: Response) -> None:
+        super().__init__(f"the view answered {response.status}")
+        self.request = request
+        self.response = response
 
 
 class ViewOptions(NamedTuple):
@@ -157,10 +171,15 @@ class ViewCache:
         key = base
         for _ in range(2):  # the key the memo suggests, then the one a vary marker names
             key = _variant(req, base, vary) if vary else base
-            value, hit = get_or_load(
-                backend, key, self._render, self.policy, (req, render, backend, base, vary),
-                group=group,
-            )
+            try:
+                value, hit = get_or_load(
+                    backend, key, self._render, self.policy, (req, render, backend, base, vary),
+                    group=group,
+                )
+            except FailedRender as failed:  # no stale response to serve instead
+                if failed.request is not req:  # another thread's render: not this request's
+                    return _answer_miss(req, _response(render()), False), False, key
+                return _answer_miss(req, failed.response, False), False, key
             if isinstance(value, Deliver):
                 if not hit:  # this request rendered it
                     response, stored = value.result
@@ -178,7 +197,7 @@ class ViewCache:
         ttl = self.policy.ttl if self.policy.ttl is not None else backend.default_ttl
         if ttl is None:
             return None
-        return ttl + (self.policy.stale_ttl or 0) if self.policy.enveloped else ttl
+        return ttl + self.policy.kept_stale if self.policy.enveloped else ttl
 
     def _base_key(self, req: Request, group: str) -> str:
         """The key of this request, before any ``Vary`` (remembered by its raw parts)."""
@@ -210,6 +229,8 @@ class ViewCache:
         rendered = render()
         chosen = rendered if isinstance(rendered, CacheResult) else None
         response = _response(rendered)
+        if self.policy.stale_if_error and response.status_code in _FAIL_SAFE_STATUSES:
+            raise FailedRender(req, response)
         response_filter = self.options.response_filter
         if not (
             (chosen is None or chosen.store)

@@ -146,6 +146,7 @@ class CacheOptions(TypedDict, total=False):
     lock: bool
     lock_timeout: float
     stale_ttl: float | None
+    stale_if_error: float | None
     beta: float
     tags: tuple[str, ...]
     cache_control: bool
@@ -181,6 +182,11 @@ def cache(
         and the others wait for its value (across threads, processes and hosts).
     :param lock_timeout: seconds a loader may take before a waiter takes over.
     :param stale_ttl: seconds past *ttl* a stale value is served while one caller refreshes it.
+    :param stale_if_error: seconds past *ttl* an entry is kept to be served when its load
+        raises (a view: answers 500, 502, 503 or 504) — fail-safe, as HTTP's
+        ``stale-if-error``. While the loader keeps failing it is retried at most about once a
+        second per key across processes; each such serve counts in ``fail_safe_hits`` and is
+        logged once per key every 10 s. Without a stale value the exception propagates.
     :param beta: probabilistic early refresh (XFetch) strength; 0 disables, 1 is typical.
     :param tags: tag names; ``backend.invalidate_tags(*names)`` drops every entry carrying them.
     :param cache_control: views only: add ``Cache-Control: max-age=<seconds>`` to cached

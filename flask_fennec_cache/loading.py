@@ -103,6 +103,8 @@ class LoadPolicy:
     :param lock: single-flight loading: concurrent misses wait for one loader (default True).
     :param lock_timeout: seconds a loader may hold the key's lease; waiters take over after it.
     :param stale_ttl: seconds past *ttl* a stale value may be served while it is refreshed.
+    :param stale_if_error: seconds past *ttl* a stale value is kept to be served when its load
+        raises (fail-safe); the loader is then retried at most about once a second per key.
     :param beta: XFetch early refresh strength (0 disables; 1 is the usual choice).
     :param tags: tag names; :meth:`~flask_fennec_cache.RedisCache.invalidate_tags` drops entries
         carrying them.
@@ -116,9 +118,10 @@ class LoadPolicy:
     stale_ttl: float | None = None
     beta: float = 0.0
     tags: tuple[str, ...] = ()
+    stale_if_error: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("ttl", "none_ttl", "stale_ttl"):
+        for name in ("ttl", "none_ttl", "stale_ttl", "stale_if_error"):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool)
@@ -138,7 +141,13 @@ class LoadPolicy:
     @property
     def enveloped(self) -> bool:
         """Whether entries need freshness metadata (stale serving, early refresh or tags)."""
-        return bool(self.stale_ttl or self.beta or self.tags)
+        return bool(self.stale_ttl or self.beta or self.tags or self.stale_if_error)
+
+    @property
+    def kept_stale(self) -> float:
+        """Seconds an entry stays in Redis past its freshness (for stale serving or
+        fail-safe)."""
+        return max(self.stale_ttl or 0.0, self.stale_if_error or 0.0)
 
 
 def get_or_load(
@@ -168,6 +177,8 @@ def get_or_load(
     if args or kwargs:  # bound here, so that a hit never builds it
         loader = functools.partial(loader, *args, **(kwargs or {}))
     if refresh is not None:
+        if policy.stale_if_error and _needs_recovery(refresh, policy):
+            return _recover(backend, key, loader, policy, value, refresh, group)
         return _refresh(backend, key, loader, policy, value, refresh, group)
     if not policy.lock:
         return _fill(backend, key, loader, policy, entry, False, group)
@@ -244,10 +255,135 @@ def _refresh(
         expected = version_prefix(envelope.version)
         backend.coordination.extend(key, expected, int(policy.lock_timeout * 1000), grow=True)
         versions = _tag_versions(backend, policy)
-        value, elapsed = _timed(loader)
+        if policy.stale_if_error:
+            if not _may_retry(backend, key):  # a load of it failed less than a second ago
+                return _serve_stale(backend, stale, envelope)
+            try:
+                value, elapsed = _timed(loader)
+            except Exception as exc:
+                if not _within_fail_safe(envelope, policy):
+                    raise
+                return _fail_safe(backend, key, stale, exc), True
+        else:
+            value, elapsed = _timed(loader)
         _store(backend, key, value, elapsed, policy, versions, expected, group)
     finally:
         lock.release()
+    backend.counters.add("misses")
+    return _result_of(value), False
+
+
+# -- fail-safe (stale_if_error) -----------------------------------------------------------------
+
+#: Seconds between two loads of one failing key, across processes.
+RETRY_EVERY = 1.0
+
+
+def _needs_recovery(envelope: Envelope, policy: LoadPolicy) -> bool:
+    """Whether *envelope* is past its stale window but still kept for fail-safe: it must be
+    loaded again before it is served, and is served only if that load fails."""
+    fresh_until = envelope.fresh_until
+    if fresh_until is None:
+        return False
+    stale_for = time.time() - fresh_until
+    return (policy.stale_ttl or 0.0) <= stale_for <= (policy.stale_if_error or 0.0)
+
+
+def _within_fail_safe(envelope: Envelope, policy: LoadPolicy) -> bool:
+    fresh_until = envelope.fresh_until
+    return fresh_until is not None and time.time() - fresh_until <= (policy.stale_if_error or 0)
+
+
+def _may_retry(backend: CacheParts, key: str) -> bool:
+    """Take this second's attempt at loading *key* (``SET NX PX 1000`` in Redis, shared by
+    every process); False when another caller took it. Redis failing allows the attempt."""
+    taken = backend.coordination.try_lock(
+        f"{RESERVED}retry:{key}", new_version(), RETRY_EVERY
+    )
+    return taken is not False
+
+
+def _fail_safe(backend: CacheParts, key: str, stale: T, error: BaseException | None) -> T:
+    """Serve *stale* because loading *key* failed (*error*) or failed less than a second ago."""
+    backend.counters.hit()
+    backend.counters.add("fail_safe_hits")
+    if error is not None:
+        _log.warning(
+            f"fail-safe:{key}",
+            f"serving the stale value of {key!r}: its loader raised "
+            f"{type(error).__name__}: {error}",
+        )
+    return stale
+
+
+def _recover(
+    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
+    stale: T, envelope: Envelope, group: Group | None,
+) -> tuple[T, bool]:
+    """Load an entry kept only for fail-safe, as a miss would (one load per key across
+    processes, the others wait for its value); serve the stale value if the load raises, or
+    if a load of it was tried less than a second ago and the entry is still the stale one."""
+    if not policy.lock:
+        return _attempt_recovery(backend, key, loader, policy, stale, envelope, group)
+
+    def attempt() -> tuple[T, bool]:
+        lock = RedisLock(backend, f"{RESERVED}refresh:{key}", policy.lock_timeout)
+        deadline = time.monotonic() + policy.lock_timeout + 2 * MAX_POLL
+        delay = FIRST_POLL
+        while True:
+            held = lock.acquire()
+            if held is not False or time.monotonic() > deadline:  # None: Redis failed
+                try:
+                    return _attempt_recovery(backend, key, loader, policy, stale, envelope, group)
+                finally:
+                    if held:
+                        lock.release()
+            time.sleep(delay)
+            delay = min(delay * 1.5, MAX_POLL)
+            found = _reloaded(backend, key, policy, envelope)
+            if found is not MISSING:
+                return found, True
+
+    (result, hit), led = backend.coordination.flights.run(key, attempt, policy.lock_timeout)
+    if not led:
+        backend.counters.hit()
+        backend.counters.add("lock_waits")
+        return result, True
+    return result, hit
+
+
+def _reloaded(backend: CacheParts, key: str, policy: LoadPolicy, envelope: Envelope) -> Any:
+    """The fresh value *key* holds if it no longer holds *envelope* (counted as a hit), or
+    MISSING."""
+    current, tags = _read(backend, key, policy)
+    if isinstance(current, Envelope) and current.version == envelope.version:
+        return MISSING
+    value, refresh = classify(current, backend.tag_index, tags)
+    if value is MISSING or refresh is not None and _needs_recovery(refresh, policy):
+        return MISSING
+    backend.counters.hit()
+    return value
+
+
+def _attempt_recovery(
+    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
+    stale: T, envelope: Envelope, group: Group | None,
+) -> tuple[T, bool]:
+    found = _reloaded(backend, key, policy, envelope)
+    if found is not MISSING:  # loaded by another caller since this one read it
+        return found, True
+    if not _may_retry(backend, key):
+        return _fail_safe(backend, key, stale, None), True
+    versions = _tag_versions(backend, policy)
+    try:
+        value, elapsed = _timed(loader)
+    except Exception as exc:
+        if not _within_fail_safe(envelope, policy):
+            raise
+        return _fail_safe(backend, key, stale, exc), True
+    _store(
+        backend, key, value, elapsed, policy, versions, version_prefix(envelope.version), group
+    )
     backend.counters.add("misses")
     return _result_of(value), False
 
@@ -392,8 +528,8 @@ def _store(
     # Freshness is kept in the entry only when something reads it (stale serving, early
     # refresh); an entry enveloped only for its own tags lives as long as its key.
     fresh_until = None if ttl is None or not policy.enveloped else time.time() + ttl
-    if ttl is not None and policy.enveloped and policy.stale_ttl:
-        ttl += policy.stale_ttl
+    if ttl is not None and policy.enveloped:
+        ttl += policy.kept_stale
     writes: list[tuple[str, bytes | None]] = []
     for target, item in ((key, value), *elsewhere):
         if item is _DROP:  # nothing to keep under the loaded key: its lease goes

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from _support import HANG, wait_for
 from flask import Flask
 from werkzeug.serving import make_server
 
-from flask_fennec_cache import FennecCache, RedisCache, cache
+from flask_fennec_cache import CacheAside, FennecCache, RedisCache, cache
 from flask_fennec_cache._connect import _memory_servers
 
 CHROMIUM = "/usr/bin/chromium"
@@ -281,4 +282,22 @@ def test_a_fail_closed_outage_does_not_break_the_page(
     # renderCharts() runs in the same tick that showed the new total
     assert painted_pixels(page, "ops-chart", top_half=True) > 0, "the ops chart lost its scale"
     assert page_errors == []
+    page.close()
+
+
+def test_the_dashboard_counts_fail_safe_serves(
+    app: Flask, live_server: str, browser: Any
+) -> None:
+    backend: RedisCache = app.extensions["fennec_cache"]
+    aside = CacheAside(backend, ttl=0.1, stale_if_error=300)
+    assert aside.get("report", lambda: "numbers") == "numbers"
+    assert wait_for(lambda: backend.get("report") is None, timeout=HANG)
+
+    def database_down() -> str:
+        raise OSError("the database is down")
+
+    assert aside.get("report", database_down) == "numbers"
+    page = browser.new_page(viewport={"width": 1280, "height": 560})
+    page.goto(f"{live_server}/cache/?interval=250")
+    expect(page.locator("#fail-safe-hits")).to_have_text("1", timeout=10_000)
     page.close()

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 
 import pytest
 from _servers import RedisServer
-from _support import AppFactory, backend_of
+from _support import HANG, AppFactory, backend_of, wait_for
 from flask import Flask
 
-from flask_fennec_cache import RedisCache
+from flask_fennec_cache import CacheAside, RedisCache
 from flask_fennec_cache._prometheus import BREAKER_STATES, CONTENT_TYPE, render
 from flask_fennec_cache._stats import (
     FIELDS,
@@ -104,6 +104,23 @@ def test_counters_follow_the_cache(app: Flask) -> None:
     assert after["fennec_cache_sets_total"] == 2
     assert after["fennec_cache_deletes_total"] == 1
     assert after.types["fennec_cache_hits_total"] == "counter"
+
+
+def test_fail_safe_serves_are_a_counter(app: Flask) -> None:
+    backend = backend_of(app)
+    aside = CacheAside(backend, ttl=0.1, stale_if_error=300)
+    assert aside.get("k", lambda: "v") == "v"
+    assert wait_for(lambda: backend.get("k") is None, timeout=HANG)
+
+    def failing() -> str:
+        raise OSError("the database is down")
+
+    assert aside.get("k", failing) == "v"
+    result = scrape(app)
+    assert result["fennec_cache_fail_safe_hits_total"] == 1
+    assert result.types["fennec_cache_fail_safe_hits_total"] == "counter"
+    help_line = "# HELP fennec_cache_fail_safe_hits_total Reads served a stale value because"
+    assert help_line in app.test_client().get("/cache/metrics").get_data(as_text=True)
 
 
 def test_the_histogram_counts_every_round_trip(app: Flask) -> None:

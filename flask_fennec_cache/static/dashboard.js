@@ -133,6 +133,7 @@
     setText("errors", fmt(stats.errors, 0));
     setText("stale-hits", fmt(stats.stale_hits || 0, 0));
     setText("lock-waits", fmt(stats.lock_waits || 0, 0));
+    setText("fail-safe-hits", fmt(stats.fail_safe_hits || 0, 0));
     setText("round-trips", fmt(newest.histogram.count, 0));
     // Not shared: Redis is unreachable, or memory:// (a cache private to each process).
     setText("shared-note", stats.shared === false ? "(counts of this process only)" : "");
