@@ -8,6 +8,7 @@ a render whose group was dropped while it ran stores nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import random
@@ -141,7 +142,8 @@ class ViewCache:
     """Caches the whole responses of one decorated view."""
 
     def __init__(self, policy: LoadPolicy, key: KeySpec, options: ViewOptions) -> None:
-        self.policy = policy
+        # A view renders in its request, which must not outlive its response: no timeouts.
+        self.policy = dataclasses.replace(policy, soft_timeout=None, hard_timeout=None)
         self.key = key
         self.options = options
         self._vary_memo: dict[str, tuple[str, ...]] = {}

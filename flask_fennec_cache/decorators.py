@@ -147,6 +147,8 @@ class CacheOptions(TypedDict, total=False):
     lock_timeout: float
     stale_ttl: float | None
     stale_if_error: float | None
+    soft_timeout: float | None
+    hard_timeout: float | None
     beta: float
     tags: tuple[str, ...]
     cache_control: bool
@@ -187,6 +189,12 @@ def cache(
         ``stale-if-error``. While the loader keeps failing it is retried at most about once a
         second per key across processes; each such serve counts in ``fail_safe_hits`` and is
         logged once per key every 10 s. Without a stale value the exception propagates.
+    :param soft_timeout: seconds a caller waits for a load when a stale value is available
+        (within *stale_ttl* or *stale_if_error*): then it gets that value, and the load
+        finishes in the background and stores its result. Off by default; not for views.
+    :param hard_timeout: seconds a caller waits for a load at most: then it gets the stale
+        value if there is one, else :class:`~flask_fennec_cache.LoaderTimeout`; the load
+        finishes in the background and stores its result. Off by default; not for views.
     :param beta: probabilistic early refresh (XFetch) strength; 0 disables, 1 is typical.
     :param tags: tag names; ``backend.invalidate_tags(*names)`` drops every entry carrying them.
     :param cache_control: views only: add ``Cache-Control: max-age=<seconds>`` to cached

@@ -8,6 +8,7 @@ __all__ = [
     "FennecCacheError",
     "InvalidKeyError",
     "KeyBuildError",
+    "LoaderTimeout",
     "LockTimeout",
     "NoBackendError",
     "SerializationError",
@@ -44,3 +45,8 @@ class NoBackendError(FennecCacheError, RuntimeError):
 
 class LockTimeout(FennecCacheError, TimeoutError):
     """A single-flight lock could not be acquired in time."""
+
+
+class LoaderTimeout(FennecCacheError, TimeoutError):
+    """A load outlasted its ``hard_timeout`` and no stale value could be served instead; the
+    load goes on in the background and stores its result."""

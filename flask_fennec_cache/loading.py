@@ -9,13 +9,15 @@ be refreshed early with probability rising towards expiry (XFetch).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from ._classify import classify
 from ._codec import MISSING, EntryCodec, Unreadable
@@ -27,7 +29,7 @@ from ._results import CacheResult
 from ._stats import StatsBuffer
 from ._tagindex import TagIndex
 from ._validate import RESERVED
-from .errors import ConfigurationError, SerializationError
+from .errors import ConfigurationError, LoaderTimeout, SerializationError
 from .locks import RedisLock
 from .serializers import Envelope, Lease, lease_bytes, new_version, version_prefix
 
@@ -106,6 +108,12 @@ class LoadPolicy:
     :param stale_if_error: seconds past *ttl* a stale value is kept to be served when its load
         raises (fail-safe); the loader is then retried at most about once a second per key.
     :param beta: XFetch early refresh strength (0 disables; 1 is the usual choice).
+    :param soft_timeout: seconds a caller waits for a load when a stale value is available
+        (within *stale_ttl* or *stale_if_error*); then it is served that value and the load
+        finishes in the background and stores its result.
+    :param hard_timeout: seconds a caller waits for a load at most; then it is served the stale
+        value if there is one, else :class:`~flask_fennec_cache.LoaderTimeout`; the load
+        finishes in the background and stores its result.
     :param tags: tag names; :meth:`~flask_fennec_cache.RedisCache.invalidate_tags` drops entries
         carrying them.
     """
@@ -119,9 +127,13 @@ class LoadPolicy:
     beta: float = 0.0
     tags: tuple[str, ...] = ()
     stale_if_error: float | None = None
+    soft_timeout: float | None = None
+    hard_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("ttl", "none_ttl", "stale_ttl", "stale_if_error"):
+        for name in (
+            "ttl", "none_ttl", "stale_ttl", "stale_if_error", "soft_timeout", "hard_timeout"
+        ):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool)
@@ -137,6 +149,11 @@ class LoadPolicy:
             raise ConfigurationError(f"beta must be >= 0, got {self.beta!r}")
         if isinstance(self.tags, str):
             raise ConfigurationError("tags must be a sequence of names, e.g. tags=('users',)")
+        if self.soft_timeout and self.hard_timeout and self.soft_timeout > self.hard_timeout:
+            raise ConfigurationError(
+                f"soft_timeout ({self.soft_timeout!r}) must not exceed hard_timeout "
+                f"({self.hard_timeout!r})"
+            )
 
     @property
     def enveloped(self) -> bool:
@@ -240,6 +257,7 @@ def _refresh(
     lock = RedisLock(backend, f"{RESERVED}refresh:{key}", policy.lock_timeout)
     if not lock.acquire():
         return _serve_stale(backend, stale, envelope)
+    handed_off = False
     try:
         current, tags = _read(backend, key, policy)
         if not (isinstance(current, Envelope) and current.version == envelope.version):
@@ -254,23 +272,92 @@ def _refresh(
         # the key gone and loading a second time. At most lock_timeout past its expiry.
         expected = version_prefix(envelope.version)
         backend.coordination.extend(key, expected, int(policy.lock_timeout * 1000), grow=True)
-        versions = _tag_versions(backend, policy)
-        if policy.stale_if_error:
-            if not _may_retry(backend, key):  # a load of it failed less than a second ago
-                return _serve_stale(backend, stale, envelope)
+        if policy.stale_if_error and not _may_retry(backend, key):
+            return _serve_stale(backend, stale, envelope)  # a load failed under a second ago
+
+        def load() -> tuple[T, bool]:
             try:
-                value, elapsed = _timed(loader)
-            except Exception as exc:
-                if not _within_fail_safe(envelope, policy):
-                    raise
-                return _fail_safe(backend, key, stale, exc), True
-        else:
-            value, elapsed = _timed(loader)
-        _store(backend, key, value, elapsed, policy, versions, expected, group)
+                return _load_over(backend, key, loader, policy, stale, envelope, group)
+            finally:
+                lock.release()
+
+        handed_off = True
+        done, result = _bounded(backend, key, policy, load, stale_at_hand=True)
     finally:
-        lock.release()
+        if not handed_off:
+            lock.release()
+    return cast("tuple[T, bool]", result) if done else _serve_stale(backend, stale, envelope)
+
+
+def _load_over(
+    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
+    stale: T, envelope: Envelope, group: Group | None,
+) -> tuple[T, bool]:
+    """Load and store a new value over the stale *envelope* (stored only if the key still
+    holds it); with *stale_if_error*, a load that raises serves *stale*."""
+    versions = _tag_versions(backend, policy)
+    try:
+        value, elapsed = _timed(loader)
+    except Exception as exc:
+        if not (policy.stale_if_error and _within_fail_safe(envelope, policy)):
+            raise
+        return _fail_safe(backend, key, stale, exc), True
+    expected = version_prefix(envelope.version)
+    _store(backend, key, value, elapsed, policy, versions, expected, group)
     backend.counters.add("misses")
     return _result_of(value), False
+
+
+# -- timeouts (soft_timeout, hard_timeout) ------------------------------------------------------
+
+
+def _bounded(
+    backend: CacheParts, key: str, policy: LoadPolicy, load: Callable[[], T],
+    stale_at_hand: bool,
+) -> tuple[bool, T | None]:
+    """``(True, load())``, or ``(False, None)`` when the load outlasts this caller's timeout
+    (*soft_timeout* when a stale value is at hand, else *hard_timeout*): it then goes on on a
+    daemon thread, which logs and counts an error if it fails. No timeout: run here."""
+    limit = policy.hard_timeout
+    if stale_at_hand and policy.soft_timeout is not None:
+        limit = policy.soft_timeout
+    if limit is None:
+        return True, load()
+    outcome: list[Any] = []
+    state = threading.Lock()
+    finished = threading.Event()
+    abandoned = False
+
+    def run() -> None:
+        try:
+            outcome.append((True, load()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+            with state:
+                late = abandoned
+            if late:
+                backend.counters.add("errors")
+                _log.error(
+                    f"background-load:{key}",
+                    f"the background load of {key!r} failed: {type(exc).__name__}: {exc}",
+                )
+        finally:
+            finished.set()
+
+    context = contextvars.copy_context()  # the caller's app context, for the loader
+    worker = threading.Thread(
+        target=context.run, args=(run,), name="fennec-cache-load", daemon=True
+    )
+    worker.start()
+    finished.wait(limit)
+    with state:
+        if not outcome:
+            abandoned = True
+            return False, None
+    ok, result = outcome[0]
+    if not ok:
+        raise result
+    return True, result
 
 
 # -- fail-safe (stale_if_error) -----------------------------------------------------------------
@@ -324,20 +411,23 @@ def _recover(
     processes, the others wait for its value); serve the stale value if the load raises, or
     if a load of it was tried less than a second ago and the entry is still the stale one."""
     if not policy.lock:
-        return _attempt_recovery(backend, key, loader, policy, stale, envelope, group)
+        return _attempt_recovery(backend, key, loader, policy, stale, envelope, group, _no_lock)
 
     def attempt() -> tuple[T, bool]:
         lock = RedisLock(backend, f"{RESERVED}refresh:{key}", policy.lock_timeout)
-        deadline = time.monotonic() + policy.lock_timeout + 2 * MAX_POLL
+        started = time.monotonic()
+        deadline = started + policy.lock_timeout + 2 * MAX_POLL
+        patience = policy.soft_timeout or policy.hard_timeout  # a stale value is at hand
         delay = FIRST_POLL
         while True:
             held = lock.acquire()
             if held is not False or time.monotonic() > deadline:  # None: Redis failed
-                try:
-                    return _attempt_recovery(backend, key, loader, policy, stale, envelope, group)
-                finally:
-                    if held:
-                        lock.release()
+                release = lock.release if held else _no_lock
+                return _attempt_recovery(
+                    backend, key, loader, policy, stale, envelope, group, release
+                )
+            if patience is not None and time.monotonic() - started >= patience:
+                return _serve_stale(backend, stale, envelope)
             time.sleep(delay)
             delay = min(delay * 1.5, MAX_POLL)
             found = _reloaded(backend, key, policy, envelope)
@@ -367,25 +457,34 @@ def _reloaded(backend: CacheParts, key: str, policy: LoadPolicy, envelope: Envel
 
 def _attempt_recovery(
     backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
-    stale: T, envelope: Envelope, group: Group | None,
+    stale: T, envelope: Envelope, group: Group | None, release: Callable[[], object],
 ) -> tuple[T, bool]:
-    found = _reloaded(backend, key, policy, envelope)
-    if found is not MISSING:  # loaded by another caller since this one read it
-        return found, True
-    if not _may_retry(backend, key):
-        return _fail_safe(backend, key, stale, None), True
-    versions = _tag_versions(backend, policy)
+    """Try this second's load of a key kept for fail-safe; *release* (the refresh lock) is
+    called when it is over, by the background thread if it outlasts the caller's timeout."""
+    handed_off = False
     try:
-        value, elapsed = _timed(loader)
-    except Exception as exc:
-        if not _within_fail_safe(envelope, policy):
-            raise
-        return _fail_safe(backend, key, stale, exc), True
-    _store(
-        backend, key, value, elapsed, policy, versions, version_prefix(envelope.version), group
-    )
-    backend.counters.add("misses")
-    return _result_of(value), False
+        found = _reloaded(backend, key, policy, envelope)
+        if found is not MISSING:  # loaded by another caller since this one read it
+            return found, True
+        if not _may_retry(backend, key):
+            return _fail_safe(backend, key, stale, None), True
+
+        def load() -> tuple[T, bool]:
+            try:
+                return _load_over(backend, key, loader, policy, stale, envelope, group)
+            finally:
+                release()
+
+        handed_off = True
+        done, result = _bounded(backend, key, policy, load, stale_at_hand=True)
+    finally:
+        if not handed_off:
+            release()
+    return cast("tuple[T, bool]", result) if done else _serve_stale(backend, stale, envelope)
+
+
+def _no_lock() -> None:
+    """Release nothing (a load without the refresh lock)."""
 
 
 def _serve_stale(backend: CacheParts, stale: T, envelope: Envelope) -> tuple[T, bool]:
@@ -406,7 +505,7 @@ def _fill(
     It gives up (and loads without the lease) only on a read made after that deadline, so a
     thread the scheduler held back does not give up on what it saw before the lease expired.
     """
-    read_at = time.monotonic()
+    read_at = started = time.monotonic()
     deadline = read_at + policy.lock_timeout + 2 * MAX_POLL
     holder = entry.token if isinstance(entry, Lease) else None
     extended = False
@@ -442,6 +541,8 @@ def _fill(
                 )
             backend.counters.add("misses")
             return _result_of(loader()), False
+        if policy.hard_timeout is not None and read_at - started >= policy.hard_timeout:
+            raise _timed_out(key, policy)  # another caller's load: it goes on and stores
         if not waited:
             backend.counters.add("lock_waits")
             waited = True
@@ -469,18 +570,32 @@ def _load_leased(
     token: str, group: Group | None,
 ) -> T:
     lease = lease_bytes(token)
-    stored = False
-    held = backend.coordination.keeper.hold(key, lease, policy.lock_timeout)
-    try:
-        versions = _tag_versions(backend, policy)
-        value, elapsed = _timed(loader)
-        stored = _store(backend, key, value, elapsed, policy, versions, lease, group)
-    finally:
-        backend.coordination.keeper.drop(held)
-        if not stored:
-            backend.coordination.compare_and_set(key, lease, None, None)
-    backend.counters.add("misses")
-    return _result_of(value)
+
+    def load() -> T:
+        stored = False
+        held = backend.coordination.keeper.hold(key, lease, policy.lock_timeout)
+        try:
+            versions = _tag_versions(backend, policy)
+            value, elapsed = _timed(loader)
+            stored = _store(backend, key, value, elapsed, policy, versions, lease, group)
+        finally:
+            backend.coordination.keeper.drop(held)
+            if not stored:
+                backend.coordination.compare_and_set(key, lease, None, None)
+        backend.counters.add("misses")
+        return _result_of(value)
+
+    done, value = _bounded(backend, key, policy, load, stale_at_hand=False)
+    if not done:
+        raise _timed_out(key, policy)
+    return cast(T, value)
+
+
+def _timed_out(key: str, policy: LoadPolicy) -> LoaderTimeout:
+    return LoaderTimeout(
+        f"loading {key!r} took over hard_timeout={policy.hard_timeout!r}s and there is no "
+        "stale value to serve; the load goes on in the background and stores its result"
+    )
 
 
 def _tag_versions(backend: CacheParts, policy: LoadPolicy) -> dict[str, str] | None:

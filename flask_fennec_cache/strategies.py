@@ -26,8 +26,8 @@ class CacheAside:
     :param ttl: seconds entries live; None uses the backend's default.
     :param cache_none: also store a ``None`` from the loader (by default it is not stored).
     :param options: the freshness options of :class:`~flask_fennec_cache.loading.LoadPolicy`
-        (``none_ttl``, ``lock``, ``lock_timeout``, ``stale_ttl``, ``stale_if_error``, ``beta``,
-        ``tags``).
+        (``none_ttl``, ``lock``, ``lock_timeout``, ``stale_ttl``, ``stale_if_error``,
+        ``soft_timeout``, ``hard_timeout``, ``beta``, ``tags``).
 
     A loader that raises stores nothing; the exception propagates, unless *stale_if_error*
     keeps a stale value to serve instead (see :func:`~flask_fennec_cache.cache`). Concurrent
