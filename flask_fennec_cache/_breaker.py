@@ -6,9 +6,11 @@ import threading
 import time
 from collections.abc import Callable
 
+import redis
+
 from ._forksafe import reset_after_fork
 
-__all__ = ["CircuitBreaker"]
+__all__ = ["CircuitBreaker", "NodeBreakers"]
 
 
 class CircuitBreaker:
@@ -89,6 +91,67 @@ class CircuitBreaker:
             self._open_until = self._clock() + self.cooldown
             self._probe_until = 0.0
             self._prober_only = True
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+
+class NodeBreakers:
+    """A :class:`CircuitBreaker` per cluster node (by ``host:port``), made on first use.
+
+    The gate of a cluster client (:class:`~._topology.NodeGate`): a dead or frozen master opens
+    its own breaker only, so commands for the keys of the masters that answer still go out.
+    *opened* is called whenever a node's breaker is not closed after a failure (to have it
+    probed in the background).
+    """
+
+    def __init__(self, threshold: int, cooldown: float, opened: Callable[[], None]) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self._opened = opened
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._lock = threading.Lock()
+        reset_after_fork(self)
+
+    def breaker(self, node: str) -> CircuitBreaker:
+        """The breaker of *node*."""
+        found = self._breakers.get(node)
+        if found is None:
+            with self._lock:
+                found = self._breakers.setdefault(
+                    node, CircuitBreaker(self.threshold, self.cooldown)
+                )
+        return found
+
+    def before(self, node: str) -> bool:
+        """May a command go to *node* now?"""
+        return self.breaker(node).allow()
+
+    def after(self, node: str, error: Exception | None) -> None:
+        """What a command sent to *node* did: None (answered) or its connection error."""
+        breaker = self.breaker(node)
+        if error is None:
+            breaker.success()
+            return
+        if isinstance(error, redis.TimeoutError):
+            breaker.timed_out()
+        else:
+            breaker.failure()
+        if breaker.state != "closed":
+            self._opened()
+
+    def not_closed(self) -> list[str]:
+        """The nodes whose breaker is open or half-open."""
+        return [node for node, b in list(self._breakers.items()) if b.state != "closed"]
+
+    def states(self) -> dict[str, str]:
+        """Each known node's breaker state."""
+        return {node: b.state for node, b in list(self._breakers.items())}
+
+    def forget(self, node: str) -> None:
+        """Drop the breaker of a node that left the cluster's slot map."""
+        with self._lock:
+            self._breakers.pop(node, None)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()

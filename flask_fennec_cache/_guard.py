@@ -8,10 +8,11 @@ from typing import TypeVar
 import redis
 from redis.exceptions import RedisError
 
-from ._breaker import CircuitBreaker
+from ._breaker import CircuitBreaker, NodeBreakers
 from ._ratelog import RateLimitedLog
 from ._recovery import prober
 from ._stats import StatsBuffer
+from ._topology import ClusterClient, NodeError, NodeSkipped
 from .errors import CacheUnavailable
 
 __all__ = ["Guard"]
@@ -34,6 +35,11 @@ class Guard:
     A timeout opens the breaker at once (see :meth:`~._breaker.CircuitBreaker.timed_out`): the
     rest of the request, and of the process, does not wait on that server again until the
     background prober (:mod:`._recovery`) finds that it answers.
+
+    On a cluster, each master has its own breaker (:attr:`nodes`, the cluster client's gate): a
+    command for the keys of one node is skipped only while that node's breaker is open, and a
+    node's failure never opens :attr:`breaker`, which stays for what concerns the whole cluster
+    (no slot map, no seed node).
     """
 
     def __init__(
@@ -49,6 +55,14 @@ class Guard:
         self.stats = stats
         self.log = log
         self.fail_open = fail_open
+        #: The per-node breakers of a cluster client (shared by the caches on that client).
+        self.nodes: NodeBreakers | None = None
+        if isinstance(client, ClusterClient):
+            if not isinstance(client.gate, NodeBreakers):
+                client.gate = NodeBreakers(
+                    breaker.threshold, breaker.cooldown, lambda: prober.watch(self)
+                )
+            self.nodes = client.gate
 
     def run(
         self, op: str, command: Callable[[redis.Redis], T], *, timed: bool = True,
@@ -65,6 +79,9 @@ class Guard:
         started = self.stats.timer() if timed else 0.0
         try:
             result = command(self.client)
+        except NodeSkipped:
+            self.skipped(op)
+            return None
         except RedisError as exc:
             self.failed(exc, op)
             return None
@@ -95,24 +112,42 @@ class Guard:
         return result
 
     def recovered(self) -> bool:
-        """Is the breaker closed? (For the background prober.)"""
-        return self.breaker.state == "closed"
+        """Are the breakers closed? (For the background prober.)"""
+        return self.breaker.state == "closed" and not (self.nodes and self.nodes.not_closed())
 
     def probe(self) -> None:
-        """``PING`` when the breaker lets a probe through: the background prober's call."""
-        if not self.breaker.allow_probe():
+        """``PING`` where a breaker lets a probe through: the background prober's call."""
+        if self.breaker.state != "closed" and self.breaker.allow_probe():
+            self._ping(self.breaker, self.client.ping)
+        if self.nodes is None or not isinstance(self.client, ClusterClient):
             return
+        for node in self.nodes.not_closed():
+            breaker = self.nodes.breaker(node)
+            if breaker.allow_probe() and self._ping(
+                breaker, lambda node=node: self.client.ping_node(node)
+            ) is False:
+                self.nodes.forget(node)  # no longer in the slot map (a failover replaced it)
+
+    @staticmethod
+    def _ping(breaker: CircuitBreaker, ping: Callable[[], bool]) -> bool | None:
+        """The answer of *ping* (None when it failed), told to *breaker*."""
         try:
-            self.client.ping()
+            answer = bool(ping())
+        except NodeError:
+            breaker.failure()
+            return None
         except BREAKER_ERRORS:
-            self.breaker.failure()  # open again for another cool-down
-            return
+            breaker.failure()  # open again for another cool-down
+            return None
         except RedisError:
-            pass  # a refusal (e.g. NOAUTH) comes from a server that answers
-        self.breaker.success()
+            answer = True  # a refusal (e.g. NOAUTH) comes from a server that answers
+        breaker.success()
+        return answer
 
     def _lost(self, exc: RedisError) -> None:
         """The server may be gone: tell the breaker, and have it probed once it opened."""
+        if isinstance(exc, NodeError):
+            return  # one cluster node: its own breaker was told (and has it probed)
         if isinstance(exc, redis.TimeoutError):
             self.breaker.timed_out()
         else:

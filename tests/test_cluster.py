@@ -28,9 +28,10 @@ from _gunicorn import LoadGenerator, running_demo
 from _support import CacheFactory, wait_for
 from _topology import RedisClusterTopology
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from flask_fennec_cache import RedisCache, cache
+from flask_fennec_cache import RedisCache, WriteThrough, cache
 from flask_fennec_cache._topology import ClusterClient
 
 pytestmark = pytest.mark.real
@@ -542,3 +543,97 @@ def test_a_view_s_variants_share_a_slot_and_are_dropped_together(
         assert client.get("/p/2", headers={"Accept-Language": "fr"}).headers["X-Cache"] == "MISS"
     finally:
         app.extensions["fennec_cache"].close()
+
+
+# ==================================================================================
+# 4. A breaker per master (issue 14): a dead or frozen master costs the others nothing
+# ==================================================================================
+
+
+def _keys_per_master(
+    cluster: RedisClusterTopology, prefix: str, victim: Any
+) -> tuple[str, list[str]]:
+    """A key on *victim*, and one key on each other master."""
+    others = [server for server in cluster.master_servers() if server is not victim]
+    healthy = [same_master_key(cluster, prefix, server, f"ok{n}:{{}}") for n, server in
+               enumerate(others)]  # fmt: skip
+    return same_master_key(cluster, prefix, victim, "down:{}"), healthy
+
+
+def _count_timeouts(made: RedisCache, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The operations of *made* that waited a whole socket timeout, as they happen."""
+    waited: list[str] = []
+    failed = made.guard.failed
+
+    def counting(exc: RedisError, op: str) -> None:
+        if isinstance(exc.__cause__ or exc, RedisTimeoutError):
+            waited.append(op)
+        failed(exc, op)
+
+    monkeypatch.setattr(made.guard, "failed", counting)
+    return waited
+
+
+@pytest.mark.parametrize("outage", ["frozen", "killed"])
+def test_a_dead_master_does_not_cost_the_healthy_ones_their_writes_and_deletes(
+    heal_after: RedisClusterTopology,
+    prefix: str,
+    outage: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = heal_after
+    made = RedisCache(cluster.url, prefix=prefix, stats_flush_interval=QUIET)
+    probe = f"probe:{prefix}"
+    victim = cluster.master_of_slot(key_slot(f"{prefix}{probe}".encode()))
+    down, healthy = _keys_per_master(cluster, prefix, victim)
+    tagged = WriteThrough(made, ttl=60)
+    for key in (down, *healthy):
+        assert made.set(key, "old") is True
+    waited = _count_timeouts(made, monkeypatch)
+    victim.pause() if outage == "frozen" else victim.kill()
+    try:
+        for _ in range(made.guard.breaker.threshold):  # enough to open the victim's breaker
+            assert made.get(down, default="miss") == "miss"
+        assert made.get(down, default="miss") == "miss"  # skipped now: no wait
+        for key in healthy:
+            assert made.get(key) == "old"
+            assert tagged.set(key, "new", writer=lambda value: "saved") == "saved"
+            assert made.get(key) == "new"
+            assert made.delete(key) == 1
+            assert made.get(key) is None
+            assert made.set(key, "again") is True
+        assert made.delete(*healthy) == len(healthy)  # one call across the healthy masters
+        assert made.get_many([down, *healthy]) == {}
+        assert made.set_many({key: "many" for key in healthy}) is True
+        assert made.get_many(healthy) == {key: "many" for key in healthy}
+        # A delete that also names a key of the victim removes the healthy ones, and says
+        # that it could not do everything.
+        assert made.try_delete(down, *healthy) is None
+        assert made.get_many(healthy) == {}
+        assert made.breaker_state == "closed"  # the cache as a whole never opened
+        assert len(waited) <= 1, waited  # at most one timeout (frozen), none when refused
+    finally:
+        if outage == "frozen":
+            victim.resume()
+        made.close()
+
+
+def test_the_prober_closes_a_frozen_master_s_breaker_without_traffic(
+    heal_after: RedisClusterTopology, prefix: str
+) -> None:
+    cluster = heal_after
+    made = RedisCache(cluster.url, prefix=prefix, stats_flush_interval=QUIET)
+    down, healthy = _keys_per_master(cluster, prefix, cluster.master_servers()[0])
+    victim = cluster.master_of_slot(key_slot(f"{prefix}{down}".encode()))
+    try:
+        assert made.set(down, "v") is True
+        victim.pause()
+        try:
+            assert made.get(down, default="miss") == "miss"
+            assert made.guard.nodes is not None and made.guard.nodes.not_closed()
+        finally:
+            victim.resume()
+        assert wait_for(made.guard.recovered, timeout=PROMOTION_TIMEOUT)
+        assert made.get(down) == "v"
+    finally:
+        made.close()
