@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import queue
 import threading
 import time
 import weakref
@@ -9,8 +11,10 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from ._forksafe import reset_after_fork
+from .errors import ConfigurationError
 
-__all__ = ["FIRST_POLL", "LEASE_SLICE", "MAX_POLL", "LeaseKeeper", "SingleFlight"]
+__all__ = ["FIRST_POLL", "LEASE_SLICE", "MAX_POLL", "REFRESH_POOL", "LeaseKeeper", "RefreshPool",
+           "SingleFlight"]
 
 T = TypeVar("T")
 
@@ -132,3 +136,94 @@ def _keep_alive(ref: weakref.ref[LeaseKeeper]) -> None:
             return
         keeper.renew_all()
         del keeper
+
+
+class RefreshPool:
+    """A small bounded pool of daemon threads that refresh entries in the background.
+
+    Threads start with the first refresh handed over (in each process: a forked child starts
+    empty), at most *size* of them, with at most ``64 * size`` refreshes queued; a refresh that
+    does not fit is not queued (its entry is refreshed by a later reader). At interpreter exit
+    the queued refreshes are run, for at most :data:`DRAIN_SECONDS`. The process has one,
+    :data:`REFRESH_POOL`, sized by ``FENNEC_CACHE_REFRESH_WORKERS``.
+    """
+
+    #: Seconds the exit handler waits for the queued refreshes.
+    DRAIN_SECONDS = 5.0
+
+    def __init__(self, size: int) -> None:
+        self.size = _pool_size(size)
+        self._init_state()
+        _pools.add(self)
+        reset_after_fork(self)
+
+    def resize(self, size: int) -> None:
+        """Run at most *size* threads from now on (threads already started stay)."""
+        self.size = _pool_size(size)
+        self._queue.maxsize = 64 * self.size
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue(64 * self.size)
+        self._threads: list[threading.Thread] = []
+
+    def _after_fork(self) -> None:
+        self._init_state()  # the parent's threads and queue are not this process's
+
+    def submit(self, work: Callable[[], object]) -> bool:
+        """Queue *work* (its exceptions are its own to handle); False when the queue is full."""
+        try:
+            self._queue.put_nowait(work)
+        except queue.Full:
+            return False
+        if len(self._threads) < self.size:
+            with self._lock:
+                if len(self._threads) < self.size:
+                    thread = threading.Thread(
+                        target=_work_on, args=(self._queue,), daemon=True,
+                        name=f"fennec-cache-refresh-{len(self._threads) + 1}",
+                    )
+                    thread.start()
+                    self._threads.append(thread)
+        return True
+
+    def drain(self, timeout: float) -> None:
+        """Run what is queued, then stop the threads; wait at most *timeout* seconds."""
+        deadline = time.monotonic() + timeout
+        for _ in self._threads:
+            try:
+                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                break
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+
+
+def _pool_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigurationError(
+            f"FENNEC_CACHE_REFRESH_WORKERS must be an integer >= 1, got {size!r}"
+        )
+    return size
+
+
+def _work_on(work_queue: queue.Queue[Callable[[], object] | None]) -> None:
+    while True:
+        work = work_queue.get()
+        if work is None:
+            return
+        work()
+
+
+_pools: weakref.WeakSet[RefreshPool] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_pools() -> None:
+    for pool in list(_pools):
+        pool.drain(RefreshPool.DRAIN_SECONDS)
+
+
+#: This process's refresh pool (see :class:`RefreshPool`).
+REFRESH_POOL = RefreshPool(2)

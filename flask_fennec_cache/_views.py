@@ -30,7 +30,7 @@ from ._coordination import Group
 from ._results import CacheResult
 from .backend import RedisCache
 from .keys import KeySpec, group_head, group_index, variant_key, view_group, view_key
-from .loading import CacheParts, Deliver, LoadPolicy, get_or_load
+from .loading import Background, CacheParts, Deliver, LoadPolicy, Schedule, get_or_load
 from .serializers import CachedResponse, VaryMarker
 
 __all__ = [
@@ -160,9 +160,28 @@ class ViewCache:
         return backend.drop_group(group_index(view_group(endpoint, view_args, self.key)))
 
     def serve(
-        self, ctx: RequestContext, backend: CacheParts, render: Callable[[], Any]
+        self, ctx: RequestContext, backend: CacheParts, render: Callable[[], Any],
+        after_response: bool = True,
     ) -> tuple[Response, bool, str]:
-        """``(response, hit, key)`` for the request of *ctx*, from the cache or *render*."""
+        """``(response, hit, key)`` for the request of *ctx*, from the cache or *render*.
+
+        With a refreshing policy (``stale_ttl``, ``beta``) and *after_response*, a stale
+        entry is served at once and re-rendered once the response has been sent, in a new
+        request built from this one's URL and the headers the entry varies on (never its
+        cookies or session); an entry that varies on ``Cookie`` is refreshed in its own
+        request instead."""
+        pending: list[Callable[[], object]] | None = None
+        if after_response and (self.policy.stale_ttl or self.policy.beta):
+            pending = []
+        response, hit, key = self._serve(ctx, backend, render, pending)
+        for work in pending or ():
+            response.call_on_close(work)
+        return response, hit, key
+
+    def _serve(
+        self, ctx: RequestContext, backend: CacheParts, render: Callable[[], Any],
+        pending: list[Callable[[], object]] | None,
+    ) -> tuple[Response, bool, str]:
         req = ctx.request
         if req.method not in ("GET", "HEAD") or "HTTP_AUTHORIZATION" in req.environ:
             return _response(render()), False, ""
@@ -173,10 +192,13 @@ class ViewCache:
         key = base
         for _ in range(2):  # the key the memo suggests, then the one a vary marker names
             key = _variant(req, base, vary) if vary else base
+            background = None
+            if pending is not None and "Cookie" not in vary:
+                background = self._after_response(ctx, render, backend, base, vary, pending)
             try:
                 value, hit = get_or_load(
                     backend, key, self._render, self.policy, (req, render, backend, base, vary),
-                    group=group,
+                    group=group, background=background,
                 )
             except FailedRender as failed:  # no stale response to serve instead
                 if failed.request is not req:  # another thread's render: not this request's
@@ -194,6 +216,30 @@ class ViewCache:
             self._remember_vary(base, value.headers)
             vary = value.headers
         return _answer_miss(req, _response(render()), False), False, key
+
+    def _after_response(
+        self, ctx: RequestContext, render: Callable[[], Any], backend: CacheParts, base: str,
+        vary: tuple[str, ...], pending: list[Callable[[], object]],
+    ) -> Background:
+        """Re-render the view once the response is sent, in a new request with this one's
+        URL and only the headers the entry varies on."""
+        req = ctx.request
+        app = ctx.app
+        path, root, query = req.path, req.url_root, req.query_string
+        headers = [(name, req.headers[name]) for name in vary if name in req.headers]
+
+        def background(
+            args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[Schedule, Callable[[], Any]]:
+            def load() -> Deliver:
+                with app.test_request_context(
+                    path, base_url=root, query_string=query, headers=headers
+                ) as fresh:
+                    return self._render(fresh.request, render, backend, base, vary)
+
+            return _queue(pending), load
+
+        return background
 
     def _entry_life(self, backend: CacheParts) -> float | None:
         ttl = self.policy.ttl if self.policy.ttl is not None else backend.default_ttl
@@ -284,6 +330,14 @@ class ViewCache:
         if len(self._vary_memo) >= _MAX_MEMO:
             self._vary_memo.clear()
         self._vary_memo[base] = headers
+
+
+def _queue(pending: list[Callable[[], object]]) -> Schedule:
+    def schedule(work: Callable[[], object]) -> bool:
+        pending.append(work)
+        return True
+
+    return schedule
 
 
 def _response(rendered: Any) -> FlaskResponse:

@@ -203,6 +203,10 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
               "Fraction by which loaders shorten a TTL at random, so entries filled together "
               "do not expire together (0 disables; explicit set() calls are exact).",
               _fraction, "ttl_jitter"),
+    ConfigKey("FENNEC_CACHE_REFRESH_WORKERS", 2,
+              "Threads per process that refresh stale entries of functions in the background "
+              "(stale_ttl, beta), so that no caller waits for a refresh.",
+              _positive_int, "refresh_workers"),
     ConfigKey("FENNEC_CACHE_SERIALIZER", "json",
               "Value format: json (safe, readable in redis-cli), msgpack (the msgpack extra; "
               "also bytes and non-string dict keys) or pickle (any Python object; every entry "
@@ -282,6 +286,7 @@ class Settings:
     max_value_bytes: int
     stats_flush_interval: float
     ttl_jitter: float
+    refresh_workers: int
     serializer: str
     compression: str
     compress_threshold: int
@@ -301,7 +306,7 @@ class Settings:
     def backend_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~flask_fennec_cache.RedisCache`."""
         extension_only = {"admin_url_prefix", "admin_token", "admin_open", "unavailable_handler",
-                          "startup_check"}
+                          "startup_check", "refresh_workers"}
         return {
             k.field: getattr(self, k.field) for k in CONFIG_KEYS if k.field not in extension_only
         }

@@ -14,13 +14,14 @@ from flask.ctx import RequestContext
 from flask.globals import request_ctx
 
 from ._current import current_backend
+from ._flight import REFRESH_POOL
 from ._ratelog import logger
 from ._results import CacheLookup, CacheResult
 from ._views import ResponseFilter, ViewCache, ViewOptions, request_session, wraps_view
 from .backend import RedisCache
 from .errors import ConfigurationError, FennecCacheError
 from .keys import FunctionKeys, KeySpec
-from .loading import Deliver, LoadPolicy, get_or_load, load_now
+from .loading import Deliver, LoadPolicy, Schedule, get_or_load, load_now
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -183,7 +184,13 @@ def cache(
     :param lock: single-flight loading: when many callers miss at once, one runs the function
         and the others wait for its value (across threads, processes and hosts).
     :param lock_timeout: seconds a loader may take before a waiter takes over.
-    :param stale_ttl: seconds past *ttl* a stale value is served while one caller refreshes it.
+    :param stale_ttl: seconds past *ttl* a stale value is served while it is refreshed in the
+        background (one load per key across processes; no caller waits for it): a function on
+        the process's refresh pool (``FENNEC_CACHE_REFRESH_WORKERS`` threads), in an app
+        context of its own, never the caller's request; a view once its response has been
+        sent, in a new request with its URL and the headers it varies on, without its cookies
+        or session (a view varying on ``Cookie`` is refreshed in its own request instead).
+        A failed background refresh is logged, counted in ``errors`` and keeps the stale value.
     :param stale_if_error: seconds past *ttl* an entry is kept to be served when its load
         raises (a view: answers 500, 502, 503 or 504) — fail-safe, as HTTP's
         ``stale-if-error``. While the loader keeps failing it is retried at most about once a
@@ -195,7 +202,8 @@ def cache(
     :param hard_timeout: seconds a caller waits for a load at most: then it gets the stale
         value if there is one, else :class:`~flask_fennec_cache.LoaderTimeout`; the load
         finishes in the background and stores its result. Off by default; not for views.
-    :param beta: probabilistic early refresh (XFetch) strength; 0 disables, 1 is typical.
+    :param beta: probabilistic early refresh (XFetch) strength; 0 disables, 1 is typical;
+        refreshed in the background as with *stale_ttl*.
     :param tags: tag names; ``backend.invalidate_tags(*names)`` drops every entry carrying them.
     :param cache_control: views only: add ``Cache-Control: max-age=<seconds>`` to cached
         responses that have no ``Cache-Control`` of their own, so browsers and proxies may keep
@@ -276,6 +284,24 @@ def _query_names(query: tuple[str, ...] | None) -> frozenset[str] | None:
     return frozenset(query)
 
 
+def on_pool() -> Schedule:
+    """Schedule work on the process's refresh pool, in a new context of the current app (if
+    there is one)."""
+    app = current_app._get_current_object() if has_app_context() else None  # type: ignore[attr-defined]
+
+    def schedule(work: Callable[[], object]) -> bool:
+        if app is None:
+            return REFRESH_POOL.submit(work)
+
+        def in_app() -> None:
+            with app.app_context():
+                work()
+
+        return REFRESH_POOL.submit(in_app)
+
+    return schedule
+
+
 def plain(value: Any) -> Any:
     """What a caller gets of a result: a :class:`CacheResult`'s value, anything else as is."""
     return value.value if isinstance(value, CacheResult) else value
@@ -305,6 +331,9 @@ class _Cached:
         self.keys = FunctionKeys(func, key)
         self.views = ViewCache(policy, key, view_options)
         self.signature = inspect.signature(func)
+        self.is_async = inspect.iscoroutinefunction(func)
+        #: How stale entries are refreshed in the background (None: no refreshing policy).
+        self.background = self._background if policy.stale_ttl or policy.beta else None
         self.reads_session = False
         self._views_seen: dict[int, tuple[object, bool]] = {}
         # Per app (by its view_functions dict, while it keeps its size): the endpoints found.
@@ -322,12 +351,17 @@ class _Cached:
         if has_request_context():
             ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
             if self.is_view_of(ctx, args[1:] if bound else args, kwargs):
-                return self.views.serve(ctx, self.resolve(), lambda: invoke(*args, **kwargs))
+                return self.views.serve(
+                    ctx, self.resolve(), lambda: invoke(*args, **kwargs),
+                    after_response=not self.is_async,
+                )
             if self.reads_session:
                 return plain(invoke(*args, **kwargs)), False, ""
             loader = self._watching_session(ctx, invoke)
         key = self.keys.key(args, kwargs)
-        value, hit = get_or_load(self.resolve(), key, loader, self.policy, args, kwargs)
+        value, hit = get_or_load(
+            self.resolve(), key, loader, self.policy, args, kwargs, background=self.background
+        )
         if isinstance(value, Deliver):  # a result only the request that loaded it may see
             if hit:
                 return plain(invoke(*args, **kwargs)), False, key
@@ -386,6 +420,19 @@ class _Cached:
     ) -> Any:
         """:meth:`refresh` for a coroutine function."""
         return await self._off_loop(self.refresh, args, kwargs, bound)
+
+    def _background(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Schedule, Callable[[], Any]]:
+        """Where and how a stale entry of this call is refreshed: on the backend's pool, by the
+        function itself (a coroutine function on an event loop of its own), in an app context
+        of its own when the caller had one — never in the caller's request."""
+        func = self.func
+        if self.is_async:
+            load: Callable[[], Any] = lambda: asyncio.run(func(*args, **kwargs))  # noqa: E731
+        else:
+            load = functools.partial(func, *args, **kwargs)
+        return on_pool(), load
 
     def _watching_session(self, ctx: RequestContext, invoke: Invoke) -> Invoke:
         """*invoke*, telling whether it read the session: then its result is not stored."""

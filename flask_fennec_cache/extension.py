@@ -9,6 +9,7 @@ from flask import Flask
 
 from ._current import EXTENSION_KEY, SETTINGS_KEY, current_backend
 from ._current import settings_of as settings_of  # re-exported for existing imports
+from ._flight import REFRESH_POOL
 from ._startup import check_at_startup
 from .backend import RedisCache
 from .config import apply_defaults, read_settings, store_effective
@@ -54,6 +55,7 @@ class FennecCache:
         apply_defaults(app.config)
         settings = read_settings(app.config)
         backend = RedisCache(**settings.backend_options())
+        REFRESH_POOL.resize(settings.refresh_workers)
         store_effective(app.config, settings)
         app.extensions[EXTENSION_KEY] = backend
         app.extensions[SETTINGS_KEY] = settings

@@ -33,7 +33,8 @@ from .errors import ConfigurationError, LoaderTimeout, SerializationError
 from .locks import RedisLock
 from .serializers import Envelope, Lease, lease_bytes, new_version, version_prefix
 
-__all__ = ["CacheParts", "Deliver", "LoadPolicy", "get_or_load", "load_now"]
+__all__ = ["Background", "CacheParts", "Deliver", "LoadPolicy", "Schedule", "get_or_load",
+           "load_now"]
 
 T = TypeVar("T")
 
@@ -64,6 +65,17 @@ class CacheParts(Protocol):
 
     @property
     def coordination(self) -> Coordination: ...
+
+
+#: Hands a refresh to run later (on a pool, after a response); False when it cannot be taken.
+Schedule = Callable[[Callable[[], object]], bool]
+#: Given a call's arguments: where to refresh its entry in the background, and the loader to
+#: refresh it with there (None: refresh it in the caller, as it is read).
+Background = Callable[
+    [tuple[Any, ...], dict[str, Any]], "tuple[Schedule, Callable[[], Any]] | None"
+]
+
+
 
 
 @dataclass(frozen=True)
@@ -175,13 +187,16 @@ def get_or_load(
     args: tuple[Any, ...] = (),
     kwargs: dict[str, Any] | None = None,
     group: Group | None = None,
+    background: Background | None = None,
 ) -> tuple[T, bool]:
     """``(value, hit)``: the cached value of *key*, or ``loader(*args, **kwargs)``; *hit* when
     no load ran here. A loader's :class:`~flask_fennec_cache.CacheResult` chooses how its
     value is cached; the caller gets the value.
 
-    With *group*, the key is stored as a member of that group (dropped with it). A key that
-    cannot be used (reserved, or without a UTF-8 form) is not cached: the loader answers.
+    With *group*, the key is stored as a member of that group (dropped with it). With
+    *background*, a stale (or soon stale) entry is refreshed where it says, and every caller
+    is served the stale value at once. A key that cannot be used (reserved, or without a
+    UTF-8 form) is not cached: the loader answers.
     """
     if not backend.reader.key_ok(key):
         backend.counters.add("misses")
@@ -191,12 +206,15 @@ def get_or_load(
     if value is not MISSING and refresh is None:
         backend.counters.hit()
         return value, True
+    later = None
+    if refresh is not None and background is not None:
+        later = background(args, kwargs or {})
     if args or kwargs:  # bound here, so that a hit never builds it
         loader = functools.partial(loader, *args, **(kwargs or {}))
     if refresh is not None:
         if policy.stale_if_error and _needs_recovery(refresh, policy):
             return _recover(backend, key, loader, policy, value, refresh, group)
-        return _refresh(backend, key, loader, policy, value, refresh, group)
+        return _refresh(backend, key, loader, policy, value, refresh, group, later)
     if not policy.lock:
         return _fill(backend, key, loader, policy, entry, False, group)
     (result, hit), led = backend.coordination.flights.run(
@@ -252,8 +270,10 @@ def _read(
 def _refresh(
     backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
     stale: Any, envelope: Envelope, group: Group | None,
+    later: tuple[Schedule, Callable[[], Any]] | None = None,
 ) -> tuple[T, bool]:
-    """One caller refreshes a stale (or soon stale) entry; the others are served it at once."""
+    """One caller refreshes a stale (or soon stale) entry — or, with *later*, hands its
+    refresh over to run in the background; the others are served it at once."""
     lock = RedisLock(backend, f"{RESERVED}refresh:{key}", policy.lock_timeout)
     if not lock.acquire():
         return _serve_stale(backend, stale, envelope)
@@ -275,6 +295,28 @@ def _refresh(
         if policy.stale_if_error and not _may_retry(backend, key):
             return _serve_stale(backend, stale, envelope)  # a load failed under a second ago
 
+        if later is not None:
+            schedule, background_loader = later
+
+            def refresh_in_background() -> None:
+                try:
+                    _load_over(
+                        backend, key, background_loader, policy, stale, envelope, group,
+                        caller=False,
+                    )
+                except Exception as exc:  # the stale value stays; the next reader tries again
+                    backend.counters.add("errors")
+                    _log.error(
+                        f"background-refresh:{key}",
+                        f"the background refresh of {key!r} failed, its stale value is kept: "
+                        f"{type(exc).__name__}: {exc}",
+                    )
+                finally:
+                    lock.release()
+
+            handed_off = schedule(refresh_in_background)
+            return _serve_stale(backend, stale, envelope)
+
         def load() -> tuple[T, bool]:
             try:
                 return _load_over(backend, key, loader, policy, stale, envelope, group)
@@ -291,10 +333,11 @@ def _refresh(
 
 def _load_over(
     backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
-    stale: T, envelope: Envelope, group: Group | None,
+    stale: T, envelope: Envelope, group: Group | None, caller: bool = True,
 ) -> tuple[T, bool]:
     """Load and store a new value over the stale *envelope* (stored only if the key still
-    holds it); with *stale_if_error*, a load that raises serves *stale*."""
+    holds it); with *stale_if_error*, a load that raises serves *stale*. Counted as a miss
+    when a *caller* waited for it (not a background refresh)."""
     versions = _tag_versions(backend, policy)
     try:
         value, elapsed = _timed(loader)
@@ -304,7 +347,8 @@ def _load_over(
         return _fail_safe(backend, key, stale, exc), True
     expected = version_prefix(envelope.version)
     _store(backend, key, value, elapsed, policy, versions, expected, group)
-    backend.counters.add("misses")
+    if caller:
+        backend.counters.add("misses")
     return _result_of(value), False
 
 

@@ -9,8 +9,9 @@ from typing import Any, TypeVar, overload
 from ._results import CacheLookup, CacheResult
 from ._validate import check_key, check_ttl
 from .backend import RESERVED, RedisCache
+from .decorators import on_pool
 from .errors import CacheUnavailable, ConfigurationError, LockTimeout
-from .loading import LoadPolicy, get_or_load
+from .loading import LoadPolicy, Schedule, get_or_load
 from .locks import RedisLock
 from .serializers import Envelope, new_version
 
@@ -29,6 +30,8 @@ class CacheAside:
         (``none_ttl``, ``lock``, ``lock_timeout``, ``stale_ttl``, ``stale_if_error``,
         ``soft_timeout``, ``hard_timeout``, ``beta``, ``tags``).
 
+    With ``stale_ttl`` or ``beta``, a stale (or soon stale) entry is served at once and
+    refreshed by *loader* on the process's refresh pool (in an app context of its own).
     A loader that raises stores nothing; the exception propagates, unless *stale_if_error*
     keeps a stale value to serve instead (see :func:`~flask_fennec_cache.cache`). Concurrent
     misses of one key run the loader once, and a loader's result never overwrites a value
@@ -61,7 +64,15 @@ class CacheAside:
 
     def lookup(self, key: str, loader: Callable[[], Any]) -> CacheLookup[Any]:
         """Like :meth:`get`, and says whether the value came from the cache."""
-        value, hit = get_or_load(self.backend, key, loader, self.policy)
+        background = None
+        if self.policy.stale_ttl or self.policy.beta:  # refreshed on the pool, not here
+
+            def background(
+                args: tuple[Any, ...], kwargs: dict[str, Any]
+            ) -> tuple[Schedule, Callable[[], Any]]:
+                return on_pool(), loader
+
+        value, hit = get_or_load(self.backend, key, loader, self.policy, background=background)
         return CacheLookup(value, hit, key)
 
 

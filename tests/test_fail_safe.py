@@ -167,7 +167,7 @@ def test_the_retry_is_throttled_across_processes(
     assert user_here.lookup(1).hit
 
 
-def test_a_failed_refresh_in_the_stale_window_serves_stale(backend: RedisCache) -> None:
+def test_a_failed_refresh_in_the_stale_window_keeps_the_stale_value(backend: RedisCache) -> None:
     source = Source("v1")
     aside = CacheAside(backend, ttl=0.2, stale_ttl=120, stale_if_error=300)
     assert aside.get("k", source) == "v1"
@@ -175,20 +175,12 @@ def test_a_failed_refresh_in_the_stale_window_serves_stale(backend: RedisCache) 
     assert wait_for(lambda: stale(backend, "k"), timeout=HANG)
     source.failing = True
     backend.reset_stats()
-    assert aside.get("k", source) == "v1"  # this caller refreshed, and the load raised
-    assert backend.get_stats()["fail_safe_hits"] == 1
-    assert aside.get("k", source) == "v1"  # throttled: a plain stale serve
+    assert aside.get("k", source) == "v1"  # served stale; the refresh runs in the background
+    assert wait_for(lambda: source.calls == 2, timeout=HANG)
+    assert wait_for(lambda: backend.get_stats()["fail_safe_hits"] == 1, timeout=HANG)
+    backend.client.pexpire(throttle(backend, "k"), 60_000)  # hold "this second" still
+    assert aside.get("k", source) == "v1"  # throttled: a plain stale serve, no refresh
     assert source.calls == 2
-
-
-def test_without_stale_if_error_a_failed_refresh_still_raises(backend: RedisCache) -> None:
-    source = Source("v1")
-    aside = CacheAside(backend, ttl=0.2, stale_ttl=120)
-    assert aside.get("k", source) == "v1"
-    assert wait_for(lambda: stale(backend, "k"), timeout=HANG)
-    source.failing = True
-    with pytest.raises(DatabaseDown):
-        aside.get("k", source)
 
 
 def test_coroutine_functions_are_fail_safe(backend: RedisCache) -> None:
