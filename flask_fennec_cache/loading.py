@@ -344,7 +344,7 @@ def _load_over(
     except Exception as exc:
         if not (policy.stale_if_error and _within_fail_safe(envelope, policy)):
             raise
-        return _fail_safe(backend, key, stale, exc), True
+        return _fail_safe(backend, key, stale, exc, served=caller), True
     expected = version_prefix(envelope.version)
     _store(backend, key, value, elapsed, policy, versions, expected, group)
     if caller:
@@ -434,9 +434,13 @@ def _may_retry(backend: CacheParts, key: str) -> bool:
     return taken is not False
 
 
-def _fail_safe(backend: CacheParts, key: str, stale: T, error: BaseException | None) -> T:
-    """Serve *stale* because loading *key* failed (*error*) or failed less than a second ago."""
-    backend.counters.hit()
+def _fail_safe(
+    backend: CacheParts, key: str, stale: T, error: BaseException | None, served: bool = True
+) -> T:
+    """Serve *stale* because loading *key* failed (*error*) or failed less than a second ago
+    (not *served*: a background refresh failed, and the stale value stays for its readers)."""
+    if served:
+        backend.counters.hit()
     backend.counters.add("fail_safe_hits")
     if error is not None:
         _log.warning(

@@ -178,6 +178,7 @@ def test_a_failed_refresh_in_the_stale_window_keeps_the_stale_value(backend: Red
     assert aside.get("k", source) == "v1"  # served stale; the refresh runs in the background
     assert wait_for(lambda: source.calls == 2, timeout=HANG)
     assert wait_for(lambda: backend.get_stats()["fail_safe_hits"] == 1, timeout=HANG)
+    assert backend.get_stats()["hits"] == 1  # the one reader, not the background refresh
     backend.client.pexpire(throttle(backend, "k"), 60_000)  # hold "this second" still
     assert aside.get("k", source) == "v1"  # throttled: a plain stale serve, no refresh
     assert source.calls == 2
