@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any, cast
@@ -269,3 +270,38 @@ def test_a_view_s_other_errors_are_not_replaced(view_app: Flask) -> None:
     assert wait_for(lambda: stale(backend, key), timeout=HANG)
     answer["status"] = 404  # the item is gone: that is an answer, not a failure
     assert client.get("/item").status_code == 404
+
+
+@pytest.mark.real
+def test_concurrent_callers_in_the_fail_safe_window_make_one_load(
+    real_caches: CacheFactory,
+) -> None:
+    here, there = real_caches(), real_caches()
+    assert CacheAside(here, ttl=0.2, stale_if_error=300).get("k", lambda: "v1") == "v1"
+    assert wait_for(lambda: stale(here, "k"), timeout=HANG)
+    started, opened = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def failing_slowly() -> str:
+        calls.append(1)
+        started.set()
+        assert opened.wait(HANG)
+        raise DatabaseDown("connection refused")
+
+    got: list[str] = []
+
+    def read(backend: RedisCache) -> None:
+        got.append(CacheAside(backend, ttl=0.2, stale_if_error=300).get("k", failing_slowly))
+
+    leader = threading.Thread(target=read, args=(here,))
+    leader.start()
+    assert started.wait(HANG)
+    here.client.pexpire(throttle(here, "k"), 60_000)  # the whole test is within "this second"
+    others = [threading.Thread(target=read, args=(b,)) for b in (here, here, there, there)]
+    for thread in others:
+        thread.start()
+    opened.set()
+    for thread in (leader, *others):
+        thread.join(HANG)
+    assert got == ["v1"] * 5  # same process: shared the load; the other: waited, then stale
+    assert calls == [1]
