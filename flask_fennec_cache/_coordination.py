@@ -11,6 +11,7 @@ from ._guard import Guard
 from ._scripts import Scripts
 from ._stats import StatsBuffer
 from ._validate import ttl_ms
+from .errors import CacheUnavailable
 from .serializers import lease_bytes, new_version
 
 __all__ = ["Coordination", "Group"]
@@ -114,9 +115,15 @@ class Coordination:
     def drop_group(self, index: str) -> list[bytes]:
         """Remove every key the group index *index* lists, and the index, in one step; the
         full names of the keys removed ([] when Redis failed and fail-open is on)."""
-        removed = self._guard.run(
-            "delete", lambda c: self._scripts.group_drop([self._prefix + index], [], c)
-        )
+        try:
+            removed = self._guard.run(
+                "delete", lambda c: self._scripts.group_drop([self._prefix + index], [], c)
+            )
+        except CacheUnavailable:
+            self._guard.pending.drop_group(index)
+            raise
+        if removed is None:
+            self._guard.pending.drop_group(index)  # applied when Redis answers again
         return [bytes(name) for name in removed or ()]
 
     def try_lock(self, name: str, token: str, timeout: float) -> bool | None:

@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from ._breaker import CircuitBreaker, NodeBreakers
 from ._ratelog import RateLimitedLog
-from ._recovery import prober
+from ._recovery import PendingInvalidations, prober
 from ._stats import StatsBuffer
 from ._topology import ClusterClient, NodeError, NodeSkipped
 from .errors import CacheUnavailable
@@ -40,6 +40,10 @@ class Guard:
     command for the keys of one node is skipped only while that node's breaker is open, and a
     node's failure never opens :attr:`breaker`, which stays for what concerns the whole cluster
     (no slot map, no seed node).
+
+    The invalidations Redis did not get are kept in :attr:`pending`; while any is, a command
+    first applies them (or is skipped when that cannot be done now), so this process never
+    serves an entry it was told to invalidate.
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class Guard:
         self.stats = stats
         self.log = log
         self.fail_open = fail_open
+        #: Invalidations Redis did not get, applied before anything else is read.
+        self.pending = PendingInvalidations(lambda: self.breaker.state == "closed")
         #: The per-node breakers of a cluster client (shared by the caches on that client).
         self.nodes: NodeBreakers | None = None
         if isinstance(client, ClusterClient):
@@ -92,9 +98,15 @@ class Guard:
 
     def allow(self, op: str) -> bool:
         """May a call go to Redis now? When not, it was skipped (raises when failing closed)."""
-        if self.breaker.allow():
+        pending = self.pending
+        if pending.waiting and pending.applying_here():
+            return True  # a command of the settle below: its caller already asked the breaker
+        if not self.breaker.allow():
+            self.skipped(op)
+            return False
+        if not pending.waiting or pending.settle():
             return True
-        self.skipped(op)
+        self.skipped(op, "invalidations sent during an outage are not applied yet")
         return False
 
     def quietly(self, command: Callable[[redis.Redis], T]) -> T | None:
@@ -169,7 +181,9 @@ class Guard:
             f"cache {op} failed, continuing without the cache: {type(exc).__name__}: {exc}",
         )
 
-    def skipped(self, op: str) -> None:
-        """A command was not sent because the breaker is open; raises when failing closed."""
+    def skipped(
+        self, op: str, why: str = "the circuit breaker is open after failures"
+    ) -> None:
+        """A command was not sent (the breaker is open); raises when failing closed."""
         if not self.fail_open:
-            raise CacheUnavailable(f"{op} skipped: the circuit breaker is open after failures")
+            raise CacheUnavailable(f"{op} skipped: {why}")

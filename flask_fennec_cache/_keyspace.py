@@ -10,6 +10,7 @@ import redis
 from ._guard import Guard
 from ._topology import scan_targets
 from ._validate import check_pattern, glob_escape
+from .errors import CacheUnavailable
 from .serializers import LEASE_TAG
 
 __all__ = ["SCAN_BATCH", "Keyspace"]
@@ -38,7 +39,13 @@ class Keyspace:
                 removed += int(client.unlink(*batch))
             return True
 
-        done = self._guard.run("clear", walk, timed=False)
+        try:
+            done = self._guard.run("clear", walk, timed=False)
+        except CacheUnavailable:
+            self._guard.pending.clear(pattern)
+            raise
+        if not done:
+            self._guard.pending.clear(pattern)  # applied again, whole, when Redis answers
         return removed, bool(done)
 
     def keys(self, pattern: str, limit: int) -> list[str]:

@@ -1,16 +1,24 @@
 """Recovery after an outage: one background thread per process probes Redis while a cache
-needs it, so no request has to be the probe of a server that may still be frozen."""
+needs it, so no request has to be the probe of a server that may still be frozen; and the
+invalidations Redis did not get, kept and applied as soon as it answers again."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from ._forksafe import reset_after_fork
+from .errors import CacheUnavailable
 
-__all__ = ["PROBE_INTERVAL", "Probed", "Prober", "prober"]
+__all__ = [
+    "PENDING_LIMIT", "PROBE_INTERVAL", "RETRY_SECONDS", "Invalidations", "PendingInvalidations",
+    "Probed", "Prober", "prober",
+]  # fmt: skip
 
 #: Seconds between two rounds of the prober (each target decides whether a probe is due: a
 #: breaker lets one through per cool-down).
@@ -89,3 +97,169 @@ class Prober:
 
 #: The process's prober.
 prober: Final = Prober()
+
+
+#: Most invalidations a cache keeps while Redis is unreachable (keys, tags, groups and patterns
+#: together); past it they collapse into one: remove every entry under the prefix.
+PENDING_LIMIT: Final = 10_000
+#: Seconds between two background attempts to apply them while Redis answers again.
+RETRY_SECONDS: Final = 0.5
+
+
+@dataclass(frozen=True)
+class Invalidations:
+    """How a cache applies each kind of invalidation (its own ``try_delete(*keys)``,
+    ``invalidate_tags(*tags)``, ``drop_group(index)`` and ``try_clear(pattern)``). One that
+    fails again is kept again by the part that failed, so what they return is not needed."""
+
+    delete: Callable[..., object]
+    tags: Callable[..., object]
+    group: Callable[[str], object]
+    clear: Callable[[str], object]
+
+
+class PendingInvalidations:
+    """The invalidations of one cache that Redis did not get, kept until it answers again.
+
+    Deduplicated per key (tag, group, pattern), at most *limit* of them; past that, one
+    invalidation of the whole prefix replaces them all. :attr:`waiting` is the one attribute a
+    read checks; while it is True, a command of this cache first applies them
+    (:meth:`settle`) or, if that cannot be done now, is skipped: this process never serves an
+    entry it was told to invalidate. The background prober applies them without waiting for
+    traffic, at most every :data:`RETRY_SECONDS` while *ready* (the breaker is closed).
+    """
+
+    def __init__(self, ready: Callable[[], bool], limit: int = PENDING_LIMIT) -> None:
+        self.limit = limit
+        #: Is anything waiting to be applied? (Read on every command: an attribute.)
+        self.waiting = False
+        self._ready = ready
+        self._keys: dict[str, None] = {}
+        self._tags: dict[str, None] = {}
+        self._groups: dict[str, None] = {}
+        self._patterns: dict[str, None] = {}
+        self._everything = False
+        self._apply: Invalidations | None = None
+        self._changed: Callable[[], None] = _nothing
+        self._settler: int | None = None
+        self._next_try = 0.0
+        self._lock = threading.Lock()
+        self._settling = threading.Lock()
+        reset_after_fork(self)
+
+    def bind(self, apply: Invalidations, changed: Callable[[], None] | None) -> None:
+        """How to apply them, and what to do when one is kept (flush the near cache)."""
+        self._apply = apply
+        self._changed = changed or _nothing
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Keep the deletion of *keys* (relative to the prefix)."""
+        self._keep(self._keys, keys)
+
+    def invalidate_tags(self, tags: Iterable[str]) -> None:
+        """Keep the invalidation of *tags*."""
+        self._keep(self._tags, tags)
+
+    def drop_group(self, index: str) -> None:
+        """Keep the drop of the view group whose index is *index*."""
+        self._keep(self._groups, (index,))
+
+    def clear(self, pattern: str) -> None:
+        """Keep a ``clear(pattern)``."""
+        self._keep(self._patterns, (pattern,))
+
+    def kept(self) -> dict[str, object]:
+        """What is waiting: ``keys``, ``tags``, ``groups``, ``patterns``, ``everything``."""
+        with self._lock:
+            return {
+                "keys": sorted(self._keys), "tags": sorted(self._tags),
+                "groups": sorted(self._groups), "patterns": sorted(self._patterns),
+                "everything": self._everything,
+            }  # fmt: skip
+
+    def _keep(self, bucket: dict[str, None], items: Iterable[str]) -> None:
+        with self._lock:
+            if not self._everything:
+                bucket.update(dict.fromkeys(items))
+                if "*" in self._patterns or self._size() > self.limit:
+                    self._collapse()
+            self.waiting = True
+        self._changed()
+        prober.watch(self)
+
+    def _size(self) -> int:
+        return len(self._keys) + len(self._tags) + len(self._groups) + len(self._patterns)
+
+    def _collapse(self) -> None:
+        """One invalidation of the whole prefix instead of many (it removes them all)."""
+        self._everything = True
+        self._keys, self._tags, self._groups, self._patterns = {}, {}, {}, {}
+
+    def settle(self) -> bool:
+        """Apply what is waiting, now; True when nothing is left (or when called by the thread
+        that is applying them: its own commands). False when another thread is applying them
+        or Redis failed again: the caller must not read from Redis."""
+        if not self.waiting or self._settler == threading.get_ident():
+            return True
+        apply = self._apply
+        if apply is None or not self._settling.acquire(blocking=False):
+            return False
+        try:
+            self._settler = threading.get_ident()
+            with self._lock:
+                keys, tags, groups = tuple(self._keys), tuple(self._tags), tuple(self._groups)
+                patterns, everything = tuple(self._patterns), self._everything
+                self._keys, self._tags, self._groups, self._patterns = {}, {}, {}, {}
+                self._everything = False
+            # `waiting` stays True until they are applied: other threads keep missing.
+            steps: list[tuple[Callable[[], object], Callable[[], None]]] = (
+                [(lambda: apply.clear("*"), lambda: self.clear("*"))] if everything else [
+                    *([(lambda: apply.delete(*keys), lambda: self.delete(keys))] if keys else []),
+                    *([(lambda: apply.tags(*tags), lambda: self.invalidate_tags(tags))]
+                      if tags else []),
+                    *[(functools.partial(apply.group, index),
+                       functools.partial(self.drop_group, index)) for index in groups],
+                    *[(functools.partial(apply.clear, pattern),
+                       functools.partial(self.clear, pattern)) for pattern in patterns],
+                ]
+            )  # fmt: skip
+            for done, (step, _) in enumerate(steps):
+                if done and not self._ready():  # Redis failed again: keep the rest, wait no more
+                    for _, keep in steps[done:]:
+                        keep()
+                    break
+                try:
+                    step()  # a step that fails is kept again by the part that failed
+                except CacheUnavailable:
+                    pass  # failing closed: the same
+            with self._lock:
+                self.waiting = self._everything or self._size() > 0
+        finally:
+            self._settler = None
+            self._settling.release()
+        return not self.waiting
+
+    def applying_here(self) -> bool:
+        """Is this thread applying them now (so this is one of their commands)?"""
+        return self._settler == threading.get_ident()
+
+    def recovered(self) -> bool:
+        """Is nothing waiting? (For the prober.)"""
+        return not self.waiting
+
+    def probe(self) -> None:
+        """Apply them in the background once the cache's breaker is closed again."""
+        now = time.monotonic()
+        if now < self._next_try or not self._ready():
+            return
+        self._next_try = now + RETRY_SECONDS
+        self.settle()
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._settling = threading.Lock()
+        self._settler = None
+
+
+def _nothing() -> None:
+    pass

@@ -10,6 +10,7 @@ import redis
 from ._guard import Guard
 from ._scripts import Scripts
 from ._validate import RESERVED
+from .errors import CacheUnavailable
 from .serializers import Envelope, new_version
 
 __all__ = ["TagIndex"]
@@ -44,7 +45,14 @@ class TagIndex:
                 pipe.set(self.key(tag), new_version())
             return pipe.execute()
 
-        return self._guard.run("invalidate_tags", bump) is not None
+        try:
+            done = self._guard.run("invalidate_tags", bump) is not None
+        except CacheUnavailable:
+            self._guard.pending.invalidate_tags(names)
+            raise
+        if not done:
+            self._guard.pending.invalidate_tags(names)  # applied when Redis answers again
+        return done
 
     def versions(self, tags: Iterable[str], create: bool = False) -> dict[str, str] | None:
         """The current version of each tag (creating missing ones when *create*); None on error.

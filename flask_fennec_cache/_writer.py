@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -13,14 +13,19 @@ from ._guard import Guard
 from ._stats import StatsBuffer
 from ._tagindex import TagIndex
 from ._validate import check_key, check_ttl, ttl_ms
+from .errors import CacheUnavailable
 from .serializers import Envelope, new_version
 
 __all__ = ["Writer"]
 
+T = TypeVar("T")
+
 
 class Writer:
     """Stores and removes entries; every change also leaves this process's near cache
-    (*forget*). A TTL of None is *default_ttl*."""
+    (*forget*). A TTL of None is *default_ttl*. A set or delete that Redis did not get is kept
+    in the guard's pending invalidations (as a deletion of those keys: the old entries must
+    not outlive the outage)."""
 
     def __init__(
         self,
@@ -63,7 +68,9 @@ class Writer:
             return False
         ms = ttl_ms(ttl, self._default_ttl)
         full = self._prefix + key
-        done = self._guard.run("set", lambda c: c.set(full, data, px=ms))
+        done = self._kept_on_failure((key,), lambda: self._guard.run(
+            "set", lambda c: c.set(full, data, px=ms)
+        ))  # fmt: skip
         self._forget(key)
         if done:
             self._counters.add("sets")
@@ -83,7 +90,7 @@ class Writer:
                 pipe.set(self._prefix + key, data, px=ms)
             return pipe.execute()
 
-        results = self._guard.run("set_many", write)
+        results = self._kept_on_failure(tuple(ready), lambda: self._guard.run("set_many", write))
         self._forget(*ready)
         stored = sum(1 for ok in results or () if ok)
         self._counters.add("sets", stored)
@@ -101,6 +108,18 @@ class Writer:
             self._counters.add("sets")
         return bool(done)
 
+    def _kept_on_failure(self, keys: tuple[str, ...], run: Callable[[], T | None]) -> T | None:
+        """``run()``; when Redis did not get it (None, or CacheUnavailable when failing
+        closed), the deletion of *keys* is kept for when it answers again."""
+        try:
+            done = run()
+        except CacheUnavailable:
+            self._guard.pending.delete(keys)
+            raise
+        if done is None:
+            self._guard.pending.delete(keys)
+        return done
+
     def delete(self, keys: tuple[str, ...]) -> int | None:
         """See :meth:`~flask_fennec_cache.RedisCache.try_delete`."""
         if not keys:
@@ -108,7 +127,9 @@ class Writer:
         for key in keys:
             check_key(key)
         names = [self._prefix + k for k in keys]
-        removed = self._guard.run("delete", lambda c: c.unlink(*names))
+        removed = self._kept_on_failure(keys, lambda: self._guard.run(
+            "delete", lambda c: c.unlink(*names)
+        ))  # fmt: skip
         self._forget(*keys)
         if removed is None:
             return None

@@ -27,6 +27,7 @@ from ._keyspace import Keyspace
 from ._monitor import Monitor
 from ._ratelog import RateLimitedLog
 from ._reader import Reader, make_near_cache
+from ._recovery import Invalidations
 from ._scripts import Scripts
 from ._stats import StatsBuffer
 from ._tagindex import TagIndex
@@ -176,6 +177,8 @@ class RedisCache:
         )
         if near is not None:
             self.counters.count_from("near_hits", lambda: near.hits)
+        redo = Invalidations(self.try_delete, self.invalidate_tags, self.drop_group, self.try_clear)
+        self.guard.pending.bind(redo, None if near is None else near.flush)
 
     def __repr__(self) -> str:
         return f"RedisCache(url={redact_url(self.url)!r}, prefix={self.prefix!r})"

@@ -1,27 +1,36 @@
-"""Recovery from a Redis outage (issue 14): one socket timeout per request at most, and a
-background prober that closes the breaker without any traffic.
+"""Recovery from a Redis outage (issue 14): one socket timeout per request at most, a
+background prober that closes the breaker without any traffic, and invalidations that survive
+the outage.
 
-Every test runs a private ``redis-server`` that it freezes with SIGSTOP and always thaws in a
-``finally``. Assertions count the commands that waited (timed out), never elapsed time.
+Tests on a real server run a private ``redis-server`` that they freeze with SIGSTOP and always
+thaw in a ``finally``; the others use a fakeredis server that they disconnect. Assertions count
+the commands that waited (timed out), never elapsed time; deadlines only bound the waits.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
+import fakeredis
 import pytest
 import redis
 from _servers import RedisServer, RedisServerFactory
 from _support import wait_for
 from flask import Flask
 
-from flask_fennec_cache import CachedFunction, FennecCache, RedisCache, cache
+from flask_fennec_cache import (
+    CachedFunction,
+    CacheUnavailable,
+    FennecCache,
+    RedisCache,
+    WriteThrough,
+    cache,
+)
 from flask_fennec_cache._guard import Guard
-from flask_fennec_cache._recovery import prober
-
-pytestmark = pytest.mark.real
+from flask_fennec_cache._recovery import Invalidations, prober
 
 CALLS = 6
 #: Deadline (not a measurement) for the background prober to close the breaker.
@@ -181,3 +190,176 @@ def test_the_prober_keeps_the_breaker_open_while_the_server_is_frozen(
 
     frozen(server, outage)
     assert wait_for(lambda: made.breaker_state == "closed", timeout=RECOVERY_DEADLINE)
+
+
+# ==================================================================================
+# Invalidations survive an outage (issue 14 item 4)
+# ==================================================================================
+
+#: Seconds the server stays frozen while the invalidations run.
+FREEZE = 0.5
+
+
+def test_invalidations_sent_during_a_freeze_are_applied_after_it_without_traffic(
+    server: RedisServer, made: RedisCache
+) -> None:
+    control = server.client()
+    prefix = made.prefix
+    for key in ("gone", "kept", "page:1", "page:2", "written"):
+        assert made.set(key, f"old {key}") is True
+    assert made.set("tagged", "old tagged", tags=("news",)) is True
+    news = control.get(made.tag_index.key("news"))
+    assert news is not None
+    seen: list[object] = []
+
+    def outage() -> None:
+        paused = time.monotonic()
+        assert made.delete("gone") == 0  # waits one timeout: Redis did not get it
+        assert made.clear("page:*") == 0
+        assert made.invalidate_tags("news") is False
+        saved = WriteThrough(made, ttl=300).set("written", "new", writer=lambda value: "saved")
+        assert saved == "saved"  # the database was written; the cache could not be
+        seen.extend(made.get(key) for key in ("gone", "page:1", "tagged", "written", "kept"))
+        threading.Event().wait(max(0.0, FREEZE - (time.monotonic() - paused)))
+
+    frozen(server, outage)
+    assert seen == [None] * 5  # misses while frozen, never the old values
+
+    # No call on `made` from here: its background prober applies them.
+    names = [prefix + key for key in ("gone", "page:1", "page:2", "written")]
+    assert wait_for(lambda: control.exists(*names) == 0, timeout=RECOVERY_DEADLINE)
+    assert wait_for(
+        lambda: control.get(made.tag_index.key("news")) != news, timeout=RECOVERY_DEADLINE
+    )
+    assert wait_for(lambda: not made.guard.pending.waiting, timeout=RECOVERY_DEADLINE)
+    assert made.get("tagged") is None
+    assert made.get("written") is None
+    assert made.get("kept") == "old kept"  # nothing else was touched
+
+
+@pytest.fixture
+def fake_server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def flaky(fake_server: fakeredis.FakeServer) -> Iterator[RedisCache]:
+    """A cache whose connection errors never open its breaker: the next command after an
+    outage goes to Redis at once (the case where only the pending invalidations protect)."""
+    made = RedisCache(
+        prefix=f"r-{uuid.uuid4().hex[:8]}:", client=fakeredis.FakeRedis(server=fake_server),
+        breaker_threshold=1_000_000, stats_flush_interval=3600,
+    )  # fmt: skip
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def server_keys(server: fakeredis.FakeServer, made: RedisCache) -> set[str]:
+    found = fakeredis.FakeRedis(server=server).keys(made.prefix + "*")
+    names = [n.decode() if isinstance(n, bytes) else n for n in found]
+    return {n[len(made.prefix) :] for n in names if "__fennec__" not in n}
+
+
+def test_a_read_after_the_outage_applies_them_first(
+    fake_server: fakeredis.FakeServer, flaky: RedisCache
+) -> None:
+    for key in ("a", "b", "w"):
+        flaky.set(key, f"old {key}")
+    fake_server.connected = False
+    assert flaky.try_delete("a") is None
+    assert flaky.set("b", "new b") is False
+    assert WriteThrough(flaky).set("w", "new w", writer=lambda value: None) is None
+    assert flaky.guard.pending.waiting
+    fake_server.connected = True
+    # The very first read goes to Redis (the breaker never opened): it must not see them.
+    assert flaky.get_many(["a", "b", "w"]) == {}
+    assert flaky.get("a") is None and flaky.get("b") is None and flaky.get("w") is None
+    assert server_keys(fake_server, flaky) == set()
+    assert not flaky.guard.pending.waiting
+
+
+def test_pending_invalidations_are_deduplicated(
+    fake_server: fakeredis.FakeServer, flaky: RedisCache
+) -> None:
+    fake_server.connected = False
+    for _ in range(3):
+        flaky.delete("a", "b")
+        flaky.invalidate_tags("t")
+        flaky.clear("p:*")
+        flaky.drop_group("view:index")
+    assert flaky.guard.pending.kept() == {
+        "keys": ["a", "b"], "tags": ["t"], "groups": ["view:index"], "patterns": ["p:*"],
+        "everything": False,
+    }  # fmt: skip
+    fake_server.connected = True
+    assert flaky.get("a") is None
+    assert flaky.guard.pending.kept()["keys"] == []
+
+
+def test_past_the_bound_the_whole_prefix_is_invalidated(
+    fake_server: fakeredis.FakeServer, flaky: RedisCache
+) -> None:
+    flaky.guard.pending.limit = 3
+    keys = [f"k{i}" for i in range(5)]
+    for key in (*keys, "unrelated"):
+        flaky.set(key, key)
+    fake_server.connected = False
+    for key in keys:
+        flaky.delete(key)
+    kept = flaky.guard.pending.kept()
+    assert kept["everything"] is True and kept["keys"] == []
+    fake_server.connected = True
+    assert flaky.get("unrelated") is None  # everything under the prefix went
+    assert server_keys(fake_server, flaky) == set()
+
+
+def test_failing_closed_they_are_kept_too(fake_server: fakeredis.FakeServer) -> None:
+    made = RedisCache(
+        prefix=f"r-{uuid.uuid4().hex[:8]}:", client=fakeredis.FakeRedis(server=fake_server),
+        breaker_threshold=1_000_000, fail_open=False, stats_flush_interval=3600,
+    )  # fmt: skip
+    try:
+        made.set("a", 1)
+        fake_server.connected = False
+        with pytest.raises(CacheUnavailable):
+            made.delete("a")
+        assert made.guard.pending.kept()["keys"] == ["a"]
+        fake_server.connected = True
+        assert made.get("a") is None
+        assert server_keys(fake_server, made) == set()
+    finally:
+        made.close()
+
+
+def test_while_they_cannot_be_applied_reads_are_misses_never_stale(
+    fake_server: fakeredis.FakeServer, flaky: RedisCache
+) -> None:
+    flaky.set("a", "old")
+    flaky.set("b", "old")
+    fake_server.connected = False
+    flaky.delete("a")
+    fake_server.connected = True
+    applied = flaky.guard.pending
+    original = applied._apply
+    assert original is not None
+    blocked = threading.Event()
+    release = threading.Event()
+
+    def slow_delete(*keys: str) -> object:
+        blocked.set()
+        release.wait(RECOVERY_DEADLINE)
+        return original.delete(*keys)
+
+    applied._apply = Invalidations(slow_delete, original.tags, original.group, original.clear)
+    reader = threading.Thread(target=flaky.get, args=("b",))
+    reader.start()
+    try:
+        assert blocked.wait(RECOVERY_DEADLINE)
+        assert flaky.get("b") is None  # another thread is applying them: a miss meanwhile
+    finally:
+        release.set()
+        reader.join(RECOVERY_DEADLINE)
+    assert flaky.get("b") == "old"
+    assert flaky.get("a") is None
