@@ -209,9 +209,7 @@ def under_gunicorn(url: str, calls: int, prefix: str, ttl: float) -> Iterator[Cl
         return request
 
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-        )
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             deadline = time.monotonic() + 20.0
             while True:
@@ -375,8 +373,12 @@ def _worst(values: Sequence[float]) -> float:
 
 
 def run_freeze(
-    target: FreezeTarget, calls: int, threads: int = THREADS, freeze: float = FREEZE_SECONDS,
-    gunicorn: bool = True, ttl: float = TTL,
+    target: FreezeTarget,
+    calls: int,
+    threads: int = THREADS,
+    freeze: float = FREEZE_SECONDS,
+    gunicorn: bool = True,
+    ttl: float = TTL,
 ) -> FreezeResult:
     """Freeze the server holding the page's first entry for *freeze* seconds, under load from
     *threads* client threads."""
@@ -540,9 +542,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "in this process" if args.in_process
         else f"gunicorn, {WORKERS} gthread workers x {WORKER_THREADS} threads"
     ) + ("; a 3-master cluster, one master frozen" if args.cluster else "")  # fmt: skip
-    print(f"{where}; {args.threads} client threads; frozen {args.freeze:.1f} s; "
-          f"{args.runs} runs; loader {LOADER_SECONDS * 1000:.0f} ms per cached call; "
-          f"entries live {args.ttl:g} s")
+    print(
+        f"{where}; {args.threads} client threads; frozen {args.freeze:.1f} s; "
+        f"{args.runs} runs; loader {LOADER_SECONDS * 1000:.0f} ms per cached call; "
+        f"entries live {args.ttl:g} s"
+    )
     print(markdown(results))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

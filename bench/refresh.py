@@ -100,10 +100,14 @@ def _peers(url: str, ttl: float, options: dict[str, Any]) -> dict[str, Callable[
         from flask_caching import Cache
 
         app = Flask("bench_refresh_flask_caching")
-        fc = Cache(app, config={
-            "CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": url,
-            "CACHE_KEY_PREFIX": f"bench:rf:fc:{time.monotonic_ns()}:",
-        })
+        fc = Cache(
+            app,
+            config={
+                "CACHE_TYPE": "RedisCache",
+                "CACHE_REDIS_URL": url,
+                "CACHE_KEY_PREFIX": f"bench:rf:fc:{time.monotonic_ns()}:",
+            },
+        )
         cached = fc.memoize(timeout=max(1, round(ttl)))(db.load)
         return lambda: cached("k")
 
@@ -122,13 +126,18 @@ def run_hot_key(url: str, threads: int, seconds: float) -> list[dict[str, Any]]:
         read = build(db)
         read()  # warm
         latencies, failed = _drive(read, threads, seconds)
-        rows.append({
-            "peer": name, "reads": len(latencies), "failed": failed, "loads": db.calls,
-            "p50_ms": round(_quantile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(_quantile(latencies, 0.99) * 1000, 2),
-            "p99.9_ms": round(_quantile(latencies, 0.999) * 1000, 2),
-            "worst_ms": round(max(latencies) * 1000, 2),
-        })
+        rows.append(
+            {
+                "peer": name,
+                "reads": len(latencies),
+                "failed": failed,
+                "loads": db.calls,
+                "p50_ms": round(_quantile(latencies, 0.5) * 1000, 2),
+                "p99_ms": round(_quantile(latencies, 0.99) * 1000, 2),
+                "p99.9_ms": round(_quantile(latencies, 0.999) * 1000, 2),
+                "worst_ms": round(max(latencies) * 1000, 2),
+            }
+        )
     return rows
 
 
@@ -145,17 +154,21 @@ def run_database_down(url: str, threads: int, outage: float) -> list[dict[str, A
         back.start()
         calls_before = db.calls
         latencies, failed = _drive(read, threads, outage + 2.0)
-        rows.append({
-            "peer": name, "reads": len(latencies), "failed": failed,
-            "loads": db.calls - calls_before, "outage_s": outage,
-        })
+        rows.append(
+            {
+                "peer": name,
+                "reads": len(latencies),
+                "failed": failed,
+                "loads": db.calls - calls_before,
+                "outage_s": outage,
+            }
+        )
     return rows
 
 
 def markdown(title: str, rows: list[dict[str, Any]]) -> str:
     columns = list(rows[0])
-    lines = [f"**{title}**", "", "| " + " | ".join(columns) + " |",
-             "|" + "---|" * len(columns)]
+    lines = [f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -135,7 +135,9 @@ def markdown(results: dict[str, Any]) -> str:
     trip = views.get("redis_round_trip_us")
     seen = (
         f"; the workers' Redis round trip under this load: p50 {_us(trip['p50'])}, p99 "
-        f"{_us(trip['p99'])}" if trip else ""
+        f"{_us(trip['p99'])}"
+        if trip
+        else ""
     )
     row(
         f"cached view, req/s under gunicorn ({views['workers']} {views['worker_class']} workers;"

@@ -36,9 +36,10 @@ def classify(
     now = time.time()
     if now >= entry.fresh_until:
         return entry.value, entry
-    if beta and now - entry.load_seconds * beta * math.log(
-        1.0 - random.random()
-    ) >= entry.fresh_until:
+    if (
+        beta
+        and now - entry.load_seconds * beta * math.log(1.0 - random.random()) >= entry.fresh_until
+    ):
         return entry.value, entry
     return entry.value, None
 

@@ -32,23 +32,40 @@ logger = logging.getLogger("flask_fennec_cache.compat")
 #: secret itself never signs anything: a leaked cache key cannot forge a session, and back).
 SIGNING_LABEL: Final = b"flask-fennec-cache compat: cache entry signing key v1"
 
-REDIS_TYPES: Final = frozenset({
-    "redis", "rediscache", "flask_caching.backends.redis", "flask_caching.backends.rediscache",
-    "flask_caching.backends.rediscache.rediscache",
-})
-SENTINEL_TYPES: Final = frozenset({
-    "redissentinel", "redissentinelcache", "flask_caching.backends.redissentinelcache",
-    "flask_caching.backends.rediscache.redissentinelcache",
-})
-CLUSTER_TYPES: Final = frozenset({
-    "rediscluster", "redisclustercache", "flask_caching.backends.redisclustercache",
-    "flask_caching.backends.rediscache.redisclustercache",
-})
+REDIS_TYPES: Final = frozenset(
+    {
+        "redis",
+        "rediscache",
+        "flask_caching.backends.redis",
+        "flask_caching.backends.rediscache",
+        "flask_caching.backends.rediscache.rediscache",
+    }
+)
+SENTINEL_TYPES: Final = frozenset(
+    {
+        "redissentinel",
+        "redissentinelcache",
+        "flask_caching.backends.redissentinelcache",
+        "flask_caching.backends.rediscache.redissentinelcache",
+    }
+)
+CLUSTER_TYPES: Final = frozenset(
+    {
+        "rediscluster",
+        "redisclustercache",
+        "flask_caching.backends.redisclustercache",
+        "flask_caching.backends.rediscache.redisclustercache",
+    }
+)
 NULL_TYPES: Final = frozenset({"null", "nullcache", "flask_caching.backends.nullcache"})
-SIMPLE_TYPES: Final = frozenset({
-    "simple", "simplecache", "flask_caching.backends.simplecache",
-    "flask_caching.backends.simplecache.simplecache",
-})
+SIMPLE_TYPES: Final = frozenset(
+    {
+        "simple",
+        "simplecache",
+        "flask_caching.backends.simplecache",
+        "flask_caching.backends.simplecache.simplecache",
+    }
+)
 SUPPORTED_TYPES: Final = (
     "'RedisCache' (or 'redis', with CACHE_REDIS_URL or CACHE_REDIS_HOST/PORT/DB/PASSWORD), "
     "'RedisSentinelCache', 'RedisClusterCache', 'SimpleCache' (in-process, for development "
@@ -65,13 +82,26 @@ REDIS_OPTIONS: Final = {
 }
 
 #: ``CACHE_*`` keys this module reads; any other one is ignored (and logged at debug level).
-KNOWN_KEYS: Final = frozenset({
-    "CACHE_TYPE", "CACHE_REDIS_URL", "CACHE_REDIS_HOST", "CACHE_REDIS_PORT", "CACHE_REDIS_DB",
-    "CACHE_REDIS_PASSWORD", "CACHE_KEY_PREFIX", "CACHE_DEFAULT_TIMEOUT", "CACHE_NO_NULL_WARNING",
-    "CACHE_OPTIONS", "CACHE_REDIS_SENTINELS", "CACHE_REDIS_SENTINEL_MASTER",
-    "CACHE_REDIS_SENTINEL_PASSWORD", "CACHE_REDIS_CLUSTER", "CACHE_SOURCE_CHECK",
-    "CACHE_HASH_METHOD",
-})
+KNOWN_KEYS: Final = frozenset(
+    {
+        "CACHE_TYPE",
+        "CACHE_REDIS_URL",
+        "CACHE_REDIS_HOST",
+        "CACHE_REDIS_PORT",
+        "CACHE_REDIS_DB",
+        "CACHE_REDIS_PASSWORD",
+        "CACHE_KEY_PREFIX",
+        "CACHE_DEFAULT_TIMEOUT",
+        "CACHE_NO_NULL_WARNING",
+        "CACHE_OPTIONS",
+        "CACHE_REDIS_SENTINELS",
+        "CACHE_REDIS_SENTINEL_MASTER",
+        "CACHE_REDIS_SENTINEL_PASSWORD",
+        "CACHE_REDIS_CLUSTER",
+        "CACHE_SOURCE_CHECK",
+        "CACHE_HASH_METHOD",
+    }
+)
 
 DEFAULT_PREFIX: Final = "flask_cache_"
 DEFAULT_TIMEOUT: Final = 300
@@ -201,9 +231,7 @@ def read_compat_settings(config: Mapping[str, Any]) -> CompatSettings:
             "unsigned pickle is never loaded): set the app's SECRET_KEY, or "
             "FENNEC_CACHE_SECRET_KEY (16+ random characters)"
         )
-    return CompatSettings(
-        "redis", url, secret=secret, options=_redis_options(config), **common
-    )
+    return CompatSettings("redis", url, secret=secret, options=_redis_options(config), **common)
 
 
 def _server_url(config: Mapping[str, Any]) -> str:
@@ -236,7 +264,9 @@ def _sentinel_url(config: Mapping[str, Any]) -> str:
         hosts.append(
             f"{_host(host, 'CACHE_REDIS_SENTINELS')}:{_port(port, 'CACHE_REDIS_SENTINELS')}"
         )
-    url = f"redis+sentinel://{_password(config)}{','.join(hosts)}/{quote(str(master))}/{_db(config)}"
+    url = (
+        f"redis+sentinel://{_password(config)}{','.join(hosts)}/{quote(str(master))}/{_db(config)}"
+    )
     sentinel_password = config.get("CACHE_REDIS_SENTINEL_PASSWORD")
     if sentinel_password:
         url += f"?sentinel_password={quote(str(sentinel_password), safe='')}"
@@ -312,9 +342,7 @@ def _redis_options(config: Mapping[str, Any]) -> dict[str, Any]:
             or not isinstance(value, (int, float))
             or not 0 < value < math.inf
         ):
-            raise ConfigurationError(
-                f"CACHE_OPTIONS[{name!r}] must be a number > 0, got {value!r}"
-            )
+            raise ConfigurationError(f"CACHE_OPTIONS[{name!r}] must be a number > 0, got {value!r}")
         if target in ("max_connections", "health_check_interval"):
             value = math.ceil(value)
         options[target] = value

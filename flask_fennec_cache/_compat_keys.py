@@ -73,7 +73,9 @@ def _text(value: Any) -> str:
 
 
 def argument_text(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
     ignore: frozenset[str],
 ) -> str:
     """The arguments of one call of *func* as key text, named as Flask-Caching names them:
@@ -120,15 +122,15 @@ def argument_text(
             parts.append(f"cls={value.__module__}.{value.__qualname__}")
         else:
             parts.append(f"{param.name}={_text(value)}")
-    parts.extend(_text(value) for value in args[len(named):])
+    parts.extend(_text(value) for value in args[len(named) :])
     for param in params:
-        if param.kind is param.KEYWORD_ONLY and param.name not in rest and (
-            param.default is not param.empty
+        if (
+            param.kind is param.KEYWORD_ONLY
+            and param.name not in rest
+            and (param.default is not param.empty)
         ):
             rest[param.name] = param.default
-    parts.extend(
-        f"{name}={_text(rest[name])}" for name in sorted(rest) if name not in ignore
-    )
+    parts.extend(f"{name}={_text(rest[name])}" for name in sorted(rest) if name not in ignore)
     return ",".join(parts)
 
 
@@ -182,14 +184,12 @@ def join_generator(generator: Iterable[Any]) -> Any:
 def wants_args(func: Callable[..., Any]) -> bool:
     """Whether *func* takes any positional argument (``unless`` and ``forced_update`` are then
     given the call's arguments)."""
-    return any(
-        p.kind is not p.KEYWORD_ONLY for p in inspect.signature(func).parameters.values()
-    )
+    return any(p.kind is not p.KEYWORD_ONLY for p in inspect.signature(func).parameters.values())
 
 
 def wants_extra_args(func: Callable[..., Any]) -> bool:
     """Whether *func* takes more than one positional argument (``is_stale`` is then given the
     call's arguments after the cached value)."""
-    return sum(
-        p.kind is not p.KEYWORD_ONLY for p in inspect.signature(func).parameters.values()
-    ) > 1
+    return (
+        sum(p.kind is not p.KEYWORD_ONLY for p in inspect.signature(func).parameters.values()) > 1
+    )

@@ -93,8 +93,11 @@ def make_client(
     tls = _tls_files(scheme, url, tls_ca_certs, tls_certfile, tls_keyfile)
     # One quick retry for a connection that went stale in the pool; a timeout is not retried,
     # because a cache must not double the wait on a slow server.
-    retry = Retry(ExponentialBackoff(cap=0.01, base=0.001), retries=1,
-                  supported_errors=(redis.ConnectionError,))
+    retry = Retry(
+        ExponentialBackoff(cap=0.01, base=0.001),
+        retries=1,
+        supported_errors=(redis.ConnectionError,),
+    )
     common: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": connect_timeout,

@@ -58,7 +58,10 @@ class Coordination:
         self.keeper = LeaseKeeper(self.extend)
 
     def acquire_lease(
-        self, key: str, replacing: tuple[str, bytes] | None, lease_ms: int,
+        self,
+        key: str,
+        replacing: tuple[str, bytes] | None,
+        lease_ms: int,
         group: Group | None = None,
     ) -> str | bool | None:
         """Put a lease placeholder on *key* if it is empty, or if it still holds the unusable
@@ -76,9 +79,7 @@ class Coordination:
         else:
             keys = [self._prefix + key, self._prefix + group.index]
             args.append(ttl_ms(group.ttl, self._default_ttl) or "")
-            acquired = self._guard.run(
-                "lease", lambda c: self._scripts.group_lease(keys, args, c)
-            )
+            acquired = self._guard.run("lease", lambda c: self._scripts.group_lease(keys, args, c))
         self._forget(key)
         return None if acquired is None else (token if acquired else False)
 
@@ -97,8 +98,12 @@ class Coordination:
         return bool(done)
 
     def store_in_group(
-        self, group: Group, guard: str, expected: bytes,
-        writes: Sequence[tuple[str, bytes | None]], ttl: float | None,
+        self,
+        group: Group,
+        guard: str,
+        expected: bytes,
+        writes: Sequence[tuple[str, bytes | None]],
+        ttl: float | None,
     ) -> bool:
         """Write *writes* (key, data; None deletes) into *group* if *guard* still starts with
         *expected* (nobody wrote or dropped it since its load began); all in one step."""

@@ -13,8 +13,15 @@ from typing import Any, Generic, TypeVar
 from ._forksafe import reset_after_fork
 from .errors import ConfigurationError
 
-__all__ = ["FIRST_POLL", "LEASE_SLICE", "MAX_POLL", "REFRESH_POOL", "LeaseKeeper", "RefreshPool",
-           "SingleFlight"]
+__all__ = [
+    "FIRST_POLL",
+    "LEASE_SLICE",
+    "MAX_POLL",
+    "REFRESH_POOL",
+    "LeaseKeeper",
+    "RefreshPool",
+    "SingleFlight",
+]
 
 T = TypeVar("T")
 
@@ -107,8 +114,10 @@ class LeaseKeeper:
             self._held[handle] = (name, expected, time.monotonic() + timeout)
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=_keep_alive, args=(weakref.ref(self),),
-                    name="fennec-cache-leases", daemon=True,
+                    target=_keep_alive,
+                    args=(weakref.ref(self),),
+                    name="fennec-cache-leases",
+                    daemon=True,
                 )
                 self._thread.start()
         return handle
@@ -180,7 +189,9 @@ class RefreshPool:
             with self._lock:
                 if len(self._threads) < self.size:
                     thread = threading.Thread(
-                        target=_work_on, args=(self._queue,), daemon=True,
+                        target=_work_on,
+                        args=(self._queue,),
+                        daemon=True,
                         name=f"fennec-cache-refresh-{len(self._threads) + 1}",
                     )
                     thread.start()

@@ -25,8 +25,13 @@ class Monitor:
     """
 
     def __init__(
-        self, guard: Guard, counters: StatsBuffer, stats_key: str, url: str,
-        near: NearCache | None, shared: bool,
+        self,
+        guard: Guard,
+        counters: StatsBuffer,
+        stats_key: str,
+        url: str,
+        near: NearCache | None,
+        shared: bool,
     ) -> None:
         self._guard = guard
         self._counters = counters
@@ -80,7 +85,8 @@ class Monitor:
         """See :meth:`~flask_fennec_cache.RedisCache.shared_counters`."""
         self._counters.flush()
         found = self._guard.run(
-            "get_stats", lambda c: cast(dict[bytes, bytes], c.hgetall(self._stats_key)),
+            "get_stats",
+            lambda c: cast(dict[bytes, bytes], c.hgetall(self._stats_key)),
             timed=False,
         )
         if found is None:

@@ -55,7 +55,8 @@ def render(
     up = metric("up", "gauge", "1 if the shared counters could be read from Redis, else 0.")
     lines.append(f"{up} {0 if counters is None else 1}")
     state = metric(
-        "breaker_state", "gauge",
+        "breaker_state",
+        "gauge",
         "Circuit breaker of the process that answered: 0 closed, 1 half-open, 2 open.",
     )
     lines.append(f'{state}{{pid="{pid}"}} {BREAKER_STATES.get(breaker, 2)}')
@@ -72,7 +73,8 @@ def render(
             lines.append(f"{name} {int(counters.get(field, 0))}")
         histogram = latency_histogram(counters)
         name = metric(
-            "operation_duration_seconds", "histogram",
+            "operation_duration_seconds",
+            "histogram",
             "Redis round trips made by cache operations, in seconds, from every process.",
         )
         for bound, cumulative in histogram.buckets:

@@ -20,9 +20,7 @@ class RateLimitedLog:
     :param clock: where the time comes from (tests pass a fake one).
     """
 
-    def __init__(
-        self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = interval
         self._clock = clock
         self._last: dict[str, float] = {}

@@ -25,7 +25,12 @@ NEAR_ENTRY_OVERHEAD: Final = 200
 
 
 def make_near_cache(
-    url: str, client: redis.Redis, prefix: str, size: int, ttl: float, max_bytes: int,
+    url: str,
+    client: redis.Redis,
+    prefix: str,
+    size: int,
+    ttl: float,
+    max_bytes: int,
     log: RateLimitedLog,
 ) -> NearCache | None:
     """A near cache tracking the server, the Sentinel master or every cluster primary; None

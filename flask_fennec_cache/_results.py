@@ -48,8 +48,7 @@ class CacheResult(Generic[R]):
         names = (tags,) if isinstance(tags, str) else tuple(tags)
         if isinstance(tags, str) or not all(isinstance(tag, str) for tag in names):
             raise ConfigurationError(
-                f"CacheResult tags must be a sequence of names, e.g. tags=('users',), "
-                f"got {tags!r}"
+                f"CacheResult tags must be a sequence of names, e.g. tags=('users',), got {tags!r}"
             )
         self.value = value
         self.ttl = check_ttl(ttl)

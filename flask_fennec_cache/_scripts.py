@@ -77,7 +77,9 @@ end
 
 # ACQUIRE_LEASE for a key of a group: KEYS[2] is the group's index, ARGV[5] how long (ms) the
 # entry to come may live. The leased key joins the index, so dropping the group cancels the load.
-ACQUIRE_GROUP_LEASE = _GROW_INDEX + """
+ACQUIRE_GROUP_LEASE = (
+    _GROW_INDEX
+    + """
 local current = redis.call('GET', KEYS[1])
 if current then
   if ARGV[1] == 'prefix' then
@@ -91,12 +93,15 @@ redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 grow_index(KEYS[2], existed, ARGV[5], redis.call('SADD', KEYS[2], KEYS[1]))
 return 1
 """
+)
 
 # Store entries of a group if KEYS[1] (the key being loaded) still starts with ARGV[1] (its
 # loader's lease, or the version being refreshed): nothing wrote or dropped it since the load
 # began. KEYS[2] is the group's index; KEYS[3..] the keys to write, each to ARGV[i] ('' deletes
 # it); ARGV[2] their expiry in ms ('' for none). Every key written joins the index.
-STORE_IN_GROUP = _GROW_INDEX + """
+STORE_IN_GROUP = (
+    _GROW_INDEX
+    + """
 local current = redis.call('GET', KEYS[1])
 if not current or string.sub(current, 1, #ARGV[1]) ~= ARGV[1] then return 0 end
 local existed = redis.call('EXISTS', KEYS[2]) == 1
@@ -116,6 +121,7 @@ end
 grow_index(KEYS[2], existed, ARGV[2], added)
 return 1
 """
+)
 
 # Remove every key the group index KEYS[1] lists, and the index; returns the names removed that
 # existed. (The names are not in KEYS: they share the index's hash tag, hence its slot.)

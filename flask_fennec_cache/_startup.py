@@ -27,7 +27,8 @@ def check_at_startup(backend: RedisCache, settings: Settings) -> None:
                 "FENNEC_CACHE_URL is %s, an in-process cache, and this server runs %s worker "
                 "processes: each worker has its own cache and statistics, nothing is shared "
                 "between them; set FENNEC_CACHE_URL=redis://... to share one Redis",
-                redact_url(backend.url), count,
+                redact_url(backend.url),
+                count,
             )
         return
     if not settings.startup_check:
@@ -41,9 +42,10 @@ def check_at_startup(backend: RedisCache, settings: Settings) -> None:
             "(FENNEC_CACHE_FAIL_OPEN is False)"
         )
         logger.warning(
-            "FENNEC_CACHE_URL %s: Redis does not answer at startup: %s. The app starts "
-            "anyway; %s.",
-            redact_url(settings.url), reason.rstrip("."), then,
+            "FENNEC_CACHE_URL %s: Redis does not answer at startup: %s. The app starts anyway; %s.",
+            redact_url(settings.url),
+            reason.rstrip("."),
+            then,
         )
 
 

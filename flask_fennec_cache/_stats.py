@@ -15,11 +15,23 @@ from dataclasses import dataclass
 from ._forksafe import reset_after_fork
 
 __all__ = [
-    "FIELDS", "LATENCY_BUCKETS", "Histogram", "StatsBuffer", "latency_histogram", "summarize"
+    "FIELDS",
+    "LATENCY_BUCKETS",
+    "Histogram",
+    "StatsBuffer",
+    "latency_histogram",
+    "summarize",
 ]
 
 FIELDS = (
-    "hits", "misses", "sets", "deletes", "errors", "stale_hits", "lock_waits", "near_hits",
+    "hits",
+    "misses",
+    "sets",
+    "deletes",
+    "errors",
+    "stale_hits",
+    "lock_waits",
+    "near_hits",
     "fail_safe_hits",
 )
 
@@ -27,13 +39,23 @@ Flush = Callable[[Mapping[str, int]], bool]
 
 #: Upper bounds, in seconds, of the Redis round-trip latency histogram (``+Inf`` is implied).
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
 )
 # Shared-hash fields: one (non-cumulative) count per bucket, named by its bound, and the sum in
 # whole microseconds (HINCRBY adds integers only).
-_BUCKET_FIELDS = tuple(f"latency_le:{bound!r}" for bound in LATENCY_BUCKETS) + (
-    "latency_le:+Inf",
-)
+_BUCKET_FIELDS = tuple(f"latency_le:{bound!r}" for bound in LATENCY_BUCKETS) + ("latency_le:+Inf",)
 _SUM_FIELD = "latency_sum_us"
 SAMPLE_EVERY = 8
 
@@ -161,8 +183,10 @@ class StatsBuffer:
                 return
             ref = weakref.ref(self)
             self._thread = threading.Thread(
-                target=_flush_loop, args=(ref, self._stopped, self._interval),
-                name="fennec-cache-stats", daemon=True,
+                target=_flush_loop,
+                args=(ref, self._stopped, self._interval),
+                name="fennec-cache-stats",
+                daemon=True,
             )
         self._thread.start()
 

@@ -66,9 +66,7 @@ class TagIndex:
         keys = [self.key(t) for t in names]
         if create:
             fresh = [new_version() for _ in names]
-            values = self._guard.run(
-                "tag_versions", lambda c: self._scripts.tags(keys, fresh, c)
-            )
+            values = self._guard.run("tag_versions", lambda c: self._scripts.tags(keys, fresh, c))
         else:
             values = self._guard.run("tag_versions", lambda c: c.mget(keys))
         if values is None:

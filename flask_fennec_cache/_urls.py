@@ -276,7 +276,7 @@ def _option_parser(name: str, scheme: str) -> Parser:
     if name in _ADDRESS_PARTS:
         raise ValueError(f"option {name!r}: give the {name} in the URL's address, not as an option")
     if name.startswith("ssl") and not scheme.startswith("rediss"):
-        tls_scheme = "rediss" + scheme[len("redis"):] if scheme != "unix" else "rediss"
+        tls_scheme = "rediss" + scheme[len("redis") :] if scheme != "unix" else "rediss"
         raise ValueError(f"option {name!r} needs TLS: use {tls_scheme}://")
     if name == "db" and kind == "cluster":
         raise ValueError("option 'db': a cluster has only database 0")
@@ -298,9 +298,7 @@ def _option_parser(name: str, scheme: str) -> Parser:
         )
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    raise ValueError(
-        f"unknown option {name!r} for {scheme}://{hint}; known: {', '.join(known)}"
-    )
+    raise ValueError(f"unknown option {name!r} for {scheme}://{hint}; known: {', '.join(known)}")
 
 
 def _query_options(
@@ -376,10 +374,7 @@ def scheme_of(url: object, source: str) -> str:
             fail(f"expected {named}://... (two slashes after '{named}:')")
         scheme = named
     if scheme not in SCHEMES:
-        fail(
-            f"unsupported scheme {scheme!r}; use one of "
-            + ", ".join(f"{s}://" for s in SCHEMES)
-        )
+        fail(f"unsupported scheme {scheme!r}; use one of " + ", ".join(f"{s}://" for s in SCHEMES))
     if any(not char.isprintable() or char.isspace() for char in url):
         fail("the URL contains a space or a control character (a stray newline?)")
     return scheme
@@ -581,7 +576,7 @@ def _check_host(host: str, fail: Callable[[str], NoReturn]) -> None:
 
 def memory_name(url: str, source: str) -> str:
     """The server name of a ``memory://[name]`` URL."""
-    name = url[len("memory://"):]
+    name = url[len("memory://") :]
     if any(char in name for char in "?#@") or any(char.isspace() for char in name):
         _failer(source, url)(
             "memory:// takes no options, credentials or fragment: memory:// or memory://name"

@@ -34,7 +34,12 @@ from .loading import Background, CacheParts, Deliver, LoadPolicy, Schedule, get_
 from .serializers import CachedResponse, VaryMarker
 
 __all__ = [
-    "FailedRender", "ResponseFilter", "ViewCache", "ViewOptions", "request_session", "wraps_view"
+    "FailedRender",
+    "ResponseFilter",
+    "ViewCache",
+    "ViewOptions",
+    "request_session",
+    "wraps_view",
 ]
 
 ResponseFilter = Callable[[FlaskResponse], bool]
@@ -160,7 +165,10 @@ class ViewCache:
         return backend.drop_group(group_index(view_group(endpoint, view_args, self.key)))
 
     def serve(
-        self, ctx: RequestContext, backend: CacheParts, render: Callable[[], Any],
+        self,
+        ctx: RequestContext,
+        backend: CacheParts,
+        render: Callable[[], Any],
         after_response: bool = True,
     ) -> tuple[Response, bool, str]:
         """``(response, hit, key)`` for the request of *ctx*, from the cache or *render*.
@@ -179,7 +187,10 @@ class ViewCache:
         return response, hit, key
 
     def _serve(
-        self, ctx: RequestContext, backend: CacheParts, render: Callable[[], Any],
+        self,
+        ctx: RequestContext,
+        backend: CacheParts,
+        render: Callable[[], Any],
         pending: list[Callable[[], object]] | None,
     ) -> tuple[Response, bool, str]:
         req = ctx.request
@@ -197,8 +208,13 @@ class ViewCache:
                 background = self._after_response(ctx, render, backend, base, vary, pending)
             try:
                 value, hit = get_or_load(
-                    backend, key, self._render, self.policy, (req, render, backend, base, vary),
-                    group=group, background=background,
+                    backend,
+                    key,
+                    self._render,
+                    self.policy,
+                    (req, render, backend, base, vary),
+                    group=group,
+                    background=background,
                 )
             except FailedRender as failed:  # no stale response to serve instead
                 if failed.request is not req:  # another thread's render: not this request's
@@ -218,8 +234,13 @@ class ViewCache:
         return _answer_miss(req, _response(render()), False), False, key
 
     def _after_response(
-        self, ctx: RequestContext, render: Callable[[], Any], backend: CacheParts, base: str,
-        vary: tuple[str, ...], pending: list[Callable[[], object]],
+        self,
+        ctx: RequestContext,
+        render: Callable[[], Any],
+        backend: CacheParts,
+        base: str,
+        vary: tuple[str, ...],
+        pending: list[Callable[[], object]],
     ) -> Background:
         """Re-render the view once the response is sent, in a new request with this one's
         URL and only the headers the entry varies on."""
@@ -321,7 +342,8 @@ class ViewCache:
             if ttl is not None:
                 response.headers["Cache-Control"] = f"max-age={int(ttl)}"
         headers = tuple(
-            (name, value) for name, value in response.headers.items()
+            (name, value)
+            for name, value in response.headers.items()
             if name.lower() not in _UNSTORED_HEADERS
         )
         return CachedResponse(response.status_code, headers, body, time.time())
@@ -362,9 +384,9 @@ def _answer_hit(
     # X-Cache and Age are never stored, so they can be appended rather than set. The stored
     # headers were checked when the entry was decoded, and the body is bytes with its
     # Content-Length stored: the response is assembled without Werkzeug re-checking either.
-    response = response_class(None, entry.status, _checked_headers(
-        [*entry.headers, ("X-Cache", "HIT"), ("Age", age)]
-    ))
+    response = response_class(
+        None, entry.status, _checked_headers([*entry.headers, ("X-Cache", "HIT"), ("Age", age)])
+    )
     response.response = [entry.body]
     return response
 

@@ -46,7 +46,11 @@ class Writer:
         self._forget = forget
 
     def set(
-        self, key: str, value: Any, ttl: float | None, tags: Iterable[str],
+        self,
+        key: str,
+        value: Any,
+        ttl: float | None,
+        tags: Iterable[str],
         stale_ttl: float | None,
     ) -> bool:
         """See :meth:`~flask_fennec_cache.RedisCache.set`."""

@@ -126,7 +126,8 @@ def _refuse_unauthorised() -> tuple[Response, int] | None:
             return None
         return _error(
             "admin endpoints that change state are closed: set FENNEC_CACHE_ADMIN_TOKEN "
-            "(or FENNEC_CACHE_ADMIN_OPEN = True in development)", 403
+            "(or FENNEC_CACHE_ADMIN_OPEN = True in development)",
+            403,
         )
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
@@ -153,7 +154,8 @@ def _refuse_simple_request() -> tuple[Response, int] | None:
         f"{request.method} {request.path} changes state, so it takes only JSON (any web page "
         f"can make a browser send a form, text or empty POST here; got {sent}): send the "
         "header 'Content-Type: application/json' and a JSON object body, e.g. "
-        "curl -X POST -H 'Content-Type: application/json' -d '{}' <url>", 415
+        "curl -X POST -H 'Content-Type: application/json' -d '{}' <url>",
+        415,
     )
 
 

@@ -122,7 +122,8 @@ def _table(rows: Iterable[tuple[str, object]]) -> str:
 @_command("stats")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as a JSON object.")
 @click.option(
-    "--reset", is_flag=True,
+    "--reset",
+    is_flag=True,
     help="Then set the shared statistics to zero (asks first, unless --yes).",
 )
 @click.option("--yes", "-y", is_flag=True, help="With --reset: do not ask for confirmation.")
@@ -153,7 +154,8 @@ def stats_command(as_json: bool, reset: bool, yes: bool) -> None:
         click.confirm(
             f"Reset the shared statistics of every process using the prefix {backend.prefix!r} "
             f"at {report['url']}?",
-            abort=True, err=True,
+            abort=True,
+            err=True,
         )
     if not backend.reset_stats():
         _fail("Redis failed: the statistics were not reset (see the log)")
@@ -183,7 +185,10 @@ def health_command(as_json: bool) -> None:
 @_command("keys")
 @click.argument("pattern", default="*")
 @click.option(
-    "--limit", type=click.IntRange(1, MAX_KEYS_LIMIT), default=100, show_default=True,
+    "--limit",
+    type=click.IntRange(1, MAX_KEYS_LIMIT),
+    default=100,
+    show_default=True,
     help="Print at most this many keys.",
 )
 def keys_command(pattern: str, limit: int) -> None:
@@ -298,8 +303,9 @@ def _warm_one(item: Any, backend: RedisCache, ttl: float | None) -> None:
         if not callable(loader):
             raise TypeError(f"the loader for {key!r} is a {type(loader).__name__}, not callable")
         if not backend.set(key, loader(), ttl):
-            raise RuntimeError("not stored (larger than FENNEC_CACHE_MAX_VALUE_BYTES, "
-                               "or Redis failed)")
+            raise RuntimeError(
+                "not stored (larger than FENNEC_CACHE_MAX_VALUE_BYTES, or Redis failed)"
+            )
         return
     if callable(item):
         item()
@@ -340,7 +346,9 @@ def _load_warmer(import_path: str) -> Callable[[], Any]:
 @_command("warm")
 @click.argument("import_path", metavar="IMPORT_PATH")
 @click.option(
-    "--ttl", type=click.FloatRange(min=0, min_open=True), default=None,
+    "--ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
     help="Seconds the entries of (key, loader) pairs live (default: FENNEC_CACHE_DEFAULT_TTL).",
 )
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any item failed.")
@@ -388,7 +396,10 @@ def _on_terminal() -> bool:
 def _follow_with_bar(steps: Iterator[None], report: WarmReport, length: int | None) -> None:
     """Draw a progress bar whose position and counters come from *report* after each item."""
     with click.progressbar(
-        steps, length=length, label="Warming", show_pos=True,
+        steps,
+        length=length,
+        label="Warming",
+        show_pos=True,
         item_show_func=lambda _: _counts(report),
     ) as bar:
         # Drive the items here, not through the bar's own iteration: that draws each item

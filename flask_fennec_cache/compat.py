@@ -75,7 +75,9 @@ class Cache:
     """
 
     def __init__(
-        self, app: Flask | None = None, with_jinja2_ext: bool = True,
+        self,
+        app: Flask | None = None,
+        with_jinja2_ext: bool = True,
         config: dict[str, Any] | None = None,
     ) -> None:
         _check_config(config)
@@ -103,7 +105,8 @@ class Cache:
 
                 warnings.warn(
                     "Flask-Caching: CACHE_TYPE is set to NullCache, caching is effectively "
-                    "disabled.", stacklevel=2,
+                    "disabled.",
+                    stacklevel=2,
                 )
         else:
             backend = CompatBackend(self._native(app, merged, settings), settings.default_timeout)
@@ -116,9 +119,12 @@ class Cache:
     def _native(self, app: Flask, merged: dict[str, Any], settings: CompatSettings) -> RedisCache:
         fennec = {k: v for k, v in merged.items() if k.startswith("FENNEC_CACHE_")}
         fennec.update(
-            FENNEC_CACHE_URL=settings.url, FENNEC_CACHE_PREFIX=settings.prefix,
-            FENNEC_CACHE_DEFAULT_TTL=None, FENNEC_CACHE_TTL_JITTER=0,
-            FENNEC_CACHE_SERIALIZER="pickle", FENNEC_CACHE_SECRET_KEY=settings.secret,
+            FENNEC_CACHE_URL=settings.url,
+            FENNEC_CACHE_PREFIX=settings.prefix,
+            FENNEC_CACHE_DEFAULT_TTL=None,
+            FENNEC_CACHE_TTL_JITTER=0,
+            FENNEC_CACHE_SERIALIZER="pickle",
+            FENNEC_CACHE_SECRET_KEY=settings.secret,
         )
         options = read_settings(fennec)
         native = RedisCache(**{**options.backend_options(), **settings.options})
@@ -231,10 +237,13 @@ class Cache:
 
         def decorate(func: Callable[..., Any]) -> CachedFunction:
             return CachedFunction(
-                self, func, timeout, _ViewKey(self, func, key_prefix, query_string,
-                                              hash_method, source_check),
+                self,
+                func,
+                timeout,
+                _ViewKey(self, func, key_prefix, query_string, hash_method, source_check),
                 _Options(unless, forced_update, is_stale, response_filter, cache_none),
-                make_cache_key, bool(response_hit_indication),
+                make_cache_key,
+                bool(response_hit_indication),
             )
 
         return decorate
@@ -278,9 +287,7 @@ class Cache:
         reached through its class needs it first, a classmethod its class). On a
         ``@cached`` function, its entry (*kwargs* are view arguments for ``url_for``)."""
         if not callable(f):
-            raise TypeError(
-                "delete_memoized takes the memoized function itself, not its name"
-            )
+            raise TypeError("delete_memoized takes the memoized function itself, not its name")
         target = getattr(f, "__func__", f)
         if isinstance(target, CachedFunction):
             self.delete(target.make_cache_key(*args, **kwargs))
@@ -315,7 +322,10 @@ class Cache:
         self._invalidate(function_tag(target.uncached))
 
     def delete_cached(
-        self, f: Callable[..., Any], path: str | None = None, query_args: Any = None,
+        self,
+        f: Callable[..., Any],
+        path: str | None = None,
+        query_args: Any = None,
         **kwargs: Any,
     ) -> bool:
         """Drop the entry of ``@cached`` view *f* for *path* (and *query_args*, a query
@@ -338,8 +348,14 @@ class Cache:
         return join_generator(value) if inspect.isgenerator(value) else value
 
     def _serve(
-        self, key: str, tags: tuple[str, ...], timeout: Any, options: _Options,
-        call: Callable[[], Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        key: str,
+        tags: tuple[str, ...],
+        timeout: Any,
+        options: _Options,
+        call: Callable[[], Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> tuple[Any, bool]:
         """``(value, hit)`` of one call: from the cache, or ``call()`` (stored unless the
         response filter refuses it)."""
@@ -370,8 +386,13 @@ class Cache:
         return value, hit
 
     def _store(
-        self, backend: CompatBackend, key: str, tags: tuple[str, ...], ttl: float | None,
-        options: _Options, loaded: Any,
+        self,
+        backend: CompatBackend,
+        key: str,
+        tags: tuple[str, ...],
+        ttl: float | None,
+        options: _Options,
+        loaded: Any,
     ) -> Any:
         if isinstance(loaded, Deliver):
             if loaded.store is not None:
@@ -408,8 +429,11 @@ class _Options:
     __slots__ = ("cache_none", "forced_update", "is_stale", "response_filter", "unless")
 
     def __init__(
-        self, unless: Callable[..., Any] | None, forced_update: Callable[..., Any] | None,
-        is_stale: Callable[..., Any] | None, response_filter: Callable[..., Any] | None,
+        self,
+        unless: Callable[..., Any] | None,
+        forced_update: Callable[..., Any] | None,
+        is_stale: Callable[..., Any] | None,
+        response_filter: Callable[..., Any] | None,
         cache_none: bool,
     ) -> None:
         self.unless = unless
@@ -432,8 +456,11 @@ class _MemoKey:
     """``make_cache_key(f, *args, **kwargs)`` of a memoized function."""
 
     def __init__(
-        self, owner: Cache, make_name: Callable[[str], str] | None,
-        hash_method: Callable[..., Any] | None, source_check: bool | None,
+        self,
+        owner: Cache,
+        make_name: Callable[[str], str] | None,
+        hash_method: Callable[..., Any] | None,
+        source_check: bool | None,
         ignore: frozenset[str],
     ) -> None:
         self.owner = owner
@@ -465,8 +492,13 @@ class _ViewKey:
     with *query_string*, the source's hash with *source_check*."""
 
     def __init__(
-        self, owner: Cache, func: Callable[..., Any], key_prefix: str | Callable[[], str],
-        query_string: bool, hash_method: Callable[..., Any] | None, source_check: bool | None,
+        self,
+        owner: Cache,
+        func: Callable[..., Any],
+        key_prefix: str | Callable[[], str],
+        query_string: bool,
+        hash_method: Callable[..., Any] | None,
+        source_check: bool | None,
     ) -> None:
         if not (callable(key_prefix) or isinstance(key_prefix, str)):
             raise ConfigurationError(
@@ -508,7 +540,8 @@ class _ViewKey:
 
 def _positional_names(func: Callable[..., Any]) -> list[str]:
     return [
-        p.name for p in inspect.signature(func).parameters.values()
+        p.name
+        for p in inspect.signature(func).parameters.values()
         if p.kind is p.POSITIONAL_OR_KEYWORD
     ]
 
@@ -540,8 +573,14 @@ class CachedFunction(_Decorated):
     """A function decorated with :meth:`Cache.cached`."""
 
     def __init__(
-        self, owner: Cache, func: Callable[..., Any], timeout: Any, default_key: _ViewKey,
-        options: _Options, key_maker: Callable[..., str] | None, hit_header: bool,
+        self,
+        owner: Cache,
+        func: Callable[..., Any],
+        timeout: Any,
+        default_key: _ViewKey,
+        options: _Options,
+        key_maker: Callable[..., str] | None,
+        hit_header: bool,
     ) -> None:
         super().__init__(owner, func, timeout)
         #: Builds the key of a call (``path=``/``query_args=`` outside a request); may be
@@ -572,8 +611,13 @@ class MemoizedFunction(_Decorated):
     """A function decorated with :meth:`Cache.memoize`."""
 
     def __init__(
-        self, owner: Cache, func: Callable[..., Any], timeout: Any, key_maker: _MemoKey,
-        options: _Options, ignore: frozenset[str],
+        self,
+        owner: Cache,
+        func: Callable[..., Any],
+        timeout: Any,
+        key_maker: _MemoKey,
+        options: _Options,
+        ignore: frozenset[str],
     ) -> None:
         super().__init__(owner, func, timeout)
         #: ``make_cache_key(f, *args, **kwargs)``: the key of a call of *f*; may be replaced.
@@ -602,7 +646,9 @@ class MemoizedFunction(_Decorated):
 
 
 def _bypass(
-    unless: Callable[..., Any] | None, func: Callable[..., Any], args: tuple[Any, ...],
+    unless: Callable[..., Any] | None,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> bool:
     if unless is None:

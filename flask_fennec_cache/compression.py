@@ -60,7 +60,9 @@ class Compressor:
         self.method = method
         self.threshold = threshold
         self._compress: Callable[[bytes], bytes] | None = {
-            "zlib": _zlib_compress, "zstd": _zstd_compress, "none": None
+            "zlib": _zlib_compress,
+            "zstd": _zstd_compress,
+            "none": None,
         }[method]
 
     def __call__(self, data: bytes) -> bytes:

@@ -156,110 +156,229 @@ class ConfigKey:
 
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
-    ConfigKey("FENNEC_CACHE_URL", "redis://localhost:6379/0",
-              "Where the cache lives: redis://, rediss://, unix://, memory:// "
-              "(an in-process server, per process; for development and tests), "
-              "redis+cluster:// or redis+sentinel:// (see docs/scaling.md).",
-              _url, "url"),
-    ConfigKey("FENNEC_CACHE_PREFIX", "fennec:",
-              "Prepended to every key; clear() never reaches keys outside it. Must not be empty.",
-              check_prefix, "prefix"),
-    ConfigKey("FENNEC_CACHE_DEFAULT_TTL", 300,
-              "Seconds an entry lives when no ttl is given; 0 or None keeps it until evicted.",
-              _optional_ttl, "default_ttl"),
-    ConfigKey("FENNEC_CACHE_SOCKET_TIMEOUT", 0.25,
-              "Seconds one Redis command may take before it counts as a failure.",
-              _positive_float, "socket_timeout"),
-    ConfigKey("FENNEC_CACHE_CONNECT_TIMEOUT", 0.25,
-              "Seconds a new connection to Redis may take.",
-              _positive_float, "connect_timeout"),
-    ConfigKey("FENNEC_CACHE_POOL_SIZE", 50,
-              "Most connections one process keeps open to Redis.",
-              _positive_int, "max_connections"),
-    ConfigKey("FENNEC_CACHE_HEALTH_CHECK_INTERVAL", 15,
-              "Seconds a pooled connection may sit idle before it is checked with PING on reuse.",
-              _positive_int, "health_check_interval"),
-    ConfigKey("FENNEC_CACHE_STARTUP_CHECK", True,
-              "PING Redis once in init_app (bounded by the timeouts) and log one WARNING with "
-              "the reason if it does not answer; the app starts either way.",
-              _bool, "startup_check"),
-    ConfigKey("FENNEC_CACHE_FAIL_OPEN", True,
-              "When Redis fails: True treats reads as misses and skips writes; "
-              "False raises CacheUnavailable.",
-              _bool, "fail_open"),
-    ConfigKey("FENNEC_CACHE_BREAKER_THRESHOLD", 3,
-              "Consecutive connection failures that open the circuit breaker.",
-              _positive_int, "breaker_threshold"),
-    ConfigKey("FENNEC_CACHE_BREAKER_COOLDOWN", 1.0,
-              "Seconds the open breaker skips Redis before one request probes it again.",
-              _positive_float, "breaker_cooldown"),
-    ConfigKey("FENNEC_CACHE_MAX_VALUE_BYTES", 1_048_576,
-              "Largest encoded value stored; larger ones are skipped and logged.",
-              _positive_int, "max_value_bytes"),
-    ConfigKey("FENNEC_CACHE_STATS_FLUSH_INTERVAL", 1.0,
-              "Seconds between flushes of this process's counters to the shared ones in Redis.",
-              _positive_float, "stats_flush_interval"),
-    ConfigKey("FENNEC_CACHE_TTL_JITTER", 0.1,
-              "Fraction by which loaders shorten a TTL at random, so entries filled together "
-              "do not expire together (0 disables; explicit set() calls are exact).",
-              _fraction, "ttl_jitter"),
-    ConfigKey("FENNEC_CACHE_REFRESH_WORKERS", 2,
-              "Threads per process that refresh stale entries of functions in the background "
-              "(stale_ttl, beta), so that no caller waits for a refresh.",
-              _positive_int, "refresh_workers"),
-    ConfigKey("FENNEC_CACHE_SERIALIZER", "json",
-              "Value format: json (safe, readable in redis-cli), msgpack (the msgpack extra; "
-              "also bytes and non-string dict keys) or pickle (any Python object; every entry "
-              "signed with FENNEC_CACHE_SECRET_KEY, unsigned ones never loaded). Entries are "
-              "read whatever format wrote them.",
-              _serializer, "serializer"),
-    ConfigKey("FENNEC_CACHE_COMPRESSION", "zlib",
-              "How values over the threshold are compressed: zlib, zstd (needs the zstd extra) "
-              "or none; only when that saves at least a tenth.",
-              _compression, "compression"),
-    ConfigKey("FENNEC_CACHE_COMPRESS_THRESHOLD", 1024,
-              "Encoded values larger than this many bytes are compressed.",
-              _positive_int, "compress_threshold"),
-    ConfigKey("FENNEC_CACHE_SECRET_KEY", None,
-              "Secret (16+ characters) that signs pickled entries; required for pickle.",
-              _optional_text, "secret_key"),
-    ConfigKey("FENNEC_CACHE_TLS_CA_CERTS", None,
-              "For rediss:// URLs: CA bundle that signed the server's certificate.",
-              _optional_file, "tls_ca_certs"),
-    ConfigKey("FENNEC_CACHE_TLS_CERTFILE", None,
-              "For rediss:// URLs: client certificate for mutual TLS.",
-              _optional_file, "tls_certfile"),
-    ConfigKey("FENNEC_CACHE_TLS_KEYFILE", None,
-              "For rediss:// URLs: the client certificate's private key.",
-              _optional_file, "tls_keyfile"),
-    ConfigKey("FENNEC_CACHE_NEAR_CACHE", False,
-              "Also keep recently read values in each process (an LRU kept coherent by Redis "
-              "CLIENT TRACKING; needs Redis >= 6.0, not memory://).",
-              _bool, "near_cache"),
-    ConfigKey("FENNEC_CACHE_NEAR_CACHE_SIZE", 10_000,
-              "Most entries each process's near cache holds.",
-              _positive_int, "near_cache_size"),
-    ConfigKey("FENNEC_CACHE_NEAR_CACHE_TTL", 30.0,
-              "Most seconds an entry stays in a near cache (a backstop; Redis invalidates).",
-              _positive_float, "near_cache_ttl"),
-    ConfigKey("FENNEC_CACHE_NEAR_CACHE_MAX_BYTES", 64 * 1024 * 1024,
-              "Most bytes of entries (their stored size) each process's near cache holds; "
-              "an entry over a tenth of it is read from Redis every time.",
-              _positive_int, "near_cache_max_bytes"),
-    ConfigKey("FENNEC_CACHE_ADMIN_URL_PREFIX", None,
-              "Mount point of the admin blueprint (e.g. /cache); None mounts nothing.",
-              _optional_text, "admin_url_prefix"),
-    ConfigKey("FENNEC_CACHE_ADMIN_TOKEN", None,
-              "Bearer token required by admin endpoints that change state "
-              "(at least 16 characters).",
-              _admin_token, "admin_token"),
-    ConfigKey("FENNEC_CACHE_ADMIN_OPEN", False,
-              "Allow state-changing admin endpoints without a token (development only).",
-              _bool, "admin_open"),
-    ConfigKey("FENNEC_CACHE_UNAVAILABLE_HANDLER", False,
-              "Answer CacheUnavailable (raised with FENNEC_CACHE_FAIL_OPEN = False) from any "
-              "view with 503 and Retry-After instead of a 500 (see docs/reliability.md).",
-              _bool, "unavailable_handler"),
+    ConfigKey(
+        "FENNEC_CACHE_URL",
+        "redis://localhost:6379/0",
+        "Where the cache lives: redis://, rediss://, unix://, memory:// "
+        "(an in-process server, per process; for development and tests), "
+        "redis+cluster:// or redis+sentinel:// (see docs/scaling.md).",
+        _url,
+        "url",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_PREFIX",
+        "fennec:",
+        "Prepended to every key; clear() never reaches keys outside it. Must not be empty.",
+        check_prefix,
+        "prefix",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_DEFAULT_TTL",
+        300,
+        "Seconds an entry lives when no ttl is given; 0 or None keeps it until evicted.",
+        _optional_ttl,
+        "default_ttl",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_SOCKET_TIMEOUT",
+        0.25,
+        "Seconds one Redis command may take before it counts as a failure.",
+        _positive_float,
+        "socket_timeout",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_CONNECT_TIMEOUT",
+        0.25,
+        "Seconds a new connection to Redis may take.",
+        _positive_float,
+        "connect_timeout",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_POOL_SIZE",
+        50,
+        "Most connections one process keeps open to Redis.",
+        _positive_int,
+        "max_connections",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_HEALTH_CHECK_INTERVAL",
+        15,
+        "Seconds a pooled connection may sit idle before it is checked with PING on reuse.",
+        _positive_int,
+        "health_check_interval",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_STARTUP_CHECK",
+        True,
+        "PING Redis once in init_app (bounded by the timeouts) and log one WARNING with "
+        "the reason if it does not answer; the app starts either way.",
+        _bool,
+        "startup_check",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_FAIL_OPEN",
+        True,
+        "When Redis fails: True treats reads as misses and skips writes; "
+        "False raises CacheUnavailable.",
+        _bool,
+        "fail_open",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_BREAKER_THRESHOLD",
+        3,
+        "Consecutive connection failures that open the circuit breaker.",
+        _positive_int,
+        "breaker_threshold",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_BREAKER_COOLDOWN",
+        1.0,
+        "Seconds the open breaker skips Redis before one request probes it again.",
+        _positive_float,
+        "breaker_cooldown",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_MAX_VALUE_BYTES",
+        1_048_576,
+        "Largest encoded value stored; larger ones are skipped and logged.",
+        _positive_int,
+        "max_value_bytes",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_STATS_FLUSH_INTERVAL",
+        1.0,
+        "Seconds between flushes of this process's counters to the shared ones in Redis.",
+        _positive_float,
+        "stats_flush_interval",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_TTL_JITTER",
+        0.1,
+        "Fraction by which loaders shorten a TTL at random, so entries filled together "
+        "do not expire together (0 disables; explicit set() calls are exact).",
+        _fraction,
+        "ttl_jitter",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_REFRESH_WORKERS",
+        2,
+        "Threads per process that refresh stale entries of functions in the background "
+        "(stale_ttl, beta), so that no caller waits for a refresh.",
+        _positive_int,
+        "refresh_workers",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_SERIALIZER",
+        "json",
+        "Value format: json (safe, readable in redis-cli), msgpack (the msgpack extra; "
+        "also bytes and non-string dict keys) or pickle (any Python object; every entry "
+        "signed with FENNEC_CACHE_SECRET_KEY, unsigned ones never loaded). Entries are "
+        "read whatever format wrote them.",
+        _serializer,
+        "serializer",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_COMPRESSION",
+        "zlib",
+        "How values over the threshold are compressed: zlib, zstd (needs the zstd extra) "
+        "or none; only when that saves at least a tenth.",
+        _compression,
+        "compression",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_COMPRESS_THRESHOLD",
+        1024,
+        "Encoded values larger than this many bytes are compressed.",
+        _positive_int,
+        "compress_threshold",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_SECRET_KEY",
+        None,
+        "Secret (16+ characters) that signs pickled entries; required for pickle.",
+        _optional_text,
+        "secret_key",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_TLS_CA_CERTS",
+        None,
+        "For rediss:// URLs: CA bundle that signed the server's certificate.",
+        _optional_file,
+        "tls_ca_certs",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_TLS_CERTFILE",
+        None,
+        "For rediss:// URLs: client certificate for mutual TLS.",
+        _optional_file,
+        "tls_certfile",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_TLS_KEYFILE",
+        None,
+        "For rediss:// URLs: the client certificate's private key.",
+        _optional_file,
+        "tls_keyfile",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_NEAR_CACHE",
+        False,
+        "Also keep recently read values in each process (an LRU kept coherent by Redis "
+        "CLIENT TRACKING; needs Redis >= 6.0, not memory://).",
+        _bool,
+        "near_cache",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_NEAR_CACHE_SIZE",
+        10_000,
+        "Most entries each process's near cache holds.",
+        _positive_int,
+        "near_cache_size",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_NEAR_CACHE_TTL",
+        30.0,
+        "Most seconds an entry stays in a near cache (a backstop; Redis invalidates).",
+        _positive_float,
+        "near_cache_ttl",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_NEAR_CACHE_MAX_BYTES",
+        64 * 1024 * 1024,
+        "Most bytes of entries (their stored size) each process's near cache holds; "
+        "an entry over a tenth of it is read from Redis every time.",
+        _positive_int,
+        "near_cache_max_bytes",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_ADMIN_URL_PREFIX",
+        None,
+        "Mount point of the admin blueprint (e.g. /cache); None mounts nothing.",
+        _optional_text,
+        "admin_url_prefix",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_ADMIN_TOKEN",
+        None,
+        "Bearer token required by admin endpoints that change state (at least 16 characters).",
+        _admin_token,
+        "admin_token",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_ADMIN_OPEN",
+        False,
+        "Allow state-changing admin endpoints without a token (development only).",
+        _bool,
+        "admin_open",
+    ),
+    ConfigKey(
+        "FENNEC_CACHE_UNAVAILABLE_HANDLER",
+        False,
+        "Answer CacheUnavailable (raised with FENNEC_CACHE_FAIL_OPEN = False) from any "
+        "view with 503 and Retry-After instead of a 500 (see docs/reliability.md).",
+        _bool,
+        "unavailable_handler",
+    ),
 )
 
 
@@ -305,8 +424,14 @@ class Settings:
 
     def backend_options(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~flask_fennec_cache.RedisCache`."""
-        extension_only = {"admin_url_prefix", "admin_token", "admin_open", "unavailable_handler",
-                          "startup_check", "refresh_workers"}
+        extension_only = {
+            "admin_url_prefix",
+            "admin_token",
+            "admin_open",
+            "unavailable_handler",
+            "startup_check",
+            "refresh_workers",
+        }
         return {
             k.field: getattr(self, k.field) for k in CONFIG_KEYS if k.field not in extension_only
         }
@@ -365,4 +490,3 @@ def markdown_table() -> str:
     rows = ["| key | default | meaning |", "|---|---|---|"]
     rows += [f"| `{k.name}` | `{k.default!r}` | {k.description} |" for k in CONFIG_KEYS]
     return "\n".join(rows)
-

@@ -56,9 +56,7 @@ class CacheDecorator(Protocol):
     ) -> AsyncCachedFunction[P, R]: ...
 
     @overload
-    def __call__(
-        self, func: Callable[P, CacheResult[R]]
-    ) -> CachedFunction[P, R]: ...
+    def __call__(self, func: Callable[P, CacheResult[R]]) -> CachedFunction[P, R]: ...
 
     @overload
     def __call__(self, func: Callable[P, R]) -> CachedFunction[P, R]: ...
@@ -120,9 +118,7 @@ class AsyncCachedFunction(Protocol[P, R]):
         """Bind like the function it wraps, helpers included."""
         ...
 
-    def lookup(
-        self, *args: P.args, **kwargs: P.kwargs
-    ) -> Coroutine[Any, Any, CacheLookup[R]]:
+    def lookup(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, CacheLookup[R]]:
         """Await the call through the cache and say whether the value was a hit."""
         ...
 
@@ -352,7 +348,9 @@ class _Cached:
             ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
             if self.is_view_of(ctx, args[1:] if bound else args, kwargs):
                 return self.views.serve(
-                    ctx, self.resolve(), lambda: invoke(*args, **kwargs),
+                    ctx,
+                    self.resolve(),
+                    lambda: invoke(*args, **kwargs),
                     after_response=not self.is_async,
                 )
             if self.reads_session:
@@ -378,7 +376,10 @@ class _Cached:
         return cast("tuple[Any, bool, str]", await self._off_loop(self.run, args, kwargs, bound))
 
     async def _off_loop(
-        self, work: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        work: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         bound: bool,
     ) -> Any:
         """``work(args, kwargs, invoke, bound)`` on a worker thread, in a copy of this context,
@@ -455,7 +456,9 @@ class _Cached:
                 logger.warning(
                     "not caching %s.%s: it read the session, so its result may belong to one "
                     "user; pass what it needs from the session as arguments (its calls in "
-                    "requests now bypass the cache)", self.func.__module__, self.func.__qualname__,
+                    "requests now bypass the cache)",
+                    self.func.__module__,
+                    self.func.__qualname__,
                 )
             return Deliver(None, plain(value))
 
@@ -567,7 +570,9 @@ class _SyncCached:
         # As instance attributes too, so that a decorator using functools.wraps on this copies
         # them along with __wrapped__.
         vars(self).update(
-            lookup=self.lookup, cache_key=self.cache_key, invalidate=self.invalidate,
+            lookup=self.lookup,
+            cache_key=self.cache_key,
+            invalidate=self.invalidate,
             refresh=self.refresh,
         )
 

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["FennecCache"]
 
 
-
 class FennecCache:
     """Redis caching for Flask apps.
 

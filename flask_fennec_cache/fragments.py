@@ -121,7 +121,8 @@ class FragmentCacheExtension(Extension):
                 if name not in OPTIONS:
                     parser.fail(
                         f"{{% cache %}} has no option {name!r}; its options are "
-                        "tags=(...) and stale_ttl=N", lineno,
+                        "tags=(...) and stale_ttl=N",
+                        lineno,
                     )
                 options.append(nodes.Keyword(name, parser.parse_expression(), lineno=lineno))
             elif options:
@@ -135,8 +136,12 @@ class FragmentCacheExtension(Extension):
         return nodes.CallBlock(call, [], [], body).set_lineno(lineno)
 
     def _render(
-        self, ttl: Any, parts: list[Any], caller: Callable[[], str],
-        tags: Sequence[str] = (), stale_ttl: float | None = None,
+        self,
+        ttl: Any,
+        parts: list[Any],
+        caller: Callable[[], str],
+        tags: Sequence[str] = (),
+        stale_ttl: float | None = None,
     ) -> Markup:
         store: FragmentStore | None = getattr(self.environment, STORE_ATTRIBUTE, None)
         if store is None:

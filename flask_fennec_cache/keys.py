@@ -60,9 +60,7 @@ def canonical(value: Any, where: str = "value") -> str:
     if isinstance(value, (set, frozenset)):
         return "set{" + ",".join(sorted(canonical(item, where) for item in value)) + "}"
     if isinstance(value, Mapping):
-        pairs = sorted(
-            (canonical(k, where), canonical(v, where)) for k, v in value.items()
-        )
+        pairs = sorted((canonical(k, where), canonical(v, where)) for k, v in value.items())
         return "{" + ",".join(f"{k}:{v}" for k, v in pairs) + "}"
     text = repr(value)
     if " at 0x" in text:

@@ -33,8 +33,15 @@ from .errors import ConfigurationError, LoaderTimeout, SerializationError
 from .locks import RedisLock
 from .serializers import Envelope, Lease, lease_bytes, new_version, version_prefix
 
-__all__ = ["Background", "CacheParts", "Deliver", "LoadPolicy", "Schedule", "get_or_load",
-           "load_now"]
+__all__ = [
+    "Background",
+    "CacheParts",
+    "Deliver",
+    "LoadPolicy",
+    "Schedule",
+    "get_or_load",
+    "load_now",
+]
 
 T = TypeVar("T")
 
@@ -74,8 +81,6 @@ Schedule = Callable[[Callable[[], object]], bool]
 Background = Callable[
     [tuple[Any, ...], dict[str, Any]], "tuple[Schedule, Callable[[], Any]] | None"
 ]
-
-
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,12 @@ class LoadPolicy:
 
     def __post_init__(self) -> None:
         for name in (
-            "ttl", "none_ttl", "stale_ttl", "stale_if_error", "soft_timeout", "hard_timeout"
+            "ttl",
+            "none_ttl",
+            "stale_ttl",
+            "stale_if_error",
+            "soft_timeout",
+            "hard_timeout",
         ):
             value = getattr(self, name)
             if value is not None and (
@@ -218,7 +228,8 @@ def get_or_load(
     if not policy.lock:
         return _fill(backend, key, loader, policy, entry, False, group)
     (result, hit), led = backend.coordination.flights.run(
-        key, lambda: _fill(backend, key, loader, policy, entry, True, group),
+        key,
+        lambda: _fill(backend, key, loader, policy, entry, True, group),
         policy.lock_timeout,
     )
     if not led:  # another thread of this process loaded or waited for it
@@ -259,17 +270,20 @@ def load_now(
 _ANY_ENTRY = ("prefix", b"")
 
 
-def _read(
-    backend: CacheParts, key: str, policy: LoadPolicy
-) -> tuple[Any, dict[str, str] | None]:
+def _read(backend: CacheParts, key: str, policy: LoadPolicy) -> tuple[Any, dict[str, str] | None]:
     if policy.tags:
         return backend.reader.fetch_tagged(key, policy.tags)
     return backend.reader.fetch(key), None
 
 
 def _refresh(
-    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
-    stale: Any, envelope: Envelope, group: Group | None,
+    backend: CacheParts,
+    key: str,
+    loader: Callable[[], T | CacheResult[T]],
+    policy: LoadPolicy,
+    stale: Any,
+    envelope: Envelope,
+    group: Group | None,
     later: tuple[Schedule, Callable[[], Any]] | None = None,
 ) -> tuple[T, bool]:
     """One caller refreshes a stale (or soon stale) entry — or, with *later*, hands its
@@ -301,7 +315,13 @@ def _refresh(
             def refresh_in_background() -> None:
                 try:
                     _load_over(
-                        backend, key, background_loader, policy, stale, envelope, group,
+                        backend,
+                        key,
+                        background_loader,
+                        policy,
+                        stale,
+                        envelope,
+                        group,
                         caller=False,
                     )
                 except Exception as exc:  # the stale value stays; the next reader tries again
@@ -332,8 +352,14 @@ def _refresh(
 
 
 def _load_over(
-    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
-    stale: T, envelope: Envelope, group: Group | None, caller: bool = True,
+    backend: CacheParts,
+    key: str,
+    loader: Callable[[], T | CacheResult[T]],
+    policy: LoadPolicy,
+    stale: T,
+    envelope: Envelope,
+    group: Group | None,
+    caller: bool = True,
 ) -> tuple[T, bool]:
     """Load and store a new value over the stale *envelope* (stored only if the key still
     holds it); with *stale_if_error*, a load that raises serves *stale*. Counted as a miss
@@ -356,7 +382,10 @@ def _load_over(
 
 
 def _bounded(
-    backend: CacheParts, key: str, policy: LoadPolicy, load: Callable[[], T],
+    backend: CacheParts,
+    key: str,
+    policy: LoadPolicy,
+    load: Callable[[], T],
     stale_at_hand: bool,
 ) -> tuple[bool, T | None]:
     """``(True, load())``, or ``(False, None)`` when the load outlasts this caller's timeout
@@ -428,9 +457,7 @@ def _within_fail_safe(envelope: Envelope, policy: LoadPolicy) -> bool:
 def _may_retry(backend: CacheParts, key: str) -> bool:
     """Take this second's attempt at loading *key* (``SET NX PX 1000`` in Redis, shared by
     every process); False when another caller took it. Redis failing allows the attempt."""
-    taken = backend.coordination.try_lock(
-        f"{RESERVED}retry:{key}", new_version(), RETRY_EVERY
-    )
+    taken = backend.coordination.try_lock(f"{RESERVED}retry:{key}", new_version(), RETRY_EVERY)
     return taken is not False
 
 
@@ -452,8 +479,13 @@ def _fail_safe(
 
 
 def _recover(
-    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
-    stale: T, envelope: Envelope, group: Group | None,
+    backend: CacheParts,
+    key: str,
+    loader: Callable[[], T | CacheResult[T]],
+    policy: LoadPolicy,
+    stale: T,
+    envelope: Envelope,
+    group: Group | None,
 ) -> tuple[T, bool]:
     """Load an entry kept only for fail-safe, as a miss would (one load per key across
     processes, the others wait for its value); serve the stale value if the load raises, or
@@ -504,8 +536,14 @@ def _reloaded(backend: CacheParts, key: str, policy: LoadPolicy, envelope: Envel
 
 
 def _attempt_recovery(
-    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
-    stale: T, envelope: Envelope, group: Group | None, release: Callable[[], object],
+    backend: CacheParts,
+    key: str,
+    loader: Callable[[], T | CacheResult[T]],
+    policy: LoadPolicy,
+    stale: T,
+    envelope: Envelope,
+    group: Group | None,
+    release: Callable[[], object],
 ) -> tuple[T, bool]:
     """Try this second's load of a key kept for fail-safe; *release* (the refresh lock) is
     called when it is over, by the background thread if it outlasts the caller's timeout."""
@@ -543,8 +581,13 @@ def _serve_stale(backend: CacheParts, stale: T, envelope: Envelope) -> tuple[T, 
 
 
 def _fill(
-    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
-    entry: Any, wait: bool, group: Group | None,
+    backend: CacheParts,
+    key: str,
+    loader: Callable[[], T | CacheResult[T]],
+    policy: LoadPolicy,
+    entry: Any,
+    wait: bool,
+    group: Group | None,
 ) -> tuple[T, bool]:
     """Take the key's lease and load, or wait for the lease holder's value: ``(value, hit)``.
 
@@ -562,7 +605,9 @@ def _fill(
     while True:
         if not isinstance(entry, Lease):
             token = backend.coordination.acquire_lease(
-                key, _replaceable(entry), int(min(policy.lock_timeout, LEASE_SLICE) * 1000),
+                key,
+                _replaceable(entry),
+                int(min(policy.lock_timeout, LEASE_SLICE) * 1000),
                 group,
             )
             if token is None:  # Redis failed: load without storing (fail-open)
@@ -614,8 +659,12 @@ def _replaceable(entry: Any) -> tuple[str, bytes] | None:
 
 
 def _load_leased(
-    backend: CacheParts, key: str, loader: Callable[[], T | CacheResult[T]], policy: LoadPolicy,
-    token: str, group: Group | None,
+    backend: CacheParts,
+    key: str,
+    loader: Callable[[], T | CacheResult[T]],
+    policy: LoadPolicy,
+    token: str,
+    group: Group | None,
 ) -> T:
     lease = lease_bytes(token)
 
@@ -653,8 +702,14 @@ def _tag_versions(backend: CacheParts, policy: LoadPolicy) -> dict[str, str] | N
 
 
 def _store(
-    backend: CacheParts, key: str, value: Any, elapsed: float, policy: LoadPolicy,
-    versions: dict[str, str] | None, expected: bytes, group: Group | None = None,
+    backend: CacheParts,
+    key: str,
+    value: Any,
+    elapsed: float,
+    policy: LoadPolicy,
+    versions: dict[str, str] | None,
+    expected: bytes,
+    group: Group | None = None,
 ) -> bool:
     """Store a loaded value if *key* still starts with *expected* (nobody wrote since)."""
     chosen_ttl = None
@@ -698,9 +753,9 @@ def _store(
         if item is _DROP:  # nothing to keep under the loaded key: its lease goes
             writes.append((target, None))
             continue
-        entry = Envelope(item, new_version(), fresh_until, elapsed, versions) if (
-            enveloped
-        ) else item
+        entry = (
+            Envelope(item, new_version(), fresh_until, elapsed, versions) if (enveloped) else item
+        )
         try:
             data = backend.codec.encode(target, entry)
         except SerializationError as exc:

@@ -39,7 +39,10 @@ class CacheAside:
     """
 
     def __init__(
-        self, backend: RedisCache, ttl: float | None = None, cache_none: bool = False,
+        self,
+        backend: RedisCache,
+        ttl: float | None = None,
+        cache_none: bool = False,
         **options: Any,
     ) -> None:
         self.backend = backend
@@ -103,7 +106,12 @@ class WriteThrough:
         self.lock_timeout = lock_timeout
 
     def set(
-        self, key: str, value: Any, writer: Callable[[Any], T], ttl: float | None = None, *,
+        self,
+        key: str,
+        value: Any,
+        writer: Callable[[Any], T],
+        ttl: float | None = None,
+        *,
         tags: Iterable[str] = (),
     ) -> T:
         """Run ``writer(value)``, then cache *value* under *key*; returns the writer's result.

@@ -137,8 +137,9 @@ def parse_cluster_nodes(text: str) -> list[ClusterNodeInfo]:
 class RedisClusterTopology:
     """A Redis Cluster of *masters* masters with *replicas* replicas each, on loopback."""
 
-    def __init__(self, masters: int = 3, replicas: int = 1,
-                 password: str | None = CLUSTER_PASSWORD) -> None:
+    def __init__(
+        self, masters: int = 3, replicas: int = 1, password: str | None = CLUSTER_PASSWORD
+    ) -> None:
         self.masters = masters
         self.replicas = replicas
         self.password = password
@@ -337,8 +338,13 @@ def _free_port_with_bus() -> int:
 class SentinelServer(RedisServer):
     """``redis-server <sentinel.conf> --sentinel``, monitoring one master."""
 
-    def __init__(self, master_port: int, quorum: int = 2, password: str | None = None,
-                 master_password: str | None = None) -> None:
+    def __init__(
+        self,
+        master_port: int,
+        quorum: int = 2,
+        password: str | None = None,
+        master_password: str | None = None,
+    ) -> None:
         super().__init__(["--requirepass", password] if password else [])
         self.master_port = master_port
         self.quorum = quorum
@@ -373,7 +379,9 @@ class SentinelServer(RedisServer):
         with open(self._tmpdir / "stdout.log", "wb") as output:
             self._proc = subprocess.Popen(
                 [binary, str(config), "--sentinel"],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
             )
         self._paused = False
         self._wait_until_ready()
@@ -382,8 +390,12 @@ class SentinelServer(RedisServer):
 class SentinelTopology:
     """One master, one replica and three sentinels (quorum 2) for service ``mymaster``."""
 
-    def __init__(self, data_password: str | None = DATA_PASSWORD,
-                 sentinel_password: str | None = SENTINEL_PASSWORD, sentinels: int = 3) -> None:
+    def __init__(
+        self,
+        data_password: str | None = DATA_PASSWORD,
+        sentinel_password: str | None = SENTINEL_PASSWORD,
+        sentinels: int = 3,
+    ) -> None:
         self.data_password = data_password
         self.sentinel_password = sentinel_password
         self.sentinel_count = sentinels
@@ -394,8 +406,11 @@ class SentinelTopology:
     def start(self) -> SentinelTopology:
         """Start master, replica (waiting for its link) and sentinels (waiting until each sees
         the replica and the other sentinels)."""
-        auth = (["--requirepass", self.data_password, "--masterauth", self.data_password]
-                if self.data_password else [])
+        auth = (
+            ["--requirepass", self.data_password, "--masterauth", self.data_password]
+            if self.data_password
+            else []
+        )
         fast_sync = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
         try:
             master = RedisServer([*auth, *fast_sync]).start()
@@ -433,7 +448,8 @@ class SentinelTopology:
             for sentinel in self.sentinels:
                 state = self.sentinel_client(sentinel).sentinel_master(SERVICE)
                 if (
-                    state["is_sdown"] or state["is_odown"]
+                    state["is_sdown"]
+                    or state["is_odown"]
                     or int(state["num-other-sentinels"]) != self.sentinel_count - 1
                     or int(state["num-slaves"]) < 1
                 ):
@@ -473,8 +489,12 @@ class SentinelTopology:
         client = self._clients.get(sentinel.port)
         if client is None:
             client = self._clients[sentinel.port] = redis.Redis(
-                host="127.0.0.1", port=sentinel.port, password=self.sentinel_password,
-                decode_responses=True, retry=no_retry(), socket_timeout=1.0,
+                host="127.0.0.1",
+                port=sentinel.port,
+                password=self.sentinel_password,
+                decode_responses=True,
+                retry=no_retry(),
+                socket_timeout=1.0,
             )
         return client
 

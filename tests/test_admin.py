@@ -197,7 +197,8 @@ def test_a_token_is_required_even_in_open_mode(make_app: AppFactory) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "removed"), [(None, 3), ({}, 3), ({"pattern": "user:*"}, 2)],
+    ("body", "removed"),
+    [(None, 3), ({}, 3), ({"pattern": "user:*"}, 2)],
     ids=["no-body", "empty-object", "pattern"],
 )
 def test_clearing_keeps_the_statistics(
@@ -312,25 +313,37 @@ def test_clear_never_reaches_other_prefixes(open_app: Flask, make_app: AppFactor
     ("data", "content_type"),
     [
         (b"not json", "application/json"),
-        (b"{\"pattern\": ", "application/json"),
-        (b"[\"user:*\"]", "application/json"),
-        (b"\"user:*\"", "application/json"),
+        (b'{"pattern": ', "application/json"),
+        (b'["user:*"]', "application/json"),
+        (b'"user:*"', "application/json"),
         (b"null", "application/json"),
-        (b"{\"pattern\": 1}", "application/json"),
-        (b"{\"pattern\": null}", "application/json"),
-        (b"{\"pattern\": [\"a\"]}", "application/json"),
-        (b"{\"pattern\": \"\"}", "application/json"),
-        (b"{\"pattern\": \"user:*\", \"force\": true}", "application/json"),
-        (b"{\"pattern\": \"user\\u0001*\"}", "application/json"),
-        (b"{\"pattern\": \"user:\\n*\"}", "application/json"),
+        (b'{"pattern": 1}', "application/json"),
+        (b'{"pattern": null}', "application/json"),
+        (b'{"pattern": ["a"]}', "application/json"),
+        (b'{"pattern": ""}', "application/json"),
+        (b'{"pattern": "user:*", "force": true}', "application/json"),
+        (b'{"pattern": "user\\u0001*"}', "application/json"),
+        (b'{"pattern": "user:\\n*"}', "application/json"),
         (json.dumps({"pattern": "x" * 600}).encode(), "application/json"),
         (b"pattern=user:*", "application/x-www-form-urlencoded"),
         (b"\xff\xfe", "application/json"),
     ],
     ids=[
-        "not-json", "truncated", "list", "string", "null", "int-pattern", "null-pattern",
-        "list-pattern", "empty-pattern", "unknown-field", "control-char", "newline",
-        "long-pattern", "form", "bad-utf8",
+        "not-json",
+        "truncated",
+        "list",
+        "string",
+        "null",
+        "int-pattern",
+        "null-pattern",
+        "list-pattern",
+        "empty-pattern",
+        "unknown-field",
+        "control-char",
+        "newline",
+        "long-pattern",
+        "form",
+        "bad-utf8",
     ],
 )
 def test_bad_bodies_are_400_json_and_clear_nothing(
@@ -404,16 +417,12 @@ def test_simple_requests_are_refused_in_open_mode(
 
 
 @pytest.mark.parametrize(("path", "body"), STATE_CHANGES, ids=STATE_CHANGE_IDS)
-@pytest.mark.parametrize(
-    "content_type", ["application/json", "application/json; charset=utf-8"]
-)
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8"])
 def test_json_requests_are_accepted_in_open_mode(
     open_app: Flask, path: str, body: dict[str, str], content_type: str
 ) -> None:
     fill(backend_of(open_app))
-    response = open_app.test_client().post(
-        path, data=json.dumps(body), content_type=content_type
-    )
+    response = open_app.test_client().post(path, data=json.dumps(body), content_type=content_type)
     assert response.status_code == 200, response.get_json()
 
 

@@ -397,8 +397,10 @@ def test_stats_count_every_operation(backend: RedisCache) -> None:
     assert stats["errors"] == 0
 
 
-@pytest.mark.parametrize(("hits", "misses", "rate"), [(1, 2, 33.33), (2, 1, 66.67), (1, 0, 100.0),
-                                                      (0, 3, 0.0), (1, 6, 14.29)])
+@pytest.mark.parametrize(
+    ("hits", "misses", "rate"),
+    [(1, 2, 33.33), (2, 1, 66.67), (1, 0, 100.0), (0, 3, 0.0), (1, 6, 14.29)],
+)
 def test_hit_rate_is_a_percentage_with_two_decimals(
     backend: RedisCache, hits: int, misses: int, rate: float
 ) -> None:
@@ -672,9 +674,7 @@ def test_open_breaker_also_covers_clear_keys_and_stats(
     assert counter.round_trips == 0, counter.commands
 
 
-def test_breaker_closes_after_the_server_comes_back(
-    redis_server: RedisServer, prefix: str
-) -> None:
+def test_breaker_closes_after_the_server_comes_back(redis_server: RedisServer, prefix: str) -> None:
     made = RedisCache(
         redis_server.url, prefix=prefix, breaker_threshold=2, breaker_cooldown=0.1,
         stats_flush_interval=QUIET,
@@ -699,7 +699,7 @@ def test_corrupt_values_planted_with_redis_cli_read_as_misses(
 ) -> None:
     assert redis_server.cli("SET", prefix + "garbage", "garbage") == "OK"
     assert redis_server.cli("SET", prefix + "truncated", "j{") == "OK"
-    assert redis_server.cli("SET", prefix + "bad-response", "r{\"s\": 200}") == "OK"
+    assert redis_server.cli("SET", prefix + "bad-response", 'r{"s": 200}') == "OK"
     for name in ("garbage", "truncated", "bad-response"):
         assert real_cache.get(name, default="d") == "d"
     stats = real_cache.get_stats()
@@ -867,9 +867,7 @@ def test_url_is_accepted_as_a_keyword(memory_url: str) -> None:
 
 
 @pytest.mark.parametrize("operation", ["set", "set_many", "delete"])
-def test_user_keys_cannot_reach_the_reserved_namespace(
-    backend: RedisCache, operation: str
-) -> None:
+def test_user_keys_cannot_reach_the_reserved_namespace(backend: RedisCache, operation: str) -> None:
     """DESIGN: the library's bookkeeping under ``{prefix}__fennec__:`` never collides with users.
 
     A user key that starts with ``__fennec__:`` (say, from a template filled with request data)

@@ -30,7 +30,9 @@ def test_both_rows_are_measured(bench_redis: BenchRedis) -> None:
         hot = run_hot_key(server.url, threads=2, seconds=0.5)
         down = run_database_down(server.url, threads=2, outage=0.5)
     assert [row["peer"] for row in hot] == [
-        "fennec, plain ttl", "fennec, stale_ttl=30", "Flask-Caching memoize"
+        "fennec, plain ttl",
+        "fennec, stale_ttl=30",
+        "Flask-Caching memoize",
     ]
     assert all(row["reads"] > 0 and row["failed"] == 0 for row in hot)
     by_peer = {row["peer"]: row for row in down}

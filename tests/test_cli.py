@@ -38,7 +38,6 @@ def runner(app: Flask) -> FlaskCliRunner:
     return app.test_cli_runner()
 
 
-
 def run(runner: FlaskCliRunner, *args: str, input: str | None = None) -> Result:
     return runner.invoke(cli, list(args), input=input)
 
@@ -662,7 +661,10 @@ def test_on_a_terminal_the_bar_and_its_counters_agree(tmp_path: Path, sized: boo
     target = "warm_app:sized" if sized else "warm_app:unsized"
     process = subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "warm_app", "fennec-cache", "warm", target],
-        stdin=subprocess.DEVNULL, stdout=secondary, stderr=subprocess.PIPE, env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     os.close(secondary)
     chunks: list[bytes] = []
@@ -679,9 +681,7 @@ def test_on_a_terminal_the_bar_and_its_counters_agree(tmp_path: Path, sized: boo
     assert process.returncode == 0, (b"".join(chunks), stderr)
     screen = b"".join(chunks).decode()
     frames = [frame for frame in re.split(r"[\r\n]", screen) if "warmed" in frame]
-    positions = [
-        re.search(r"(\d+)(?:/30)?\s+(\d+) warmed", frame) for frame in frames
-    ]
+    positions = [re.search(r"(\d+)(?:/30)?\s+(\d+) warmed", frame) for frame in frames]
     pairs = [(int(m.group(1)), int(m.group(2))) for m in positions if m is not None]
     assert pairs, screen
     assert all(pos == warmed for pos, warmed in pairs), pairs

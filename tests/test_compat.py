@@ -50,7 +50,8 @@ def make_app() -> Iterator[AppMaker]:
 @pytest.fixture
 def redis_app(make_app: AppMaker, redis_server: RedisServer) -> Flask:
     return make_app(
-        CACHE_TYPE="RedisCache", CACHE_REDIS_URL=redis_server.url,
+        CACHE_TYPE="RedisCache",
+        CACHE_REDIS_URL=redis_server.url,
         CACHE_KEY_PREFIX=f"compat-{uuid.uuid4().hex[:8]}:",
     )
 
@@ -64,48 +65,83 @@ def native(cache: Cache) -> RedisCache:
 # -- configuration -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cache_type", [
-    "redis", "RedisCache", "flask_caching.backends.redis", "flask_caching.backends.RedisCache",
-])
+@pytest.mark.parametrize(
+    "cache_type",
+    [
+        "redis",
+        "RedisCache",
+        "flask_caching.backends.redis",
+        "flask_caching.backends.RedisCache",
+    ],
+)
 def test_every_redis_cache_type_name_uses_the_url(cache_type: str) -> None:
-    settings = read_compat_settings({
-        "CACHE_TYPE": cache_type, "CACHE_REDIS_URL": "redis://cache.internal:6380/3",
-        "SECRET_KEY": "s",
-    })
+    settings = read_compat_settings(
+        {
+            "CACHE_TYPE": cache_type,
+            "CACHE_REDIS_URL": "redis://cache.internal:6380/3",
+            "SECRET_KEY": "s",
+        }
+    )
     assert (settings.kind, settings.url) == ("redis", "redis://cache.internal:6380/3")
 
 
 def test_host_port_db_and_password_make_a_url() -> None:
-    settings = read_compat_settings({
-        "CACHE_TYPE": "redis", "CACHE_REDIS_HOST": "10.1.2.3", "CACHE_REDIS_PORT": 6390,
-        "CACHE_REDIS_DB": 2, "CACHE_REDIS_PASSWORD": "p@ss/word", "SECRET_KEY": "s",
-    })
+    settings = read_compat_settings(
+        {
+            "CACHE_TYPE": "redis",
+            "CACHE_REDIS_HOST": "10.1.2.3",
+            "CACHE_REDIS_PORT": 6390,
+            "CACHE_REDIS_DB": 2,
+            "CACHE_REDIS_PASSWORD": "p@ss/word",
+            "SECRET_KEY": "s",
+        }
+    )
     assert settings.url == "redis://:p%40ss%2Fword@10.1.2.3:6390/2"
 
 
 def test_sentinel_and_cluster_keys_map_to_our_urls() -> None:
-    sentinel = read_compat_settings({
-        "CACHE_TYPE": "RedisSentinelCache", "CACHE_REDIS_SENTINELS": [("s1", 26379), "s2:26380"],
-        "CACHE_REDIS_SENTINEL_MASTER": "primary", "CACHE_REDIS_DB": 1,
-        "CACHE_REDIS_PASSWORD": "data", "CACHE_REDIS_SENTINEL_PASSWORD": "sent", "SECRET_KEY": "s",
-    })
+    sentinel = read_compat_settings(
+        {
+            "CACHE_TYPE": "RedisSentinelCache",
+            "CACHE_REDIS_SENTINELS": [("s1", 26379), "s2:26380"],
+            "CACHE_REDIS_SENTINEL_MASTER": "primary",
+            "CACHE_REDIS_DB": 1,
+            "CACHE_REDIS_PASSWORD": "data",
+            "CACHE_REDIS_SENTINEL_PASSWORD": "sent",
+            "SECRET_KEY": "s",
+        }
+    )
     assert sentinel.url == (
         "redis+sentinel://:data@s1:26379,s2:26380/primary/1?sentinel_password=sent"
     )
-    cluster = read_compat_settings({
-        "CACHE_TYPE": "RedisClusterCache", "CACHE_REDIS_CLUSTER": "n1:7000, n2:7001",
-        "CACHE_REDIS_PASSWORD": "pw", "SECRET_KEY": "s",
-    })
+    cluster = read_compat_settings(
+        {
+            "CACHE_TYPE": "RedisClusterCache",
+            "CACHE_REDIS_CLUSTER": "n1:7000, n2:7001",
+            "CACHE_REDIS_PASSWORD": "pw",
+            "SECRET_KEY": "s",
+        }
+    )
     assert cluster.url == "redis+cluster://:pw@n1:7000,n2:7001/"
-    from_url = read_compat_settings({
-        "CACHE_TYPE": "RedisClusterCache", "CACHE_REDIS_URL": "redis://n1:7000", "SECRET_KEY": "s",
-    })
+    from_url = read_compat_settings(
+        {
+            "CACHE_TYPE": "RedisClusterCache",
+            "CACHE_REDIS_URL": "redis://n1:7000",
+            "SECRET_KEY": "s",
+        }
+    )
     assert from_url.url == "redis+cluster://n1:7000"
 
 
-@pytest.mark.parametrize(("cache_type", "kind"), [
-    ("SimpleCache", "redis"), ("simple", "redis"), ("NullCache", "null"), ("null", "null"),
-])
+@pytest.mark.parametrize(
+    ("cache_type", "kind"),
+    [
+        ("SimpleCache", "redis"),
+        ("simple", "redis"),
+        ("NullCache", "null"),
+        ("null", "null"),
+    ],
+)
 def test_simple_is_in_process_and_null_is_no_cache(cache_type: str, kind: str) -> None:
     settings = read_compat_settings({"CACHE_TYPE": cache_type})  # no secret needed for these
     assert settings.kind == kind
@@ -120,14 +156,17 @@ def test_an_unsupported_cache_type_says_what_to_use(cache_type: Any) -> None:
     assert "RedisCache" in str(caught.value) and "SimpleCache" in str(caught.value)
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("CACHE_REDIS_URL", "http://example.invalid/"),
-    ("CACHE_REDIS_PORT", "not-a-port"),
-    ("CACHE_DEFAULT_TIMEOUT", -5),
-    ("CACHE_KEY_PREFIX", lambda: "callable"),
-    ("CACHE_OPTIONS", {"retry_on_timeout": True}),
-    ("CACHE_OPTIONS", {"socket_timeout": "soon"}),
-])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("CACHE_REDIS_URL", "http://example.invalid/"),
+        ("CACHE_REDIS_PORT", "not-a-port"),
+        ("CACHE_DEFAULT_TIMEOUT", -5),
+        ("CACHE_KEY_PREFIX", lambda: "callable"),
+        ("CACHE_OPTIONS", {"retry_on_timeout": True}),
+        ("CACHE_OPTIONS", {"socket_timeout": "soon"}),
+    ],
+)
 def test_a_bad_value_names_its_key(key: str, value: Any) -> None:
     config = {"CACHE_TYPE": "redis", "SECRET_KEY": "s", key: value}
     with pytest.raises(ConfigurationError, match=key):
@@ -138,20 +177,26 @@ def test_unknown_cache_keys_are_ignored_and_logged_at_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.DEBUG, logger="flask_fennec_cache.compat"):
-        settings = read_compat_settings({
-            "CACHE_TYPE": "redis", "SECRET_KEY": "s", "CACHE_THRESHOLD": 500,
-            "CACHE_IGNORE_ERRORS": True,
-        })
+        settings = read_compat_settings(
+            {
+                "CACHE_TYPE": "redis",
+                "SECRET_KEY": "s",
+                "CACHE_THRESHOLD": 500,
+                "CACHE_IGNORE_ERRORS": True,
+            }
+        )
     assert settings.kind == "redis"
     logged = " ".join(record.getMessage() for record in caplog.records)
     assert "CACHE_THRESHOLD" in logged and "CACHE_IGNORE_ERRORS" in logged
 
 
 def test_cache_options_set_the_client_timeouts(
-    make_app: AppMaker, redis_server: RedisServer,
+    make_app: AppMaker,
+    redis_server: RedisServer,
 ) -> None:
     app = make_app(
-        CACHE_TYPE="redis", CACHE_REDIS_URL=redis_server.url,
+        CACHE_TYPE="redis",
+        CACHE_REDIS_URL=redis_server.url,
         CACHE_OPTIONS={"socket_timeout": 0.5, "socket_connect_timeout": 0.4},
     )
     pool = native(Cache(app)).client.connection_pool
@@ -175,7 +220,8 @@ def test_the_default_timeout_applies_and_zero_never_expires(redis_app: Flask) ->
 
 
 def test_it_refuses_to_start_without_a_secret(
-    make_app: AppMaker, redis_server: RedisServer,
+    make_app: AppMaker,
+    redis_server: RedisServer,
 ) -> None:
     app = make_app(CACHE_TYPE="redis", CACHE_REDIS_URL=redis_server.url)
     app.config["SECRET_KEY"] = None
@@ -187,10 +233,13 @@ def test_the_signing_key_is_derived_from_secret_key_not_equal_to_it() -> None:
     one = read_compat_settings({"CACHE_TYPE": "redis", "SECRET_KEY": "app-secret"})
     again = read_compat_settings({"CACHE_TYPE": "redis", "SECRET_KEY": "app-secret"})
     other = read_compat_settings({"CACHE_TYPE": "redis", "SECRET_KEY": "another"})
-    own = read_compat_settings({
-        "CACHE_TYPE": "redis", "SECRET_KEY": "app-secret",
-        "FENNEC_CACHE_SECRET_KEY": "sixteen-chars-or-more",
-    })
+    own = read_compat_settings(
+        {
+            "CACHE_TYPE": "redis",
+            "SECRET_KEY": "app-secret",
+            "FENNEC_CACHE_SECRET_KEY": "sixteen-chars-or-more",
+        }
+    )
     assert one.secret == again.secret != other.secret
     assert one.secret is not None and "app-secret" not in one.secret
     assert own.secret == "sixteen-chars-or-more"
@@ -206,12 +255,15 @@ class _Payload:
 
 
 def test_a_forged_entry_is_a_miss_and_is_never_unpickled(
-    make_app: AppMaker, redis_server: RedisServer,
+    make_app: AppMaker,
+    redis_server: RedisServer,
 ) -> None:
     prefix = f"forge-{uuid.uuid4().hex[:8]}:"
     victim = make_app(CACHE_TYPE="redis", CACHE_REDIS_URL=redis_server.url, CACHE_KEY_PREFIX=prefix)
     attacker = make_app(
-        CACHE_TYPE="redis", CACHE_REDIS_URL=redis_server.url, CACHE_KEY_PREFIX=prefix,
+        CACHE_TYPE="redis",
+        CACHE_REDIS_URL=redis_server.url,
+        CACHE_KEY_PREFIX=prefix,
         SECRET_KEY="the-attacker-does-not-know-it",
     )
     cache, forger = Cache(victim), Cache(attacker)
@@ -362,9 +414,7 @@ def test_the_compat_template_tag_varies_on_ints_and_is_dropped_by_its_key(redis_
     with redis_app.test_request_context():
         from flask import render_template_string
 
-        assert render_template_string(template, user_id=3, name="<Ann>") == (
-            "<b>&lt;Ann&gt;</b>"
-        )
+        assert render_template_string(template, user_id=3, name="<Ann>") == ("<b>&lt;Ann&gt;</b>")
         assert render_template_string(template, user_id=3, name="Bob") == "<b>&lt;Ann&gt;</b>"
         assert cache.delete(make_template_fragment_key("card", vary_on=[3]))
         assert render_template_string(template, user_id=3, name="Bob") == "<b>Bob</b>"
@@ -385,7 +435,9 @@ def _serve_in_thread(work: Callable[[], Any]) -> Any:
 
 @pytest.mark.parametrize("outage", ["frozen", "dead"])
 def test_a_frozen_or_dead_redis_never_hangs_or_fails_a_request(
-    make_app: AppMaker, redis_server_factory: RedisServerFactory, outage: str,
+    make_app: AppMaker,
+    redis_server_factory: RedisServerFactory,
+    outage: str,
 ) -> None:
     server = redis_server_factory()
     app = make_app(CACHE_TYPE="redis", CACHE_REDIS_URL=server.url)
@@ -448,11 +500,15 @@ def test_concurrent_misses_run_the_function_once(redis_app: Flask) -> None:
 
 
 def test_statistics_are_shared_by_every_process(
-    make_app: AppMaker, redis_server: RedisServer,
+    make_app: AppMaker,
+    redis_server: RedisServer,
 ) -> None:
     prefix = f"stats-{uuid.uuid4().hex[:8]}:"
-    config = {"CACHE_TYPE": "redis", "CACHE_REDIS_URL": redis_server.url,
-              "CACHE_KEY_PREFIX": prefix}
+    config = {
+        "CACHE_TYPE": "redis",
+        "CACHE_REDIS_URL": redis_server.url,
+        "CACHE_KEY_PREFIX": prefix,
+    }
     one, two = Cache(make_app(**config)), Cache(make_app(**config))  # as two workers would
     one.set("k", 1)
     assert two.get("k") == 1
@@ -464,11 +520,14 @@ def test_statistics_are_shared_by_every_process(
 
 
 def test_the_admin_blueprint_and_cli_serve_the_compat_cache(
-    make_app: AppMaker, redis_server: RedisServer,
+    make_app: AppMaker,
+    redis_server: RedisServer,
 ) -> None:
     app = make_app(
-        CACHE_TYPE="redis", CACHE_REDIS_URL=redis_server.url,
-        CACHE_KEY_PREFIX=f"admin-{uuid.uuid4().hex[:8]}:", FENNEC_CACHE_ADMIN_URL_PREFIX="/cache",
+        CACHE_TYPE="redis",
+        CACHE_REDIS_URL=redis_server.url,
+        CACHE_KEY_PREFIX=f"admin-{uuid.uuid4().hex[:8]}:",
+        FENNEC_CACHE_ADMIN_URL_PREFIX="/cache",
     )
     cache = Cache(app)
     second = Cache(app, config={"CACHE_KEY_PREFIX": "second:"})
@@ -503,7 +562,8 @@ def test_memoized_methods_of_many_instances_keep_one_tag_per_function(redis_app:
     assert [account.balance() for account in accounts] == list(range(40))
     backend = native(cache)
     reserved = [
-        name for name in backend.client.scan_iter(match=backend.prefix + "__fennec__:*")
+        name
+        for name in backend.client.scan_iter(match=backend.prefix + "__fennec__:*")
         if b"memoize:" in name
     ]
     assert len(reserved) == 1  # tag versions never expire: none per instance

@@ -29,8 +29,12 @@ from flask_fennec_cache._connect import _memory_servers
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 #: Set to a path to keep the screenshot (``docs/dashboard.png`` is made this way).
 SCREENSHOT_ENV = "FENNEC_DASHBOARD_SCREENSHOT"
@@ -238,7 +242,7 @@ def test_the_dashboard_shows_live_numbers(
         shutil.copyfile(screenshot, os.environ[SCREENSHOT_ENV])
 
     # Redis goes away: the page says so (the 503 answers of health are expected here).
-    server = _memory_servers[app.config["FENNEC_CACHE_URL"][len("memory://"):].strip("/")]
+    server = _memory_servers[app.config["FENNEC_CACHE_URL"][len("memory://") :].strip("/")]
     server.connected = False
     try:
         expect(page.locator("#health-status")).to_have_text("unhealthy", timeout=10_000)
@@ -264,7 +268,7 @@ def test_a_fail_closed_outage_does_not_break_the_page(
     expect(page.locator("#total-requests")).to_have_text("12", timeout=10_000)
     assert painted_pixels(page, "ops-chart", top_half=True) > 0
 
-    server = _memory_servers[app.config["FENNEC_CACHE_URL"][len("memory://"):].strip("/")]
+    server = _memory_servers[app.config["FENNEC_CACHE_URL"][len("memory://") :].strip("/")]
     server.connected = False
     try:
         expect(page.locator("#health-status")).to_have_text("unhealthy", timeout=10_000)
@@ -285,9 +289,7 @@ def test_a_fail_closed_outage_does_not_break_the_page(
     page.close()
 
 
-def test_the_dashboard_counts_fail_safe_serves(
-    app: Flask, live_server: str, browser: Any
-) -> None:
+def test_the_dashboard_counts_fail_safe_serves(app: Flask, live_server: str, browser: Any) -> None:
     backend: RedisCache = app.extensions["fennec_cache"]
     aside = CacheAside(backend, ttl=0.1, stale_if_error=300)
     assert aside.get("report", lambda: "numbers") == "numbers"

@@ -60,8 +60,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("docs")
     html = out / "html"
     command = [
-        sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-E",
-        "-b", "html", "-d", str(out / "doctrees"), str(DOCS), str(html),
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-W",
+        "--keep-going",
+        "-q",
+        "-E",
+        "-b",
+        "html",
+        "-d",
+        str(out / "doctrees"),
+        str(DOCS),
+        str(html),
     ]
     result = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False

@@ -194,7 +194,8 @@ def test_preload_workers_share_nothing(
         with LoadGenerator(demo, paths, threads=8) as load:
             assert wait_for(
                 lambda: len(load.samples()) >= 150 and len(demo.access_pids()) >= 2,
-                timeout=10.0, step=0.05,
+                timeout=10.0,
+                step=0.05,
             ), f"served {len(load.samples())}, by workers {demo.access_pids()}"
             load.stop()
         everything = load.window()
@@ -205,8 +206,10 @@ def test_preload_workers_share_nothing(
         time.sleep(1.3)  # every worker flushes its counters at least once a second
         stats = demo.get("/cache/stats").json
         health = demo.get("/cache/health")
-    print(f"\n[--preload, {'master warmed the cache' if master_uses_cache else 'plain'}] "
-          f"{everything.summary()}")
+    print(
+        f"\n[--preload, {'master warmed the cache' if master_uses_cache else 'plain'}] "
+        f"{everything.summary()}"
+    )
     print(f"  workers that served: {sorted(demo.access_pids())}; stats: {stats}")
 
     assert len(demo.access_pids()) == 2

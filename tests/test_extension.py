@@ -38,8 +38,6 @@ def make_app(memory_url: str) -> Iterator[AppFactory]:
             backend.close()
 
 
-
-
 def test_extension_with_the_app_in_the_constructor(make_app: AppFactory) -> None:
     app = make_app()
     fennec = FennecCache(app)

@@ -213,7 +213,8 @@ def test_a_bad_stale_if_error_is_a_configuration_error(value: Any) -> None:
 def view_app(cache_factory: CacheFactory) -> Iterator[Flask]:
     app = Flask(f"fail_safe_{uuid.uuid4().hex[:8]}")
     app.config.update(
-        TESTING=True, FENNEC_CACHE_URL=cache_factory.url,
+        TESTING=True,
+        FENNEC_CACHE_URL=cache_factory.url,
         FENNEC_CACHE_PREFIX=f"fs-{uuid.uuid4().hex[:8]}:",
     )
     FennecCache(app)
@@ -223,7 +224,7 @@ def view_app(cache_factory: CacheFactory) -> Iterator[Flask]:
 
 def view_keys(backend: RedisCache) -> list[str]:
     names = (name.decode() for name in backend.client.scan_iter(match=backend.prefix + "*"))
-    return [n[len(backend.prefix):] for n in names if "__fennec__:" not in n]
+    return [n[len(backend.prefix) :] for n in names if "__fennec__:" not in n]
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
@@ -243,14 +244,18 @@ def test_a_view_answering_5xx_serves_its_stale_response(view_app: Flask, status:
     answer.update(status=status, body="upstream down")
     served = client.get("/catalogue/1")
     assert (served.status_code, served.text, served.headers["X-Cache"]) == (
-        200, "the catalogue", "HIT"
+        200,
+        "the catalogue",
+        "HIT",
     )
     assert backend.get_stats()["fail_safe_hits"] == 1
 
     # Without a stale response the error is answered as it is, and not stored.
     failed = client.get("/catalogue/2")
     assert (failed.status_code, failed.text, failed.headers["X-Cache"]) == (
-        status, "upstream down", "MISS"
+        status,
+        "upstream down",
+        "MISS",
     )
     assert view_keys(backend) == [key]
 

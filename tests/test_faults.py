@@ -143,8 +143,10 @@ def test_redis_killed_under_load(redis_server: RedisServer, tmp_path: Path) -> N
         "SIGKILL under load: 2 gunicorn workers, 8 client threads",
         before=before, outage=outage, recovery=after, total=everything,
     )  # fmt: skip
-    print(f"  outage lasted {restarted - killed:.2f} s; first hit "
-          f"{first_hit - restarted:.2f} s after the restart")
+    print(
+        f"  outage lasted {restarted - killed:.2f} s; first hit "
+        f"{first_hit - restarted:.2f} s after the restart"
+    )
     log = demo.log()
     print(f"  'continuing without the cache' log lines: {len(warning_lines(log))}")
     print(f"  shared stats after recovery: {stats}")
@@ -207,9 +209,11 @@ def test_redis_frozen_under_load(redis_server: RedisServer, tmp_path: Path) -> N
         "SIGSTOP under load: 2 gunicorn workers, 8 client threads",
         before=before, frozen=frozen, settled=settled, recovery=after, total=everything,
     )  # fmt: skip
-    print(f"  frozen for {resumed - paused:.2f} s; first hit {first_hit - resumed:.2f} s "
-          f"after SIGCONT; health codes {sorted(set(health_codes))}, "
-          f"breaker states seen {sorted(set(breaker_states))}")
+    print(
+        f"  frozen for {resumed - paused:.2f} s; first hit {first_hit - resumed:.2f} s "
+        f"after SIGCONT; health codes {sorted(set(health_codes))}, "
+        f"breaker states seen {sorted(set(breaker_states))}"
+    )
     print(f"  shared stats after recovery: {stats}")
 
     assert not probe_hit_while_frozen
@@ -390,8 +394,9 @@ def test_planted_values_read_as_logged_misses(
         assert made.get("user:1", default="d") == "d"
         assert made.lookup("user:1") is MISSING
         assert made.get_many(["user:1"]) == {}
-    assert any("user:1" in r.getMessage() or "WRONGTYPE" in r.getMessage()
-               for r in caplog.records), caplog.text
+    assert any(
+        "user:1" in r.getMessage() or "WRONGTYPE" in r.getMessage() for r in caplog.records
+    ), caplog.text
     stats = made.get_stats()
     assert stats["errors"] >= 1 and stats["misses"] == 3, stats
     assert made.breaker_state == "closed"

@@ -184,6 +184,7 @@ def test_a_refresh_that_says_store_false_drops_the_old_entry(backend: RedisCache
 def test_refresh_answers_when_redis_is_down() -> None:
     down = RedisCache(f"redis://127.0.0.1:{find_free_port()}/0", prefix="down:")
     try:
+
         @cache(ttl=300, backend=down)
         def answer() -> int:
             return 42

@@ -135,20 +135,26 @@ def test_a_dead_redis_renders_the_fragment_instead(
     assert render(app, source, n=3) == "menu 3"
 
 
-@pytest.mark.parametrize(("source", "problem"), [
-    ('{% cache 60, "a", ttl=5 %}x{% endcache %}', "no option 'ttl'"),
-    ('{% cache 60, tags=("t",), "a" %}x{% endcache %}', "parts come before"),
-])
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ('{% cache 60, "a", ttl=5 %}x{% endcache %}', "no option 'ttl'"),
+        ('{% cache 60, tags=("t",), "a" %}x{% endcache %}', "parts come before"),
+    ],
+)
 def test_a_malformed_tag_is_a_template_syntax_error(app: Flask, source: str, problem: str) -> None:
     with pytest.raises(jinja2.TemplateSyntaxError, match=problem):
         render(app, source)
 
 
-@pytest.mark.parametrize(("source", "problem"), [
-    ('{% cache 60, "a", tags="post:1" %}x{% endcache %}', "tags must be a sequence"),
-    ('{% cache "soon", "a" %}x{% endcache %}', "ttl must be a finite number"),
-    ('{% cache -1, "a" %}x{% endcache %}', "ttl must be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ('{% cache 60, "a", tags="post:1" %}x{% endcache %}', "tags must be a sequence"),
+        ('{% cache "soon", "a" %}x{% endcache %}', "ttl must be a finite number"),
+        ('{% cache -1, "a" %}x{% endcache %}', "ttl must be a finite number"),
+    ],
+)
 def test_bad_options_are_refused_with_a_clear_error(app: Flask, source: str, problem: str) -> None:
     with pytest.raises(ConfigurationError, match=problem):
         render(app, source)

@@ -45,8 +45,17 @@ def pos_only(a: int, /, b: int = 2) -> None: ...
     [
         (two, [((1, 2), {}), ((1,), {"b": 2}), ((), {"a": 1, "b": 2}), ((), {"b": 2, "a": 1})]),
         (two, [((1,), {}), ((1, 5), {}), ((), {"a": 1}), ((), {"b": 5, "a": 1})]),
-        (kw_only, [((1,), {}), ((1,), {"c": 1}), ((1,), {"d": 2}), ((1,), {"c": 1, "d": 2}),
-                   ((1,), {"d": 2, "c": 1}), ((), {"d": 2, "a": 1})]),
+        (
+            kw_only,
+            [
+                ((1,), {}),
+                ((1,), {"c": 1}),
+                ((1,), {"d": 2}),
+                ((1,), {"c": 1, "d": 2}),
+                ((1,), {"d": 2, "c": 1}),
+                ((), {"d": 2, "a": 1}),
+            ],
+        ),
         (pos_only, [((1,), {}), ((1, 2), {}), ((1,), {"b": 2})]),
     ],
     ids=["all-given", "default-filled", "keyword-only", "positional-only"],
@@ -178,7 +187,8 @@ class Opaque:
 
 
 @pytest.mark.parametrize(
-    "value", [Opaque(), [1, Opaque()], {"k": Opaque()}, {Opaque()}, lambda: 1],
+    "value",
+    [Opaque(), [1, Opaque()], {"k": Opaque()}, {Opaque()}, lambda: 1],
     ids=["object", "in-list", "in-dict", "in-set", "lambda"],
 )
 def test_objects_with_the_default_repr_raise_naming_the_argument(value: Any) -> None:

@@ -58,8 +58,9 @@ def test_a_slow_loader_keeps_its_short_lease_alive_and_nobody_takes_over(
     holder = threading.Thread(target=aside.get, args=("k", slow))
     holder.start()
     try:
-        leased = wait_for(lambda: (backend.client.get(backend.prefix + "k") or b"")[:1] == b"L",
-                          timeout=HANG)
+        leased = wait_for(
+            lambda: (backend.client.get(backend.prefix + "k") or b"")[:1] == b"L", timeout=HANG
+        )
         assert leased
         renewed_and_waited(backend, release, loads)
     finally:
@@ -86,8 +87,10 @@ def renewed_and_waited(backend: RedisCache, release: threading.Event, loads: lis
             return "other load"
 
         waiter = threading.Thread(
-            target=lambda: waiter_result.append(CacheAside(other, ttl=60, lock_timeout=30).get(
-                "k", other_load)))
+            target=lambda: waiter_result.append(
+                CacheAside(other, ttl=60, lock_timeout=30).get("k", other_load)
+            )
+        )
         waiter.start()
         threading.Event().wait(SLICE * 2)
         assert loads == [1], f"another process loaded during the holder's lease (ttls {ttls})"

@@ -29,10 +29,6 @@ def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
         print(f"\n[loading] {line}")
 
 
-
-
-
-
 def pttl(backend: RedisCache, key: str) -> int:
     return int(backend.client.pttl(backend.prefix + key))
 
@@ -282,6 +278,7 @@ def test_a_value_refreshed_early_is_never_given_a_shorter_life(real_caches: Cach
     """Keeping an entry through its refresh only ever lengthens its life in Redis."""
     backend = real_caches(ttl_jitter=0)
     aside = CacheAside(backend, ttl=60, stale_ttl=600, beta=1e9, lock_timeout=1.0)
+
     def first() -> str:
         time.sleep(0.01)  # a load time, which XFetch scales
         return "v1"
@@ -306,9 +303,12 @@ def test_xfetch_hot_key_never_bursts_at_expiry(
     backend = real_caches(ttl_jitter=0)
     hot = HotKey(CacheAside(backend, ttl=ttl, beta=1.0), threads=6, seconds=2.0).run()
     gaps = [b - a for a, b in itertools.pairwise(hot.starts)]
-    report(capsys, f"XFetch beta=1, ttl {ttl}s, 6 threads, {hot.reads} reads: {len(hot.starts)} "
-           f"loads, at most {hot.max_running} at once, bursts {hot.bursts(ttl / 4)}, gaps between "
-           f"loads {', '.join(f'{g * 1000:.0f}' for g in gaps)} ms")
+    report(
+        capsys,
+        f"XFetch beta=1, ttl {ttl}s, 6 threads, {hot.reads} reads: {len(hot.starts)} "
+        f"loads, at most {hot.max_running} at once, bursts {hot.bursts(ttl / 4)}, gaps between "
+        f"loads {', '.join(f'{g * 1000:.0f}' for g in gaps)} ms",
+    )
     assert hot.max_running == 1
     assert max(hot.bursts(ttl / 4)) <= 2
 
@@ -319,8 +319,11 @@ def test_stale_while_revalidate_hot_key_never_bursts_at_expiry(
     ttl = 0.4
     backend = real_caches(ttl_jitter=0)
     hot = HotKey(CacheAside(backend, ttl=ttl, stale_ttl=10), threads=6, seconds=2.0).run()
-    report(capsys, f"stale_ttl, ttl {ttl}s, 6 threads, {hot.reads} reads: {len(hot.starts)} "
-           f"loads, at most {hot.max_running} at once, bursts {hot.bursts(ttl / 4)}")
+    report(
+        capsys,
+        f"stale_ttl, ttl {ttl}s, 6 threads, {hot.reads} reads: {len(hot.starts)} "
+        f"loads, at most {hot.max_running} at once, bursts {hot.bursts(ttl / 4)}",
+    )
     assert hot.max_running == 1
     assert max(hot.bursts(ttl / 4)) <= 2
 
@@ -332,8 +335,11 @@ def test_the_burst_detector_sees_the_burst_of_an_unprotected_key(
     ttl = 0.4
     backend = real_caches(ttl_jitter=0)
     hot = HotKey(CacheAside(backend, ttl=ttl, lock=False), threads=6, seconds=1.3).run()
-    report(capsys, f"control lock=False: {len(hot.starts)} loads, at most {hot.max_running} at "
-           f"once, bursts {hot.bursts(ttl / 4)}")
+    report(
+        capsys,
+        f"control lock=False: {len(hot.starts)} loads, at most {hot.max_running} at "
+        f"once, bursts {hot.bursts(ttl / 4)}",
+    )
     assert hot.max_running > 1
     assert max(hot.bursts(ttl / 4)) > 2
 
@@ -401,7 +407,9 @@ def test_invalidate_tags_drops_decorated_and_set_entries(cache_factory: CacheFac
 
 
 def test_invalidating_10000_tagged_keys_is_one_round_trip(
-    redis_server_factory: RedisServerFactory, prefix: str, monkeypatch: pytest.MonkeyPatch,
+    redis_server_factory: RedisServerFactory,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     server = redis_server_factory()
@@ -429,8 +437,11 @@ def test_invalidating_10000_tagged_keys_is_one_round_trip(
         assert delta == {"cmdstat_set": 1}, delta  # one SET at the server, whatever the keys
         monkeypatch.undo()
         assert backend.get_many([f"item:{i}" for i in range(10_000)]) == {}
-        report(capsys, f"10,000 tagged keys (filled in {filled:.2f}s): invalidate_tags = "
-               f"{counter.round_trips} round trip, server commands {delta}")
+        report(
+            capsys,
+            f"10,000 tagged keys (filled in {filled:.2f}s): invalidate_tags = "
+            f"{counter.round_trips} round trip, server commands {delta}",
+        )
     finally:
         backend.close()
 

@@ -34,10 +34,6 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-
-
-
-
 def timed(call: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     result = call()
@@ -55,9 +51,11 @@ def raw(backend: RedisCache, key: str) -> Any:
 
 def lag_line(label: str, lags: list[float]) -> str:
     """Waiter latency past the moment the loader returned (what single flight adds)."""
-    return (f"{label}: waiters got the value p50 {percentile(lags, 0.5) * 1000:.1f} ms, "
-            f"p99 {percentile(lags, 0.99) * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms "
-            "after the 200 ms loader returned")
+    return (
+        f"{label}: waiters got the value p50 {percentile(lags, 0.5) * 1000:.1f} ms, "
+        f"p99 {percentile(lags, 0.99) * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms "
+        "after the 200 ms loader returned"
+    )
 
 
 def test_fifty_threads_one_cold_key_one_load(
@@ -214,8 +212,11 @@ def test_processes_and_threads_one_cold_key_one_load(
     loaded_at = float(client.get(counter_key + ":done") or 0)
     lags = sorted(done - loaded_at for _, _, done in outcomes)[1:]
     misses = sum(1 for _, hit, _ in outcomes if not hit)
-    report(capsys, lag_line(f"{processes} processes x {threads} threads", lags)
-           + f"; calls reporting hit=False: {misses} (see test_lease_waiter_*_reports_hit)")
+    report(
+        capsys,
+        lag_line(f"{processes} processes x {threads} threads", lags)
+        + f"; calls reporting hit=False: {misses} (see test_lease_waiter_*_reports_hit)",
+    )
 
 
 # -- holder death ---------------------------------------------------------------------------------
@@ -276,9 +277,12 @@ def test_holder_killed_mid_load_a_waiter_takes_over(
     assert [lookup.value for lookup, _ in waiters] == ["taken over"] * 5
     assert loads.calls == 1
     assert backend.get("k") == "taken over"  # the takeover went through a new lease and stored
-    report(capsys, "holder SIGKILLed mid-load (lock_timeout 0.5 s): waiters returned after "
-           + ", ".join(f"{s * 1000:.0f}" for _, s in sorted(waiters, key=lambda w: w[1]))
-           + " ms")
+    report(
+        capsys,
+        "holder SIGKILLed mid-load (lock_timeout 0.5 s): waiters returned after "
+        + ", ".join(f"{s * 1000:.0f}" for _, s in sorted(waiters, key=lambda w: w[1]))
+        + " ms",
+    )
 
 
 def test_dead_holder_lease_expires_and_is_taken_over(cache_factory: CacheFactory) -> None:
@@ -310,8 +314,11 @@ def test_dead_holder_waiters_arriving_with_the_lease_still_elect_one_loader(
     results = run_threads(
         10, lambda i: CacheAside(backends[i], ttl=60, lock_timeout=0.5).lookup("k", loader)
     )
-    report(capsys, f"dead holder, 10 co-arriving waiters: {loads.calls} loads, "
-           f"stored afterwards: {backends[0].get('k')!r}")
+    report(
+        capsys,
+        f"dead holder, 10 co-arriving waiters: {loads.calls} loads, "
+        f"stored afterwards: {backends[0].get('k')!r}",
+    )
     assert all(lookup.value == "v" for lookup in results)
     assert loads.calls == 1
     assert backends[0].get("k") == "v"
@@ -572,8 +579,9 @@ def test_unreadable_entry_is_replaced_by_the_next_load(
     old.set("k", "signed with the old key", ttl=60)
     aside = CacheAside(new, ttl=60, lock_timeout=0.3)
     lookup, seconds = timed(lambda: aside.lookup("k", lambda: 1))
-    report(capsys, f"unreadable entry: first lookup took {seconds * 1000:.0f} ms "
-           "(lock_timeout 300 ms)")
+    report(
+        capsys, f"unreadable entry: first lookup took {seconds * 1000:.0f} ms (lock_timeout 300 ms)"
+    )
     assert lookup.value == 1
     assert new.get("k") == 1, "the unreadable entry was not replaced: every call waits"
 

@@ -26,11 +26,9 @@ HISTOGRAM = "fennec_cache_operation_duration_seconds"
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_]\w*="[^"\\]*",?)*\})? (\S+)$')
 
 
-
 @pytest.fixture
 def app(make_app: AppFactory) -> Flask:
     return make_app()
-
 
 
 class Scrape:
@@ -228,8 +226,15 @@ def test_render_without_counters() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "bucket"),
-    [(0.0, 0.0001), (0.0001, 0.0001), (0.00010001, 0.00025), (0.001, 0.001), (1.0, 1.0),
-     (1.5, math.inf), (3600.0, math.inf)],
+    [
+        (0.0, 0.0001),
+        (0.0001, 0.0001),
+        (0.00010001, 0.00025),
+        (0.001, 0.001),
+        (1.0, 1.0),
+        (1.5, math.inf),
+        (3600.0, math.inf),
+    ],
 )
 def test_observations_land_in_the_right_bucket(seconds: float, bucket: float) -> None:
     flushed: list[dict[str, int]] = []

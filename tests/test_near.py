@@ -177,7 +177,10 @@ def test_an_entry_over_a_tenth_of_the_byte_bound_is_always_read_from_redis(
     redis_server: RedisServer, prefix: str
 ) -> None:
     cache = RedisCache(
-        redis_server.url, prefix=prefix, near_cache=True, near_cache_max_bytes=10_000,
+        redis_server.url,
+        prefix=prefix,
+        near_cache=True,
+        near_cache_max_bytes=10_000,
         compression="none",
     )
     try:
@@ -332,7 +335,9 @@ def stale_reads(near: RedisCache, url: str, keys: list[str], trials: int = 1000)
     The number of reads that did not see the acknowledged write."""
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER_SCRIPT, url, near.prefix],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
     stale = 0
@@ -371,8 +376,9 @@ def test_cached_views_are_near_hits_and_see_invalidations(
     from flask_fennec_cache.serializers import CachedResponse
 
     app = Flask(__name__)
-    app.config.update(FENNEC_CACHE_URL=redis_server.url, FENNEC_CACHE_PREFIX=prefix,
-                      FENNEC_CACHE_NEAR_CACHE=True)
+    app.config.update(
+        FENNEC_CACHE_URL=redis_server.url, FENNEC_CACHE_PREFIX=prefix, FENNEC_CACHE_NEAR_CACHE=True
+    )
     fennec = FennecCache(app)
     renders: list[int] = []
 

@@ -250,7 +250,8 @@ def test_cluster_manual_failover_is_followed(
     assert cluster.server_on(replica.port).cli("CLUSTER", "FAILOVER") == "OK"
     assert wait_for(
         lambda: "role:master" in cluster.server_on(replica.port).cli("INFO", "replication"),
-        timeout=FAILOVER_TIMEOUT, step=0.05,
+        timeout=FAILOVER_TIMEOUT,
+        step=0.05,
     )
 
     def followed() -> bool:

@@ -78,9 +78,7 @@ ARGUMENTS = st.recursive(
 )
 #: Values JSON holds exactly: None, bool, int, finite or infinite float, str, list, dict.
 JSON_VALUES = st.recursive(
-    st.one_of(
-        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), UTF8_TEXT
-    ),
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), UTF8_TEXT),
     lambda inner: st.one_of(
         st.lists(inner, max_size=5), st.dictionaries(UTF8_TEXT, inner, max_size=5)
     ),
@@ -281,7 +279,11 @@ def test_any_text_round_trips_or_is_refused_with_a_serialization_error(value: An
 
 
 MSGPACK_SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), ANY_TEXT,
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    ANY_TEXT,
     st.binary(max_size=20),
 )
 
@@ -451,7 +453,7 @@ HEADER_VALUES = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), m
     body=st.binary(max_size=2000),
     stored_at=st.floats(0, 4e9),
 )
-@example(status=200, headers=(), body=b"\n\r\n\x00j{\"a\":1}\ne", stored_at=0.0)
+@example(status=200, headers=(), body=b'\n\r\n\x00j{"a":1}\ne', stored_at=0.0)
 def test_cached_response_bodies_are_byte_exact(
     status: int, headers: tuple[tuple[str, str], ...], body: bytes, stored_at: float
 ) -> None:
@@ -569,9 +571,9 @@ FUZZED_USERS = st.fixed_dictionaries(
 VALID_USERS = st.fixed_dictionaries(
     {
         "id": st.integers(1, 10**6),
-        "name": st.lists(ANY_CHAR, min_size=1, max_size=20).map("".join).filter(
-            lambda name: bool(name.strip())
-        ),
+        "name": st.lists(ANY_CHAR, min_size=1, max_size=20)
+        .map("".join)
+        .filter(lambda name: bool(name.strip())),
         "email": st.tuples(ANY_TEXT, ANY_TEXT).map(lambda parts: f"{parts[0]}@x{parts[1]}"),
     }
 )

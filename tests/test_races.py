@@ -138,7 +138,11 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 
 def run_race(
-    backend: RedisCache, db: Database, reader: Reader, seconds: float, seed: int,
+    backend: RedisCache,
+    db: Database,
+    reader: Reader,
+    seconds: float,
+    seed: int,
     report: RaceReport | None = None,
 ) -> RaceReport:
     """Run readers and writers for *seconds*; then compare every entry with the database."""

@@ -193,8 +193,10 @@ def test_a_forked_child_refreshes_on_its_own_threads() -> None:
 def view_app(cache_factory: CacheFactory) -> Iterator[Flask]:
     app = Flask(f"refresh_{uuid.uuid4().hex[:8]}")
     app.config.update(
-        TESTING=True, SECRET_KEY="a test secret of some length",
-        FENNEC_CACHE_URL=cache_factory.url, FENNEC_CACHE_PREFIX=f"rf-{uuid.uuid4().hex[:8]}:",
+        TESTING=True,
+        SECRET_KEY="a test secret of some length",
+        FENNEC_CACHE_URL=cache_factory.url,
+        FENNEC_CACHE_PREFIX=f"rf-{uuid.uuid4().hex[:8]}:",
     )
     FennecCache(app)
     yield app
@@ -204,7 +206,7 @@ def view_app(cache_factory: CacheFactory) -> Iterator[Flask]:
 def stored_body(backend: RedisCache) -> bytes:
     names = [n.decode() for n in backend.client.scan_iter(match=backend.prefix + "*")]
     [name] = [n for n in names if "__fennec__:" not in n]
-    entry = raw(backend, name[len(backend.prefix):])
+    entry = raw(backend, name[len(backend.prefix) :])
     assert isinstance(entry, Envelope) and isinstance(entry.value, CachedResponse)
     return entry.value.body
 
@@ -225,7 +227,7 @@ def test_a_view_is_refreshed_after_its_response_is_sent(view_app: Flask) -> None
     client.get("/greeting").close()
     assert wait_for(lambda: stored_body(backend) == b"hello anonymous #1", timeout=HANG)
     names = [n.decode() for n in backend.client.scan_iter(match=backend.prefix + "*")]
-    [key] = [n[len(backend.prefix):] for n in names if "__fennec__:" not in n]
+    [key] = [n[len(backend.prefix) :] for n in names if "__fennec__:" not in n]
     assert wait_for(lambda: stale(backend, key), timeout=HANG)
 
     client.set_cookie("user", "alice")
@@ -258,9 +260,10 @@ def test_a_view_that_varies_on_the_cookie_is_refreshed_in_its_own_request(
     client.post("/login/bob")
     assert client.get("/me").text == "me: bob #1"
     names = [n.decode() for n in backend.client.scan_iter(match=backend.prefix + "*")]
-    keys = [n[len(backend.prefix):] for n in names if "__fennec__:" not in n]
-    assert wait_for(lambda: all(stale(backend, k) or raw(backend, k) is MISSING for k in keys),
-                    timeout=HANG)
+    keys = [n[len(backend.prefix) :] for n in names if "__fennec__:" not in n]
+    assert wait_for(
+        lambda: all(stale(backend, k) or raw(backend, k) is MISSING for k in keys), timeout=HANG
+    )
     response = client.get("/me")
     assert response.text == "me: bob #2"  # refreshed by bob's own request, for bob
     response.close()

@@ -35,7 +35,7 @@ def pttl(backend: RedisCache, key: str) -> int:
 def value_keys(backend: RedisCache) -> list[str]:
     """The value keys under *backend*'s prefix (not the library's own)."""
     names = (name.decode() for name in backend.client.scan_iter(match=backend.prefix + "*"))
-    return [n[len(backend.prefix):] for n in names if "__fennec__:" not in n]
+    return [n[len(backend.prefix) :] for n in names if "__fennec__:" not in n]
 
 
 def test_a_function_s_result_chooses_its_ttl(backend: RedisCache) -> None:
@@ -156,12 +156,14 @@ def test_coroutine_functions_return_results(backend: RedisCache) -> None:
 
 @pytest.mark.parametrize(
     ("options", "named"),
-    [({"ttl": 0}, "ttl"), ({"ttl": float("inf")}, "ttl"), ({"tags": "users"}, "tags"),
-     ({"tags": (1,)}, "tags")],
+    [
+        ({"ttl": 0}, "ttl"),
+        ({"ttl": float("inf")}, "ttl"),
+        ({"tags": "users"}, "tags"),
+        ({"tags": (1,)}, "tags"),
+    ],
 )
-def test_a_bad_result_option_is_a_configuration_error(
-    options: dict[str, Any], named: str
-) -> None:
+def test_a_bad_result_option_is_a_configuration_error(options: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigurationError, match=named):
         CacheResult("v", **options)
 
@@ -173,7 +175,8 @@ def test_a_bad_result_option_is_a_configuration_error(
 def view_app(cache_factory: CacheFactory) -> Iterator[Flask]:
     app = Flask(f"results_{uuid.uuid4().hex[:8]}")
     app.config.update(
-        TESTING=True, FENNEC_CACHE_URL=cache_factory.url,
+        TESTING=True,
+        FENNEC_CACHE_URL=cache_factory.url,
         FENNEC_CACHE_PREFIX=f"results-{uuid.uuid4().hex[:8]}:",
     )
     FennecCache(app)

@@ -247,8 +247,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     cwd = tmp_path_factory.mktemp("tls")
     make_ca(cwd, "ca")
     make_ca(cwd, "other-ca")
-    make_leaf(cwd, "server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                             "extendedKeyUsage=serverAuth")
+    make_leaf(
+        cwd, "server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"
+    )
     make_leaf(cwd, "client", "extendedKeyUsage=clientAuth")
     return Certs(
         cwd / "ca.crt", cwd / "server.crt", cwd / "server.key",
@@ -458,15 +459,17 @@ def test_requirepass_right_password(password_server: RedisServer, caches: list[R
 def test_acl_user_wrong_credentials(
     acl_server: RedisServer, caches: list[RedisCache], credentials: str
 ) -> None:
-    made = RedisCache(url_of(acl_server, credentials), prefix=new_prefix(),
-                      stats_flush_interval=QUIET)
+    made = RedisCache(
+        url_of(acl_server, credentials), prefix=new_prefix(), stats_flush_interval=QUIET
+    )
     caches.append(made)
     assert_refused(made, "secret")
 
 
 def test_acl_user_right_credentials(acl_server: RedisServer, caches: list[RedisCache]) -> None:
-    made = RedisCache(url_of(acl_server, "alice:secret"), prefix=new_prefix(),
-                      stats_flush_interval=QUIET)
+    made = RedisCache(
+        url_of(acl_server, "alice:secret"), prefix=new_prefix(), stats_flush_interval=QUIET
+    )
     caches.append(made)
     assert made.health()["status"] == "healthy"
     assert made.set("k", [1, 2]) is True and made.get("k") == [1, 2]
@@ -478,8 +481,9 @@ def test_a_user_confined_to_the_prefix_can_do_everything_the_cache_does(
 ) -> None:
     """An ACL user limited to ``~app:*``: no operation of the library touches a key outside
     its prefix (Redis would answer NOPERM, counted as an error)."""
-    made = RedisCache(url_of(acl_server, "scoped:scoped-pw"), prefix="app:",
-                      stats_flush_interval=QUIET)
+    made = RedisCache(
+        url_of(acl_server, "scoped:scoped-pw"), prefix="app:", stats_flush_interval=QUIET
+    )
     caches.append(made)
     assert made.health()["status"] == "healthy"
     assert made.set("a", 1) is True and made.get("a") == 1
@@ -502,8 +506,9 @@ def test_a_user_confined_to_the_prefix_can_do_everything_the_cache_does(
     stats = made.get_stats()
     assert stats["errors"] == 0, stats
     assert stats["shared"] is True
-    outside = RedisCache(url_of(acl_server, "scoped:scoped-pw"), prefix="other:",
-                         stats_flush_interval=QUIET)
+    outside = RedisCache(
+        url_of(acl_server, "scoped:scoped-pw"), prefix="other:", stats_flush_interval=QUIET
+    )
     caches.append(outside)
     assert outside.set("x", 1) is False  # the ACL is enforced: NOPERM
 
@@ -549,8 +554,17 @@ def test_admin_token_is_compared_in_constant_time(
 
 @pytest.mark.parametrize(
     "header",
-    ["", "Bearer", "Bearer ", "Basic " + TOKEN, "Bearer " + TOKEN[:-1], "Bearer " + TOKEN + "x",
-     "bearer" + TOKEN, "Bearer \u00e9", "Bearer " + "A" * 5000],
+    [
+        "",
+        "Bearer",
+        "Bearer ",
+        "Basic " + TOKEN,
+        "Bearer " + TOKEN[:-1],
+        "Bearer " + TOKEN + "x",
+        "bearer" + TOKEN,
+        "Bearer \u00e9",
+        "Bearer " + "A" * 5000,
+    ],
 )
 def test_admin_refuses_wrong_tokens_with_401(admin_app: Flask, header: str) -> None:
     client = admin_app.test_client()

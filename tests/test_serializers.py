@@ -78,8 +78,9 @@ def test_circular_values_raise_serialization_error() -> None:
         encode(loop, "loop")
 
 
-@pytest.mark.parametrize("value", [{1: "a"}, (1, 2), [{"t": (1,)}]],
-                         ids=["int-dict-keys", "tuple", "nested-tuple"])
+@pytest.mark.parametrize(
+    "value", [{1: "a"}, (1, 2), [{"t": (1,)}]], ids=["int-dict-keys", "tuple", "nested-tuple"]
+)
 def test_encode_refuses_or_round_trips_exactly(value: Any) -> None:
     """A value must come back as itself, or be refused: never silently become another value."""
     try:
@@ -114,8 +115,22 @@ def test_vary_marker_round_trips() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"garbage", b"j{", b"j", b"j\xff\xfe", b"r", b"r{}", b'r{"s":200}\nbody', b"rnot json\n",
-     b"v{", b"v", b"\x80\x04\x95", b"Knull", b"x1"],
+    [
+        b"",
+        b"garbage",
+        b"j{",
+        b"j",
+        b"j\xff\xfe",
+        b"r",
+        b"r{}",
+        b'r{"s":200}\nbody',
+        b"rnot json\n",
+        b"v{",
+        b"v",
+        b"\x80\x04\x95",
+        b"Knull",
+        b"x1",
+    ],
 )
 def test_foreign_or_truncated_bytes_raise_corrupt_entry(data: bytes) -> None:
     with pytest.raises(CorruptEntry):
@@ -150,8 +165,13 @@ def test_nan_and_infinity_fall_back_to_the_standard_decoder() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [{"a": [1, 2.5, None, True], "b": {"c": "d"}}, [float("inf"), 1], {"big": 2**70}, [],
-     {"long": "x" * 5000}],
+    [
+        {"a": [1, 2.5, None, True], "b": {"c": "d"}},
+        [float("inf"), 1],
+        {"big": 2**70},
+        [],
+        {"long": "x" * 5000},
+    ],
 )
 def test_redecoder_gives_a_fresh_equal_value_on_every_call(value: Any) -> None:
     from flask_fennec_cache.compression import Compressor
@@ -190,8 +210,12 @@ def test_a_response_whose_headers_hold_a_line_break_is_corrupt() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [{"bytes": b"\x00\xff", 1: "int key", None: [1.5, True]}, b"raw", [2**63 - 1, -(2**63)],
-     {"nested": {"list": [{"a": b"b"}]}}],
+    [
+        {"bytes": b"\x00\xff", 1: "int key", None: [1.5, True]},
+        b"raw",
+        [2**63 - 1, -(2**63)],
+        {"nested": {"list": [{"a": b"b"}]}},
+    ],
 )
 def test_msgpack_round_trips_what_json_cannot_hold(value: Any) -> None:
     data = encode(value, "k", serializer="msgpack")
@@ -203,9 +227,15 @@ def test_msgpack_round_trips_what_json_cannot_hold(value: Any) -> None:
 
 @pytest.mark.parametrize(
     ("value", "reason"),
-    [((1, 2), "tuple"), ({"n": 2**64}, "64 bits"), ("\ud800", "surrogate"), ({1, 2}, "set"),
-     ({"b": bytearray(b"x")}, "bytearray"), ([datetime.date(2026, 1, 1)], "date"),
-     ({1: memoryview(b"x")}, "memoryview")],
+    [
+        ((1, 2), "tuple"),
+        ({"n": 2**64}, "64 bits"),
+        ("\ud800", "surrogate"),
+        ({1, 2}, "set"),
+        ({"b": bytearray(b"x")}, "bytearray"),
+        ([datetime.date(2026, 1, 1)], "date"),
+        ({1: memoryview(b"x")}, "memoryview"),
+    ],
 )
 def test_msgpack_refuses_what_would_not_come_back_equal(value: Any, reason: str) -> None:
     with pytest.raises(SerializationError, match=reason):
@@ -383,8 +413,10 @@ def test_nesting_beyond_the_limit_is_refused_and_up_to_it_round_trips(serializer
         assert 'value["tree"][0][0]' in str(caught.value)
 
 
-@pytest.mark.parametrize("data", [b"j" + b"[" * 100_000 + b"]" * 100_000,
-                                  b"J" + b'{"a":' * 100_000 + b"1" + b"}" * 100_000])
+@pytest.mark.parametrize(
+    "data",
+    [b"j" + b"[" * 100_000 + b"]" * 100_000, b"J" + b'{"a":' * 100_000 + b"1" + b"}" * 100_000],
+)
 def test_foreign_entries_nested_too_deep_to_decode_are_corrupt(data: bytes) -> None:
     with pytest.raises(CorruptEntry):
         decode(data)

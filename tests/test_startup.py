@@ -276,9 +276,11 @@ def test_the_demo_on_memory_under_gunicorn_warns(tmp_path: Path, preload: bool) 
         # Deadlines against a hang, not speed tests: wait until both workers serve.
         assert wait_for(lambda: len(warned(demo.log())) >= expected, timeout=10.0, step=0.05)
         assert wait_for(
-            lambda: demo.get("/cache/stats").status == 200
-            and len(demo.access_pids("/cache/")) >= 2,
-            timeout=10.0, step=0.01,
+            lambda: (
+                demo.get("/cache/stats").status == 200 and len(demo.access_pids("/cache/")) >= 2
+            ),
+            timeout=10.0,
+            step=0.01,
         ), demo.log()
         lines = warned(demo.log())
     assert stats.status == 200 and stats.json["shared"] is False

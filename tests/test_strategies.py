@@ -186,8 +186,13 @@ def test_value_over_the_size_limit_evicts_the_old_entry(
 
 
 def break_key(
-    made: RedisCache, monkeypatch: pytest.MonkeyPatch, method: str, key: str, times: int,
-    *, prefix: bool = False,
+    made: RedisCache,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    key: str,
+    times: int,
+    *,
+    prefix: bool = False,
 ) -> None:
     """Make the client's *method* fail to connect, *times* times, for the cache key *key* only
     (with *prefix*, for every key starting with *key*).
@@ -199,8 +204,10 @@ def break_key(
     calls = {"n": 0}
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        hit = any(isinstance(a, str) and a.startswith(name) for a in args) if prefix else (
-            name in args
+        hit = (
+            any(isinstance(a, str) and a.startswith(name) for a in args)
+            if prefix
+            else (name in args)
         )
         if hit:
             calls["n"] += 1
@@ -423,6 +430,7 @@ def test_write_through_delete_with_tags_drops_the_key_and_the_family(
     backend.set("users:page:1", [12, 13], tags=("users",))
     backend.set("team:1", {"id": 1}, tags=("teams",))
     backend.set("untagged", "kept")
+
     def deleter() -> str:
         events.append("deleted")
         return "gone"

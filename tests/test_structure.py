@@ -524,7 +524,6 @@ def package() -> PackageSource:
 # ------------------------------------------------------------------------------------------
 
 
-
 def test_no_import_cycles(package: PackageSource) -> None:
     assert package.cycles() == [], report(package)
 

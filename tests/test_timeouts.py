@@ -189,8 +189,11 @@ def test_coroutine_functions_time_out_too(backend: RedisCache) -> None:
 
 @pytest.mark.parametrize(
     ("options", "named"),
-    [({"soft_timeout": 0}, "soft_timeout"), ({"hard_timeout": -1}, "hard_timeout"),
-     ({"soft_timeout": 2, "hard_timeout": 1}, "soft_timeout")],
+    [
+        ({"soft_timeout": 0}, "soft_timeout"),
+        ({"hard_timeout": -1}, "hard_timeout"),
+        ({"soft_timeout": 2, "hard_timeout": 1}, "soft_timeout"),
+    ],
 )
 def test_bad_timeouts_are_configuration_errors(options: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigurationError, match=named):

@@ -106,9 +106,7 @@ def test_errors_never_show_the_password() -> None:
 
 
 def test_every_scheme_is_accepted_by_check_url_and_config() -> None:
-    assert {"redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"} <= set(
-        SCHEMES
-    )
+    assert {"redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"} <= set(SCHEMES)
     for url in ("redis+cluster://h:1/", "rediss+sentinel://s:1/svc"):
         assert check_url(url) == url
         assert read_settings({"FENNEC_CACHE_URL": url}).url == url

@@ -256,9 +256,7 @@ def test_every_url_option_has_a_sample() -> None:
     assert set(SAMPLES) | files == set(URL_OPTIONS)
 
 
-@pytest.mark.parametrize(
-    "scheme", ["redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"]
-)
+@pytest.mark.parametrize("scheme", ["redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"])
 def test_every_option_taken_reaches_a_redis_py_connection(scheme: str, tmp_path: Path) -> None:
     """Each option a URL may carry is a keyword redis-py's connection for the scheme takes:
     building a connection with all of them at once raises no TypeError (nothing connects)."""

@@ -319,9 +319,9 @@ def test_every_vary_variant_is_tagged_and_dropped_by_its_tags(
     assert len(variants) == 2 and all(e.tags for e in variants)
     assert backend.invalidate_tags("greetings")
     for language in ("en", "fr"):
-        assert client.get("/hello", headers={"Accept-Language": language}).headers[
-            "X-Cache"
-        ] == "MISS"
+        assert (
+            client.get("/hello", headers={"Accept-Language": language}).headers["X-Cache"] == "MISS"
+        )
     assert renders == ["en", "fr", "en", "fr"]
 
 
@@ -368,8 +368,12 @@ def test_invalidate_drops_every_variant_of_one_view_arguments(
     app: Flask, posts: list[tuple[int, str]]
 ) -> None:
     client = app.test_client()
-    requests = [("/posts/3", "en"), ("/posts/3?page=2", "en"), ("/posts/3?page=2", "fr"),
-                ("/posts/4", "en")]
+    requests = [
+        ("/posts/3", "en"),
+        ("/posts/3?page=2", "en"),
+        ("/posts/3?page=2", "fr"),
+        ("/posts/4", "en"),
+    ]
     for _ in range(2):
         for path, language in requests:
             client.get(path, headers={"Accept-Language": language})

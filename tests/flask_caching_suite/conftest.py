@@ -41,7 +41,12 @@ except UpstreamUnavailable as exc:  # reported by test_upstream_download.py
 
 #: Flask-Caching's SUPPORTED_HASH_FUNCTIONS.
 HASH_METHODS: tuple[Callable[..., Any], ...] = (
-    hashlib.sha1, hashlib.sha224, hashlib.sha256, hashlib.sha384, hashlib.sha512, hashlib.md5,
+    hashlib.sha1,
+    hashlib.sha224,
+    hashlib.sha256,
+    hashlib.sha384,
+    hashlib.sha512,
+    hashlib.md5,
 )
 
 

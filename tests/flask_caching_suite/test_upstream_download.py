@@ -27,7 +27,8 @@ def _upstream_tests() -> set[str]:
                 found.add(f"{module}::{node.name}")
             elif isinstance(node, ast.ClassDef):
                 found.update(
-                    f"{module}::{node.name}::{item.name}" for item in node.body
+                    f"{module}::{node.name}::{item.name}"
+                    for item in node.body
                     if isinstance(item, ast.FunctionDef) and item.name.startswith("test")
                 )
     return found
