@@ -156,6 +156,12 @@ class Guard:
         breaker.success()
         return answer
 
+    def close(self) -> None:
+        """The cache is closed: no more background probes or applying of what is kept (a
+        closed cache must not reconnect by itself)."""
+        prober.forget(self)
+        prober.forget(self.pending)
+
     def _lost(self, exc: RedisError) -> None:
         """The server may be gone: tell the breaker, and have it probed once it opened."""
         if isinstance(exc, NodeError):

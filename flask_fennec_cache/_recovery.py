@@ -54,6 +54,11 @@ class Prober:
             self._targets.add(target)
             self._start()
 
+    def forget(self, target: Probed) -> None:
+        """Stop probing *target* (its cache was closed)."""
+        with self._lock:
+            self._targets.discard(target)
+
     def watching(self, target: Probed) -> bool:
         """Is *target* still waiting for its recovery?"""
         return target in self._targets
@@ -117,6 +122,20 @@ class Invalidations:
     group: Callable[[str], object]
     clear: Callable[[str], object]
 
+    @classmethod
+    def of(cls, cache: Invalidating) -> Invalidations:
+        """The invalidations of *cache* (a :class:`~flask_fennec_cache.RedisCache`)."""
+        return cls(cache.try_delete, cache.invalidate_tags, cache.drop_group, cache.try_clear)
+
+
+class Invalidating(Protocol):
+    """What :meth:`Invalidations.of` needs of a cache."""
+
+    def try_delete(self, *keys: str) -> int | None: ...
+    def invalidate_tags(self, *tags: str) -> bool: ...
+    def drop_group(self, index: str) -> int: ...
+    def try_clear(self, pattern: str = "*") -> int | None: ...
+
 
 class PendingInvalidations:
     """The invalidations of one cache that Redis did not get, kept until it answers again.
@@ -142,6 +161,7 @@ class PendingInvalidations:
         self._apply: Invalidations | None = None
         self._changed: Callable[[], None] = _nothing
         self._settler: int | None = None
+        self._in_flight: _Kept = _NONE_KEPT
         self._next_try = 0.0
         self._lock = threading.Lock()
         self._settling = threading.Lock()
@@ -169,12 +189,15 @@ class PendingInvalidations:
         self._keep(self._patterns, (pattern,))
 
     def kept(self) -> dict[str, object]:
-        """What is waiting: ``keys``, ``tags``, ``groups``, ``patterns``, ``everything``."""
+        """What is waiting (being applied included): ``keys``, ``tags``, ``groups``,
+        ``patterns``, ``everything``."""
         with self._lock:
+            keys, tags, groups, patterns, everything = self._in_flight
             return {
-                "keys": sorted(self._keys), "tags": sorted(self._tags),
-                "groups": sorted(self._groups), "patterns": sorted(self._patterns),
-                "everything": self._everything,
+                "keys": sorted({*self._keys, *keys}), "tags": sorted({*self._tags, *tags}),
+                "groups": sorted({*self._groups, *groups}),
+                "patterns": sorted({*self._patterns, *patterns}),
+                "everything": self._everything or everything,
             }  # fmt: skip
 
     def _keep(self, bucket: dict[str, None], items: Iterable[str]) -> None:
@@ -211,6 +234,7 @@ class PendingInvalidations:
                 patterns, everything = tuple(self._patterns), self._everything
                 self._keys, self._tags, self._groups, self._patterns = {}, {}, {}, {}
                 self._everything = False
+                self._in_flight = (keys, tags, groups, patterns, everything)
             # `waiting` stays True until they are applied: other threads keep missing.
             steps: list[tuple[Callable[[], object], Callable[[], None]]] = (
                 [(lambda: apply.clear("*"), lambda: self.clear("*"))] if everything else [
@@ -223,18 +247,23 @@ class PendingInvalidations:
                        functools.partial(self.clear, pattern)) for pattern in patterns],
                 ]
             )  # fmt: skip
-            for done, (step, _) in enumerate(steps):
-                if done and not self._ready():  # Redis failed again: keep the rest, wait no more
-                    for _, keep in steps[done:]:
-                        keep()
-                    break
-                try:
-                    step()  # a step that fails is kept again by the part that failed
-                except CacheUnavailable:
-                    pass  # failing closed: the same
-            with self._lock:
-                self.waiting = self._everything or self._size() > 0
+            done = 0
+            try:
+                for step, _ in steps:
+                    if done and not self._ready():  # Redis failed again: wait no more
+                        break
+                    try:
+                        step()  # a step that fails is kept again by the part that failed
+                    except CacheUnavailable:
+                        pass  # failing closed: the same
+                    done += 1
+            finally:
+                for _, keep in steps[done:]:
+                    keep()  # not tried (or a bug raised in it): kept for the next time
         finally:
+            with self._lock:
+                self._in_flight = _NONE_KEPT
+                self.waiting = self._everything or self._size() > 0
             self._settler = None
             self._settling.release()
         return not self.waiting
@@ -263,3 +292,7 @@ class PendingInvalidations:
 
 def _nothing() -> None:
     pass
+
+
+_Kept = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+_NONE_KEPT: Final[_Kept] = ((), (), (), (), False)

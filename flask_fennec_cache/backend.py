@@ -177,8 +177,7 @@ class RedisCache:
         )
         if near is not None:
             self.counters.count_from("near_hits", lambda: near.hits)
-        redo = Invalidations(self.try_delete, self.invalidate_tags, self.drop_group, self.try_clear)
-        self.guard.pending.bind(redo, None if near is None else near.flush)
+        self.guard.pending.bind(Invalidations.of(self), None if near is None else near.flush)
 
     def __repr__(self) -> str:
         return f"RedisCache(url={redact_url(self.url)!r}, prefix={self.prefix!r})"
@@ -387,6 +386,7 @@ class RedisCache:
     def close(self) -> None:
         """Flush statistics and release the connection pool."""
         self.counters.close()
+        self.guard.close()
         if self.reader.near is not None:
             self.reader.near.close()
         self._client.close()

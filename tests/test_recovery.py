@@ -340,7 +340,6 @@ def test_while_they_cannot_be_applied_reads_are_misses_never_stale(
     flaky.set("b", "old")
     fake_server.connected = False
     flaky.delete("a")
-    fake_server.connected = True
     applied = flaky.guard.pending
     original = applied._apply
     assert original is not None
@@ -352,14 +351,31 @@ def test_while_they_cannot_be_applied_reads_are_misses_never_stale(
         release.wait(RECOVERY_DEADLINE)
         return original.delete(*keys)
 
+    # Whichever thread applies them (a reader or the prober) is held inside the deletion.
     applied._apply = Invalidations(slow_delete, original.tags, original.group, original.clear)
+    fake_server.connected = True
     reader = threading.Thread(target=flaky.get, args=("b",))
     reader.start()
     try:
         assert blocked.wait(RECOVERY_DEADLINE)
         assert flaky.get("b") is None  # another thread is applying them: a miss meanwhile
+        assert flaky.get("a") is None
     finally:
         release.set()
         reader.join(RECOVERY_DEADLINE)
+    assert wait_for(lambda: not applied.waiting, timeout=RECOVERY_DEADLINE)
     assert flaky.get("b") == "old"
     assert flaky.get("a") is None
+
+
+def test_a_closed_cache_is_no_longer_probed(fake_server: fakeredis.FakeServer) -> None:
+    made = RedisCache(
+        prefix=f"r-{uuid.uuid4().hex[:8]}:", client=fakeredis.FakeRedis(server=fake_server),
+        breaker_threshold=1, breaker_cooldown=600, stats_flush_interval=3600,
+    )  # fmt: skip
+    fake_server.connected = False
+    made.get("a")
+    made.delete("a")
+    assert prober.watching(made.guard) and prober.watching(made.guard.pending)
+    made.close()
+    assert not prober.watching(made.guard) and not prober.watching(made.guard.pending)
