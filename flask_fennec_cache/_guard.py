@@ -71,7 +71,11 @@ class Guard:
             self.nodes = client.gate
 
     def run(
-        self, op: str, command: Callable[[redis.Redis], T], *, timed: bool = True,
+        self,
+        op: str,
+        command: Callable[[redis.Redis], T],
+        *,
+        timed: bool = True,
         allowed: bool = False,
     ) -> T | None:
         """``command(client)``, or None when Redis failed or the breaker is open (fail-open).
@@ -135,9 +139,10 @@ class Guard:
             return
         for node in self.nodes.not_closed():
             breaker = self.nodes.breaker(node)
-            if breaker.allow_probe() and self._ping(
-                breaker, lambda node=node: self.client.ping_node(node)
-            ) is False:
+            if (
+                breaker.allow_probe()
+                and self._ping(breaker, lambda node=node: self.client.ping_node(node)) is False
+            ):
                 self.nodes.forget(node)  # no longer in the slot map (a failover replaced it)
 
     @staticmethod
@@ -187,9 +192,7 @@ class Guard:
             f"cache {op} failed, continuing without the cache: {type(exc).__name__}: {exc}",
         )
 
-    def skipped(
-        self, op: str, why: str = "the circuit breaker is open after failures"
-    ) -> None:
+    def skipped(self, op: str, why: str = "the circuit breaker is open after failures") -> None:
         """A command was not sent (the breaker is open); raises when failing closed."""
         if not self.fail_open:
             raise CacheUnavailable(f"{op} skipped: {why}")

@@ -127,18 +127,27 @@ class RedisCache:
         self.counters = StatsBuffer(self._flush_counts, stats_flush_interval)
         #: The entry codec (internal).
         self.codec = EntryCodec(
-            serializer, secret_key, compression, compress_threshold, max_value_bytes,
-            self.counters, self.log,
+            serializer,
+            secret_key,
+            compression,
+            compress_threshold,
+            max_value_bytes,
+            self.counters,
+            self.log,
         )
-        self._client = client if client is not None else make_client(
-            self.url,
-            socket_timeout=socket_timeout,
-            connect_timeout=connect_timeout,
-            max_connections=max_connections,
-            health_check_interval=health_check_interval,
-            tls_ca_certs=tls_ca_certs,
-            tls_certfile=tls_certfile,
-            tls_keyfile=tls_keyfile,
+        self._client = (
+            client
+            if client is not None
+            else make_client(
+                self.url,
+                socket_timeout=socket_timeout,
+                connect_timeout=connect_timeout,
+                max_connections=max_connections,
+                health_check_interval=health_check_interval,
+                tls_ca_certs=tls_ca_certs,
+                tls_certfile=tls_certfile,
+                tls_keyfile=tls_keyfile,
+            )
         )
         #: Whether other processes see these entries and counters: False for ``memory://`` (and
         #: a fakeredis client), whose server lives in this process.
@@ -152,13 +161,27 @@ class RedisCache:
         self.guard = Guard(self._client, breaker, self.counters, self.log, fail_open)
         #: Tag versions (internal).
         self.tag_index = TagIndex(self.guard, scripts, self.prefix)
-        near = make_near_cache(
-            self.url, self._client, self.prefix, near_cache_size, near_cache_ttl,
-            near_cache_max_bytes, self.log,
-        ) if near_cache else None
+        near = (
+            make_near_cache(
+                self.url,
+                self._client,
+                self.prefix,
+                near_cache_size,
+                near_cache_ttl,
+                near_cache_max_bytes,
+                self.log,
+            )
+            if near_cache
+            else None
+        )
         #: The read path (internal).
         self.reader = Reader(
-            self.guard, self.codec, self.tag_index, self.prefix, near, fast_get(self._client),
+            self.guard,
+            self.codec,
+            self.tag_index,
+            self.prefix,
+            near,
+            fast_get(self._client),
             self.log,
         )
         #: Leases, locks, groups and single flight (internal).
@@ -167,8 +190,13 @@ class RedisCache:
         )
         #: The write path (internal).
         self.writer = Writer(
-            self.guard, self.codec, self.tag_index, self.counters, self.prefix,
-            self.default_ttl, self.reader.forget,
+            self.guard,
+            self.codec,
+            self.tag_index,
+            self.counters,
+            self.prefix,
+            self.default_ttl,
+            self.reader.forget,
         )
         self._keyspace = Keyspace(self.guard, self.prefix, reserved)
         #: Health and the shared statistics (internal).

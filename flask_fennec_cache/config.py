@@ -226,14 +226,16 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "FENNEC_CACHE_BREAKER_THRESHOLD",
         3,
-        "Consecutive connection failures that open the circuit breaker.",
+        "Consecutive refused connections that open the circuit breaker (per master on a "
+        "cluster); a timeout opens it at once.",
         _positive_int,
         "breaker_threshold",
     ),
     ConfigKey(
         "FENNEC_CACHE_BREAKER_COOLDOWN",
         1.0,
-        "Seconds the open breaker skips Redis before one request probes it again.",
+        "Seconds the open breaker skips Redis; then one probe: a request after refused "
+        "connections, the background prober after a timeout.",
         _positive_float,
         "breaker_cooldown",
     ),
