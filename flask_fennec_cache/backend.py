@@ -126,86 +126,46 @@ class RedisCache:
         #: This process's counts, flushed to the shared ones in Redis (internal).
         self.counters = StatsBuffer(self._flush_counts, stats_flush_interval)
         #: The entry codec (internal).
-        self.codec = EntryCodec(
-            serializer,
-            secret_key,
-            compression,
-            compress_threshold,
-            max_value_bytes,
-            self.counters,
-            self.log,
-        )
-        self._client = (
-            client
-            if client is not None
-            else make_client(
-                self.url,
-                socket_timeout=socket_timeout,
-                connect_timeout=connect_timeout,
-                max_connections=max_connections,
-                health_check_interval=health_check_interval,
-                tls_ca_certs=tls_ca_certs,
-                tls_certfile=tls_certfile,
-                tls_keyfile=tls_keyfile,
-            )
+        codec = (serializer, secret_key, compression, compress_threshold, max_value_bytes)
+        self.codec = EntryCodec(*codec, self.counters, self.log)
+        self._client = client or make_client(
+            self.url,
+            **_connection_options(locals()),
         )
         #: Whether other processes see these entries and counters: False for ``memory://`` (and
         #: a fakeredis client), whose server lives in this process.
         self.shared = not self.url.startswith("memory:") and not type(
             self._client
         ).__module__.startswith("fakeredis")
-        reserved = self.prefix + RESERVED
-        scripts = Scripts(self._client)
+        reserved, scripts, log = self.prefix + RESERVED, Scripts(self._client), self.log
         breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
         #: Runs every command under the circuit breaker (internal).
-        self.guard = Guard(self._client, breaker, self.counters, self.log, fail_open)
+        self.guard = guard = Guard(self._client, breaker, self.counters, log, fail_open)
         #: Tag versions (internal).
-        self.tag_index = TagIndex(self.guard, scripts, self.prefix)
-        near = (
-            make_near_cache(
-                self.url,
-                self._client,
-                self.prefix,
-                near_cache_size,
-                near_cache_ttl,
-                near_cache_max_bytes,
-                self.log,
-            )
-            if near_cache
-            else None
-        )
+        self.tag_index = TagIndex(guard, scripts, self.prefix)
+        near = None
+        if near_cache:
+            sizes = (near_cache_size, near_cache_ttl, near_cache_max_bytes)
+            near = make_near_cache(self.url, self._client, self.prefix, *sizes, log)
         #: The read path (internal).
-        self.reader = Reader(
-            self.guard,
-            self.codec,
-            self.tag_index,
-            self.prefix,
-            near,
-            fast_get(self._client),
-            self.log,
-        )
+        get = fast_get(self._client)
+        self.reader = Reader(guard, self.codec, self.tag_index, self.prefix, near, get, log)
+        forget = self.reader.forget
         #: Leases, locks, groups and single flight (internal).
         self.coordination = Coordination(
-            self.guard, scripts, self.prefix, self.counters, self.reader.forget, self.default_ttl
+            guard, scripts, self.prefix, self.counters, forget, self.default_ttl
         )
         #: The write path (internal).
-        self.writer = Writer(
-            self.guard,
-            self.codec,
-            self.tag_index,
-            self.counters,
-            self.prefix,
-            self.default_ttl,
-            self.reader.forget,
-        )
-        self._keyspace = Keyspace(self.guard, self.prefix, reserved)
+        parts = (guard, self.codec, self.tag_index, self.counters)
+        self.writer = Writer(*parts, self.prefix, self.default_ttl, forget)
+        self._keyspace = Keyspace(guard, self.prefix, reserved)
         #: Health and the shared statistics (internal).
         self.monitor = Monitor(
-            self.guard, self.counters, reserved + "stats", self.url, near, self.shared
+            guard, self.counters, reserved + "stats", self.url, near, self.shared
         )
         if near is not None:
             self.counters.count_from("near_hits", lambda: near.hits)
-        self.guard.pending.bind(Invalidations.of(self), None if near is None else near.flush)
+        guard.pending.bind(Invalidations.of(self), None if near is None else near.flush)
 
     def __repr__(self) -> str:
         return f"RedisCache(url={redact_url(self.url)!r}, prefix={self.prefix!r})"
@@ -422,3 +382,19 @@ class RedisCache:
     def _flush_counts(self, counts: Mapping[str, int]) -> bool:
         monitor: Monitor | None = getattr(self, "monitor", None)  # None if __init__ failed
         return monitor is not None and monitor.flush(counts)
+
+
+_CONNECTION_OPTIONS = (
+    "socket_timeout",
+    "connect_timeout",
+    "max_connections",
+    "health_check_interval",
+    "tls_ca_certs",
+    "tls_certfile",
+    "tls_keyfile",
+)
+
+
+def _connection_options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :class:`RedisCache` that :func:`make_client` takes."""
+    return {name: arguments[name] for name in _CONNECTION_OPTIONS}
