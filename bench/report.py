@@ -41,7 +41,7 @@ def machine(redis_version: str, load_generator: str) -> dict[str, Any]:
     except OSError:
         load = -1.0
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),
         "cores": os.cpu_count() or 0,
         "load_average_1m_at_start": round(load, 2),

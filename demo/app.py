@@ -23,7 +23,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -167,7 +167,7 @@ def get_user_view(user_id: int) -> tuple[Response, int]:
     user = fetch_user(user_id)
     if user is None:
         return _error(404, f"User {user_id} not found")
-    rendered_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    rendered_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     return jsonify(user=user, rendered_at=rendered_at), 200
 
 

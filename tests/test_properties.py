@@ -314,7 +314,7 @@ class Level(enum.IntEnum):
     LOW = 1
 
 
-class Mode(str, enum.Enum):
+class Mode(str, enum.Enum):  # noqa: UP042 (the mixin enum users write is the case tested)
     READ = "read"
 
 

@@ -15,7 +15,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
@@ -89,7 +89,7 @@ VALUES: list[Any] = [
     frozenset({"a"}),
     b"\x00\xffbytes",
     Decimal("1.10"),
-    datetime(2024, 2, 29, 12, 30, tzinfo=timezone.utc),
+    datetime(2024, 2, 29, 12, 30, tzinfo=UTC),
     Point(1, 2),
     {"nested": [Point(3, 4), (5, 6)], 7: None},
     None,

@@ -257,7 +257,7 @@ class Color(enum.IntEnum):
     RED = 1
 
 
-class Size(str, enum.Enum):
+class Size(str, enum.Enum):  # noqa: UP042 (the mixin enum users write is the case tested)
     LARGE = "large"
 
 
