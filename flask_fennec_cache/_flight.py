@@ -122,6 +122,11 @@ class LeaseKeeper:
                 self._thread.start()
         return handle
 
+    def close(self) -> None:
+        """Stop renewing everything (the cache is closed: it must not reconnect by itself)."""
+        with self._lock:
+            self._held.clear()
+
     def drop(self, handle: object) -> None:
         """Stop renewing (the holder is done)."""
         if handle is not None:

@@ -89,7 +89,13 @@ class Prober:
                     return
             for target in targets:
                 if not target.recovered():
-                    target.probe()
+                    try:
+                        target.probe()
+                    except Exception:
+                        # A cache closed while its probe ran had its connections torn down
+                        # under it (redis-py then fails in odd ways): nothing to report.
+                        if self.watching(target):
+                            raise
             del targets
             time.sleep(PROBE_INTERVAL)
 

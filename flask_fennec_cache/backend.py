@@ -375,6 +375,7 @@ class RedisCache:
         """Flush statistics and release the connection pool."""
         self.counters.close()
         self.guard.close()
+        self.coordination.keeper.close()
         if self.reader.near is not None:
             self.reader.near.close()
         self._client.close()

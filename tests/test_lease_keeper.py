@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import redis
 from _support import HANG, CacheFactory, wait_for
 
 import flask_fennec_cache._flight as flight
@@ -143,3 +144,18 @@ def test_renewal_never_extends_someone_elses_lease(backend: RedisCache) -> None:
         # renewal would open a connection after the teardown closed the pool (a socket that
         # garbage collection later reports as unclosed, in whatever test runs then).
         keeper.drop(handle)
+
+
+def test_a_closed_cache_renews_nothing(real_caches: CacheFactory) -> None:
+    """A renewal after close() would reopen a connection the cache gave up, and extend a lease
+    nobody holds any more."""
+    made = real_caches()
+    plain = redis.Redis.from_url(made.url)
+    try:
+        plain.set(made.prefix + "k", b"Lmine", px=300)
+        made.coordination.keeper.hold("k", b"Lmine", 30)
+        made.close()
+        made.coordination.keeper.renew_all()
+        assert 0 < plain.pttl(made.prefix + "k") <= 300  # not renewed to a slice
+    finally:
+        plain.close()

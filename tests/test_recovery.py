@@ -18,7 +18,7 @@ import fakeredis
 import pytest
 import redis
 from _servers import RedisServer, RedisServerFactory
-from _support import wait_for
+from _support import HANG, wait_for
 from flask import Flask
 
 from flask_fennec_cache import (
@@ -379,3 +379,28 @@ def test_a_closed_cache_is_no_longer_probed(fake_server: fakeredis.FakeServer) -
     assert prober.watching(made.guard) and prober.watching(made.guard.pending)
     made.close()
     assert not prober.watching(made.guard) and not prober.watching(made.guard.pending)
+
+
+class _ClosedMidProbe:
+    """A cache closed while the prober probes it: its probe fails in redis-py's own way."""
+
+    def __init__(self) -> None:
+        self.probed = threading.Event()
+
+    def recovered(self) -> bool:
+        return False
+
+    def probe(self) -> None:
+        prober.forget(self)  # what RedisCache.close() does first
+        self.probed.set()
+        raise AttributeError("'NoneType' object has no attribute 'feed'")
+
+
+def test_a_cache_closed_during_its_probe_does_not_break_the_prober() -> None:
+    closed = _ClosedMidProbe()
+    prober.watch(closed)
+    assert closed.probed.wait(HANG)
+    assert wait_for(lambda: not prober.watching(closed), timeout=HANG)
+    later = _ClosedMidProbe()
+    prober.watch(later)  # the prober still runs: it probes the next one
+    assert later.probed.wait(HANG)
