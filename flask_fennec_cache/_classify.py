@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Mapping
@@ -12,7 +13,14 @@ from ._codec import MISSING, Unreadable
 from ._tagindex import TagIndex
 from .serializers import Envelope, Lease
 
-__all__ = ["classify", "usable"]
+__all__ = ["classify", "draw", "usable"]
+
+# The library's own generator for TTL jitter and early refresh: the global one is the app's
+# (and test tools watch it), and a forked worker draws its own numbers.
+_generator = random.Random()
+os.register_at_fork(after_in_child=_generator.seed)
+#: A random number in [0, 1) (TTL jitter, XFetch).
+draw = _generator.random
 
 
 def classify(
@@ -36,10 +44,7 @@ def classify(
     now = time.time()
     if now >= entry.fresh_until:
         return entry.value, entry
-    if (
-        beta
-        and now - entry.load_seconds * beta * math.log(1.0 - random.random()) >= entry.fresh_until
-    ):
+    if beta and now - entry.load_seconds * beta * math.log(1.0 - draw()) >= entry.fresh_until:
         return entry.value, entry
     return entry.value, None
 

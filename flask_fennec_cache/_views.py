@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import random
 import time
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -26,6 +25,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.http import unquote_etag
 from werkzeug.wrappers import Response
 
+from ._classify import draw
 from ._coordination import Group
 from ._results import CacheResult
 from .backend import RedisCache
@@ -330,7 +330,7 @@ class ViewCache:
         when stored), so that its ``max-age`` is the life it really gets."""
         ttl = self.policy.ttl if self.policy.ttl is not None else backend.default_ttl
         if ttl is not None and backend.ttl_jitter:
-            ttl *= 1.0 - backend.ttl_jitter * random.random()
+            ttl *= 1.0 - backend.ttl_jitter * draw()
         return ttl
 
     def _entry_for(self, response: Response, ttl: float | None) -> CachedResponse:

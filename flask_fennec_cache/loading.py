@@ -12,14 +12,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
-from ._classify import classify
+from ._classify import classify, draw
 from ._codec import MISSING, EntryCodec, Unreadable
 from ._coordination import Coordination, Group
 from ._flight import FIRST_POLL, LEASE_SLICE, MAX_POLL
@@ -742,7 +741,7 @@ def _store(
         if value is None and policy.none_ttl is not None:
             ttl = policy.none_ttl
         if ttl is not None and backend.ttl_jitter:
-            ttl *= 1.0 - backend.ttl_jitter * random.random()
+            ttl *= 1.0 - backend.ttl_jitter * draw()
     # Freshness is kept in the entry only when something reads it (stale serving, early
     # refresh); an entry enveloped only for its own tags lives as long as its key.
     fresh_until = None if ttl is None or not policy.enveloped else time.time() + ttl
