@@ -59,6 +59,15 @@ class Prober:
         with self._lock:
             self._targets.discard(target)
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop probing every target and wait (at most *timeout* seconds) for the thread to end
+        (tests that watch the process' own state, such as the global ``random``, use it)."""
+        with self._lock:
+            self._targets.clear()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def watching(self, target: Probed) -> bool:
         """Is *target* still waiting for its recovery?"""
         return target in self._targets
