@@ -1,4 +1,12 @@
-"""Counters kept per process and flushed to shared counters in Redis off the request path."""
+"""Counters kept per process and flushed to shared counters in Redis off the request path.
+
+Besides the totals, every cached function, view and fragment counts under its *name*
+(:meth:`StatsBuffer.named` gives its :class:`NameStats`). A name's counts ride the same flush
+as the totals, in the same Redis hash, as fields ``n|<field>|<name>`` (the name last, so it
+may hold any character): no extra round trip, and ``reset_stats`` clears them with the totals.
+At most :data:`MAX_NAMES` names are kept per cache and process; later ones are counted under
+:data:`OVERFLOW_NAME`, with a rate-limited warning naming them.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +17,29 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ._forksafe import reset_after_fork
+from ._ratelog import RateLimitedLog
 
 __all__ = [
     "FIELDS",
     "LATENCY_BUCKETS",
+    "LOAD_BUCKETS",
+    "MAX_NAMES",
+    "NAME_FIELDS",
+    "OVERFLOW_NAME",
+    "Counts",
     "Histogram",
+    "NameStats",
     "StatsBuffer",
     "latency_histogram",
+    "load_histograms",
+    "split_named",
     "summarize",
+    "summarize_names",
 ]
 
 FIELDS = (
@@ -33,7 +52,34 @@ FIELDS = (
     "lock_waits",
     "near_hits",
     "fail_safe_hits",
+    "bypasses",
 )
+
+#: The counters kept per name (``hits`` also counts stale and fail-safe serves, as the totals).
+NAME_FIELDS = ("hits", "misses", "stale_hits", "fail_safe_hits", "errors", "bypasses")
+#: Names kept per cache and process; past it, new names count under :data:`OVERFLOW_NAME`.
+MAX_NAMES = 500
+#: The row that counts every name past :data:`MAX_NAMES`.
+OVERFLOW_NAME = "(other names)"
+#: Upper bounds, in seconds, of the per-name load-time histogram (``+Inf`` is implied).
+LOAD_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+_LOAD_FIELDS = tuple(f"load_le:{bound!r}" for bound in LOAD_BUCKETS) + ("load_le:+Inf",)
+_LOAD_SUM = "load_sum_us"
+_NAMED = "n|"  # shared-hash fields of a name: "n|<field>|<name>"
 
 Flush = Callable[[Mapping[str, int]], bool]
 
@@ -59,6 +105,22 @@ _BUCKET_FIELDS = tuple(f"latency_le:{bound!r}" for bound in LATENCY_BUCKETS) + (
 _SUM_FIELD = "latency_sum_us"
 SAMPLE_EVERY = 8
 
+_log = RateLimitedLog()
+
+
+class Counts(Protocol):
+    """What the loaders count into: a cache's totals (:class:`StatsBuffer`) or one name's
+    counts (:class:`NameStats`, which also count into the totals)."""
+
+    @property
+    def totals(self) -> StatsBuffer: ...
+
+    def hit(self) -> None: ...
+
+    def add(self, field: str, amount: int = 1) -> None: ...
+
+    def loaded(self, seconds: float, failed: bool) -> None: ...
+
 
 class StatsBuffer:
     """Counts in memory; a daemon thread hands the counts to *flush* every *interval* seconds.
@@ -79,8 +141,49 @@ class StatsBuffer:
         self._tallied: dict[str, int] = {}
         self._hits = itertools.count()
         self._tallies: list[tuple[str, Callable[[], int]]] = []
+        self._names: dict[str, NameStats] = {}
         _live.add(self)
         reset_after_fork(self)
+
+    @property
+    def totals(self) -> StatsBuffer:
+        """The totals: this buffer itself (:class:`Counts`)."""
+        return self
+
+    def named(self, name: str) -> NameStats:
+        """The counts of *name* (a cached function, view or fragment), created on first use.
+
+        Past :data:`MAX_NAMES` names, a new name gets the :data:`OVERFLOW_NAME` row and a
+        warning (once per 10 s) names it. Callers keep the result: a lookup is a dict read.
+        """
+        row = self._names.get(name)
+        if row is not None:
+            return row
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a statistics name must be a non-empty str, got {name!r}")
+        with self._lock:
+            row = self._names.get(name)
+            if row is not None:
+                return row
+            if len(self._names) < MAX_NAMES or name == OVERFLOW_NAME:
+                row = self._names[name] = NameStats(name, self)
+                return row
+            row = self._names.get(OVERFLOW_NAME)
+            if row is None:
+                row = self._names[OVERFLOW_NAME] = NameStats(OVERFLOW_NAME, self)
+        _log.warning(
+            "stats-names-overflow",
+            f"more than {MAX_NAMES} cache names in this process: {name!r} (and any later "
+            f"name) is counted under {OVERFLOW_NAME!r}; pass name= to share rows",
+        )
+        return row
+
+    def names(self) -> list[str]:
+        """The names counted in this process (the overflow row included once used)."""
+        return list(self._names)
+
+    def loaded(self, seconds: float, failed: bool) -> None:
+        """A load without a name: the totals keep no load times (:meth:`NameStats.loaded`)."""
 
     def add(self, field: str, amount: int = 1) -> None:
         """Count *amount* more of *field*; no I/O."""
@@ -105,6 +208,7 @@ class StatsBuffer:
         # Called with self._lock held.
         totals = [("hits", _count_value(self._hits))]
         totals += [(field, total()) for field, total in self._tallies]
+        totals += [(row.hits_field, _count_value(row.hit_count)) for row in self._names.values()]
         for field, now in totals:
             last = self._tallied.get(field, 0)
             grown = now - last if now >= last else now  # a source that restarted from zero
@@ -134,6 +238,15 @@ class StatsBuffer:
             pending = self._pending
             pending[field] = pending.get(field, 0) + weight
             pending[_SUM_FIELD] = pending.get(_SUM_FIELD, 0) + micros
+        if self._thread is None:
+            self._start()
+
+    def add_all(self, counts: Iterable[tuple[str, int]]) -> None:
+        """Count several ``(field, amount)`` at once, under one lock; no I/O."""
+        with self._lock:
+            pending = self._pending
+            for field, amount in counts:
+                pending[field] = pending.get(field, 0) + amount
         if self._thread is None:
             self._start()
 
@@ -196,8 +309,133 @@ class StatsBuffer:
         self._pending = {}
         self._tallied = {}
         self._hits = itertools.count()
+        for row in self._names.values():
+            row.hit_count = itertools.count()
         self._thread = None
         self._stopped = threading.Event()
+
+
+class NameStats:
+    """The counts of one name; every count also goes to the cache's totals.
+
+    The recording points, one per kind (a tracer can hook the same calls):
+
+    - a read's outcome: :meth:`hit` (also for stale and fail-safe serves, which then
+      :meth:`add` ``stale_hits`` / ``fail_safe_hits``) or :meth:`add` ``("misses")``;
+    - a load: :meth:`loaded` (its duration, and whether it raised: ``errors``);
+    - a response not cached: :meth:`bypass` with its reason.
+    """
+
+    __slots__ = ("_fields", "hit_count", "hits_field", "name", "totals")
+
+    def __init__(self, name: str, totals: StatsBuffer) -> None:
+        self.name = name
+        #: The cache's totals, which every count of this name also goes to.
+        self.totals = totals
+        #: Hits, lock-free (tallied into the pending counts with every read of them).
+        self.hit_count = itertools.count()
+        self.hits_field = named_field("hits", name)
+        self._fields = {field: named_field(field, name) for field in NAME_FIELDS}
+
+    def __repr__(self) -> str:
+        return f"NameStats({self.name!r})"
+
+    def hit(self) -> None:
+        """Count one hit of this name (and of the totals); lock-free."""
+        next(self.hit_count)
+        self.totals.hit()
+
+    def add(self, field: str, amount: int = 1) -> None:
+        """Count *amount* more of *field* in the totals and, for a :data:`NAME_FIELDS` one,
+        in this name's row; no I/O."""
+        named = self._fields.get(field)
+        if named is None or field == "errors":  # this name's errors are its failed loads
+            self.totals.add(field, amount)
+            return
+        self.totals.add_all(((field, amount), (named, amount)))
+
+    def bypass(self, reason: str) -> None:
+        """Count one response of this name that could not be cached, and why (a short word:
+        ``"streamed"``, ``"cookie"``, ...; per name in ``bypass_reasons``)."""
+        if not isinstance(reason, str) or not reason or "|" in reason:
+            raise ValueError(f"a bypass reason is a short word without '|', got {reason!r}")
+        self.totals.add_all(
+            (
+                ("bypasses", 1),
+                (self._fields["bypasses"], 1),
+                (named_field(f"bypass:{reason}", self.name), 1),
+            )
+        )
+
+    def loaded(self, seconds: float, failed: bool) -> None:
+        """Record one load of this name that took *seconds*; *failed* when it raised (counted
+        in this name's ``errors``)."""
+        bucket = _LOAD_FIELDS[bisect_left(LOAD_BUCKETS, seconds)]
+        counts = [
+            (named_field(bucket, self.name), 1),
+            (named_field(_LOAD_SUM, self.name), int(seconds * 1_000_000)),
+        ]
+        if failed:
+            counts.append((self._fields["errors"], 1))
+        self.totals.add_all(counts)
+
+
+def named_field(field: str, name: str) -> str:
+    """The shared-hash field of *name*'s counter *field*."""
+    return f"{_NAMED}{field}|{name}"
+
+
+def split_named(counts: Mapping[str, int]) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """``(totals, by_name)``: the shared counters *counts* split into the totals and each
+    name's own fields."""
+    totals: dict[str, int] = {}
+    by_name: dict[str, dict[str, int]] = {}
+    for field, amount in counts.items():
+        if field.startswith(_NAMED):
+            inner, _, name = field[len(_NAMED) :].partition("|")
+            by_name.setdefault(name, {})[inner] = int(amount)
+        else:
+            totals[field] = int(amount)
+    return totals, by_name
+
+
+def load_histograms(by_name: Mapping[str, Mapping[str, int]]) -> dict[str, Histogram]:
+    """Each name's load-time histogram (from :func:`split_named`'s *by_name*)."""
+    found: dict[str, Histogram] = {}
+    for name, counts in by_name.items():
+        buckets: list[tuple[float, int]] = []
+        total = 0
+        for bound, field_name in zip((*LOAD_BUCKETS, math.inf), _LOAD_FIELDS, strict=True):
+            total += int(counts.get(field_name, 0))
+            buckets.append((bound, total))
+        found[name] = Histogram(tuple(buckets), int(counts.get(_LOAD_SUM, 0)) / 1_000_000, total)
+    return found
+
+
+def summarize_names(by_name: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, Any]]:
+    """The public per-name shape (``get_stats()["by_name"]``): each name's :data:`NAME_FIELDS`,
+    ``total_requests`` and ``hit_rate`` as the totals, ``bypass_reasons``, ``loads`` and
+    ``load_p50_ms`` / ``load_p99_ms`` (None before a load). Sorted by traffic, busiest first."""
+    histograms = load_histograms(by_name)
+    rows: dict[str, dict[str, Any]] = {}
+    for name, counts in by_name.items():
+        row: dict[str, Any] = {field: int(counts.get(field, 0)) for field in NAME_FIELDS}
+        total = row["hits"] + row["misses"]
+        row["total_requests"] = total
+        row["hit_rate"] = round(100.0 * row["hits"] / total, 2) if total else 0.0
+        row["bypass_reasons"] = {
+            field[len("bypass:") :]: int(amount)
+            for field, amount in sorted(counts.items())
+            if field.startswith("bypass:")
+        }
+        histogram = histograms[name]
+        row["loads"] = histogram.count
+        for label, q in (("load_p50_ms", 0.5), ("load_p99_ms", 0.99)):
+            seconds = histogram.quantile(q)
+            row[label] = None if seconds is None else round(seconds * 1000, 3)
+        rows[name] = row
+    order = sorted(rows, key=lambda n: (-(rows[n]["total_requests"] + rows[n]["bypasses"]), n))
+    return {name: rows[name] for name in order}
 
 
 def _flush_loop(ref: weakref.ref[StatsBuffer], stopped: threading.Event, interval: float) -> None:

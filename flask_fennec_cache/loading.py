@@ -25,7 +25,7 @@ from ._flight import FIRST_POLL, LEASE_SLICE, MAX_POLL
 from ._ratelog import RateLimitedLog
 from ._reader import Reader
 from ._results import CacheResult
-from ._stats import StatsBuffer
+from ._stats import Counts, NameStats
 from ._tagindex import TagIndex
 from ._validate import RESERVED
 from .errors import ConfigurationError, LoaderTimeout, SerializationError
@@ -37,6 +37,7 @@ __all__ = [
     "CacheParts",
     "Deliver",
     "LoadPolicy",
+    "NamedParts",
     "Schedule",
     "get_or_load",
     "load_now",
@@ -58,7 +59,7 @@ class CacheParts(Protocol):
     def ttl_jitter(self) -> float: ...
 
     @property
-    def counters(self) -> StatsBuffer: ...
+    def counters(self) -> Counts: ...
 
     @property
     def codec(self) -> EntryCodec: ...
@@ -71,6 +72,46 @@ class CacheParts(Protocol):
 
     @property
     def coordination(self) -> Coordination: ...
+
+
+class NamedParts:
+    """A cache's parts as the loaders see them for one name: the same parts, with
+    ``counters`` counting for the name as well as the totals (see :meth:`of`)."""
+
+    __slots__ = ("_cache", "codec", "coordination", "counters", "reader", "tag_index")
+
+    def __init__(self, cache: CacheParts, counts: NameStats) -> None:
+        self._cache = cache
+        self.counters = counts
+        self.codec = cache.codec
+        self.reader = cache.reader
+        self.tag_index = cache.tag_index
+        self.coordination = cache.coordination
+
+    @property
+    def default_ttl(self) -> float | None:
+        return self._cache.default_ttl
+
+    @property
+    def ttl_jitter(self) -> float:
+        return self._cache.ttl_jitter
+
+    @property
+    def cache(self) -> CacheParts:
+        """The cache these parts are of."""
+        return self._cache
+
+    @staticmethod
+    def of(cache: CacheParts, name: str, memo: list[NamedParts]) -> NamedParts:
+        """The parts of *cache* counting for *name*, kept in *memo* (a list the caller holds,
+        one per name: a call with the cache of the last call costs one identity check)."""
+        if memo:
+            last = memo[0]
+            if last._cache is cache:
+                return last
+        parts = NamedParts(cache, cache.counters.totals.named(name))
+        memo[:] = [parts]
+        return parts
 
 
 #: Hands a refresh to run later (on a pool, after a response); False when it cannot be taken.
@@ -365,7 +406,7 @@ def _load_over(
     when a *caller* waited for it (not a background refresh)."""
     versions = _tag_versions(backend, policy)
     try:
-        value, elapsed = _timed(loader)
+        value, elapsed = _timed(backend, loader)
     except Exception as exc:
         if not (policy.stale_if_error and _within_fail_safe(envelope, policy)):
             raise
@@ -672,7 +713,7 @@ def _load_leased(
         held = backend.coordination.keeper.hold(key, lease, policy.lock_timeout)
         try:
             versions = _tag_versions(backend, policy)
-            value, elapsed = _timed(loader)
+            value, elapsed = _timed(backend, loader)
             stored = _store(backend, key, value, elapsed, policy, versions, lease, group)
         finally:
             backend.coordination.keeper.drop(held)
@@ -779,7 +820,15 @@ def _result_of(value: T | CacheResult[T]) -> T:
     return value.value if isinstance(value, CacheResult) else value
 
 
-def _timed(loader: Callable[[], T]) -> tuple[T, float]:
+def _timed(backend: CacheParts, loader: Callable[[], T]) -> tuple[T, float]:
+    """Run *loader*, recording its duration and whether it raised (the one place a load is
+    recorded: :meth:`~._stats.NameStats.loaded`)."""
     started = time.perf_counter()
-    value = loader()
-    return value, time.perf_counter() - started
+    try:
+        value = loader()
+    except BaseException:
+        backend.counters.loaded(time.perf_counter() - started, True)
+        raise
+    elapsed = time.perf_counter() - started
+    backend.counters.loaded(elapsed, False)
+    return value, elapsed
