@@ -121,6 +121,8 @@ class Counts(Protocol):
 
     def loaded(self, seconds: float, failed: bool) -> None: ...
 
+    def bypass(self, reason: str) -> None: ...
+
 
 class StatsBuffer:
     """Counts in memory; a daemon thread hands the counts to *flush* every *interval* seconds.
@@ -184,6 +186,12 @@ class StatsBuffer:
 
     def loaded(self, seconds: float, failed: bool) -> None:
         """A load without a name: the totals keep no load times (:meth:`NameStats.loaded`)."""
+
+    def bypass(self, reason: str) -> None:
+        """Count one response that could not be cached, without a name (see
+        :meth:`NameStats.bypass`)."""
+        _check_reason(reason)
+        self.add("bypasses")
 
     def add(self, field: str, amount: int = 1) -> None:
         """Count *amount* more of *field*; no I/O."""
@@ -357,8 +365,7 @@ class NameStats:
     def bypass(self, reason: str) -> None:
         """Count one response of this name that could not be cached, and why (a short word:
         ``"streamed"``, ``"cookie"``, ...; per name in ``bypass_reasons``)."""
-        if not isinstance(reason, str) or not reason or "|" in reason:
-            raise ValueError(f"a bypass reason is a short word without '|', got {reason!r}")
+        _check_reason(reason)
         self.totals.add_all(
             (
                 ("bypasses", 1),
@@ -378,6 +385,11 @@ class NameStats:
         if failed:
             counts.append((self._fields["errors"], 1))
         self.totals.add_all(counts)
+
+
+def _check_reason(reason: str) -> None:
+    if not isinstance(reason, str) or not reason or "|" in reason:
+        raise ValueError(f"a bypass reason is a short word without '|', got {reason!r}")
 
 
 def named_field(field: str, name: str) -> str:

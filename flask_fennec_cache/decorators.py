@@ -21,7 +21,7 @@ from ._views import ResponseFilter, ViewCache, ViewOptions, request_session, wra
 from .backend import RedisCache
 from .errors import ConfigurationError, FennecCacheError
 from .keys import FunctionKeys, KeySpec
-from .loading import Deliver, LoadPolicy, Schedule, get_or_load, load_now
+from .loading import Deliver, LoadPolicy, NamedParts, Schedule, get_or_load, load_now
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -151,6 +151,7 @@ class CacheOptions(TypedDict, total=False):
     cache_control: bool
     response_filter: ResponseFilter | None
     query: tuple[str, ...] | None
+    name: str
 
 
 _POLICY_OPTIONS = frozenset(LoadPolicy.__dataclass_fields__) - {"ttl", "cache_none"}
@@ -209,6 +210,9 @@ def cache(
         it is cached only when this returns True.
     :param query: views only: the query parameters that enter the key (``("page", "sort")``);
         others (``?utm_source=``) create no new entries. None (the default) keys on all of them.
+    :param name: the name its statistics are counted under (``get_stats()["by_name"]``); by
+        default ``module.qualname`` for a function (a method: its class-qualified name) and the
+        endpoint for a view. Functions given the same name share one row.
 
     Exceptions are never cached. A value that is written or deleted while a call is loading it
     is not overwritten by that call's (older) result. A call made while a request is handled
@@ -237,15 +241,24 @@ def cache(
     resolve: Callable[[], RedisCache] = current_backend
     if backend is not None:
         resolve = lambda: backend  # noqa: E731
-    policy, view_options = _options(ttl, cache_none, dict(options))
+    given: dict[str, Any] = dict(options)
+    name = _stats_name(given.pop("name", None))
+    policy, view_options = _options(ttl, cache_none, given)
 
     def decorate(func: Callable[..., Any]) -> Any:
-        state = _Cached(func, resolve, key, unless, policy, view_options)
+        state = _Cached(func, resolve, key, unless, policy, view_options, name)
         if inspect.iscoroutinefunction(func):
             return _AsyncCached(state)
         return _SyncCached(state)
 
     return cast(CacheDecorator, decorate)
+
+
+def _stats_name(name: object) -> str | None:
+    """A ``name=`` option, checked: a non-empty str (or None)."""
+    if name is None or isinstance(name, str) and name.strip():
+        return name
+    raise ConfigurationError(f"name must be a non-empty str naming the statistics, got {name!r}")
 
 
 def _options(
@@ -257,7 +270,7 @@ def _options(
         known = ", ".join(sorted(_POLICY_OPTIONS | _VIEW_OPTIONS))
         raise ConfigurationError(
             f"@cache has no option {', '.join(sorted(unknown))}; its options: ttl, backend, "
-            f"key, unless, cache_none, {known}"
+            f"key, unless, cache_none, name, {known}"
         )
     tags = options.get("tags", ())
     if isinstance(tags, str):
@@ -319,8 +332,15 @@ class _Cached:
         unless: Callable[[], bool] | None,
         policy: LoadPolicy,
         view_options: ViewOptions,
+        name: str | None = None,
     ) -> None:
         self.func = func
+        #: The statistics name of its calls outside its own requests (``name=`` or
+        #: ``module.qualname``); its view requests count under ``name=`` or their endpoint.
+        self.name = name or f"{func.__module__}.{func.__qualname__}"
+        self._view_name = name
+        self._parts: list[NamedParts] = []
+        self._view_parts: dict[str, list[NamedParts]] = {}
         self.resolve = resolve
         self.unless = unless
         self.policy = policy
@@ -349,22 +369,35 @@ class _Cached:
             if self.is_view_of(ctx, args[1:] if bound else args, kwargs):
                 return self.views.serve(
                     ctx,
-                    self.resolve(),
+                    self._view_counted(ctx),
                     lambda: invoke(*args, **kwargs),
                     after_response=not self.is_async,
                 )
             if self.reads_session:
+                self.resolve().counters.named(self.name).bypass("session")
                 return plain(invoke(*args, **kwargs)), False, ""
             loader = self._watching_session(ctx, invoke)
         key = self.keys.key(args, kwargs)
+        parts = NamedParts.of(self.resolve(), self.name, self._parts)
         value, hit = get_or_load(
-            self.resolve(), key, loader, self.policy, args, kwargs, background=self.background
+            parts, key, loader, self.policy, args, kwargs, background=self.background
         )
         if isinstance(value, Deliver):  # a result only the request that loaded it may see
             if hit:
                 return plain(invoke(*args, **kwargs)), False, key
             return value.result, False, key
         return value, hit, key
+
+    def _view_counted(self, ctx: RequestContext) -> NamedParts:
+        """The backend's parts counting for this view request's name (``name=`` or its
+        endpoint)."""
+        name = self._view_name or ctx.request.endpoint or self.name
+        memo = self._view_parts.get(name)
+        if memo is None:
+            if len(self._view_parts) >= _MAX_VIEW_MEMO:
+                self._view_parts.clear()
+            memo = self._view_parts[name] = []
+        return NamedParts.of(self.resolve(), name, memo)
 
     async def run_async(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool
@@ -411,9 +444,8 @@ class _Cached:
                 return plain(invoke(*args, **kwargs))
             ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
             loader = self._watching_session(ctx, invoke)
-        value = load_now(
-            self.resolve(), self.keys.key(args, kwargs), loader, self.policy, args, kwargs
-        )
+        parts = NamedParts.of(self.resolve(), self.name, self._parts)
+        value = load_now(parts, self.keys.key(args, kwargs), loader, self.policy, args, kwargs)
         return value.result if isinstance(value, Deliver) else value
 
     async def refresh_async(
