@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import logging
 import time
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -28,12 +29,14 @@ from werkzeug.wrappers import Response
 from ._classify import draw
 from ._coordination import Group
 from ._results import CacheResult
+from ._stats import NameStats
 from .backend import RedisCache
 from .keys import KeySpec, group_head, group_index, variant_key, view_group, view_key
 from .loading import Background, CacheParts, Deliver, LoadPolicy, Schedule, get_or_load
 from .serializers import CachedResponse, VaryMarker
 
 __all__ = [
+    "BYPASS_HEADER",
     "FailedRender",
     "ResponseFilter",
     "ViewCache",
@@ -44,7 +47,14 @@ __all__ = [
 
 ResponseFilter = Callable[[FlaskResponse], bool]
 
-_UNSTORED_HEADERS = frozenset({"set-cookie", "x-cache", "age"})
+logger = logging.getLogger("flask_fennec_cache")
+
+#: The header naming why a response was not cached (``X-Cache: BYPASS``): one of ``method``,
+#: ``authorization``, ``store-false``, ``session``, ``status``, ``streamed``, ``passthrough``,
+#: ``cookie``, ``no-store``, ``private``, ``vary``, ``filter`` (docs/recipes.md).
+BYPASS_HEADER = "X-Cache-Bypass"
+
+_UNSTORED_HEADERS = frozenset({"set-cookie", "x-cache", "x-cache-bypass", "age"})
 # What a 304 carries of the full response (RFC 9110, 15.4.5).
 _NOT_MODIFIED_HEADERS = frozenset({"etag", "cache-control", "vary", "expires", "content-location"})
 _MAX_MEMO = 10_000
@@ -152,7 +162,7 @@ class ViewCache:
         self.key = key
         self.options = options
         self._vary_memo: dict[str, tuple[str, ...]] = {}
-        self._keys: dict[tuple[Any, ...], str] = {}
+        self._keys: dict[tuple[Any, ...], tuple[Group, str]] = {}
 
     def group(self, endpoint: str, view_args: Mapping[str, Any]) -> str:
         """The group key of this view's entries for *view_args* (every entry key starts
@@ -194,11 +204,11 @@ class ViewCache:
         pending: list[Callable[[], object]] | None,
     ) -> tuple[Response, bool, str]:
         req = ctx.request
-        if req.method not in ("GET", "HEAD") or "HTTP_AUTHORIZATION" in req.environ:
-            return _response(render()), False, ""
-        group_name = view_group(req.endpoint or "", req.view_args or {}, self.key)
-        group = Group(group_index(group_name), self._entry_life(backend))
-        base = self._base_key(req, group_name)
+        if req.method not in ("GET", "HEAD"):
+            return _bypass(req, backend, _response(render()), "method"), False, ""
+        if "HTTP_AUTHORIZATION" in req.environ:
+            return _bypass(req, backend, _response(render()), "authorization"), False, ""
+        group, base = self._keys_of(req, self._entry_life(backend))
         vary = self._vary_memo.get(base, ())
         key = base
         for _ in range(2):  # the key the memo suggests, then the one a vary marker names
@@ -218,12 +228,14 @@ class ViewCache:
                 )
             except FailedRender as failed:  # no stale response to serve instead
                 if failed.request is not req:  # another thread's render: not this request's
-                    return _answer_miss(req, _response(render()), False), False, key
-                return _answer_miss(req, failed.response, False), False, key
+                    return self._unstored(req, backend, render()), False, key
+                return _bypass(req, backend, failed.response, "status"), False, key
             if isinstance(value, Deliver):
                 if not hit:  # this request rendered it
-                    response, stored = value.result
-                    return _answer_miss(req, response, stored), False, key
+                    response, refused = value.result
+                    if refused is not None:
+                        return _bypass(req, backend, response, refused), False, key
+                    return _answer_miss(req, response), False, key
                 value = value.store  # another thread rendered it for the same key
             if isinstance(value, CachedResponse):
                 return _answer_hit(req, value, ctx.app.response_class), True, key
@@ -231,7 +243,19 @@ class ViewCache:
                 break
             self._remember_vary(base, value.headers)
             vary = value.headers
-        return _answer_miss(req, _response(render()), False), False, key
+        return self._unstored(req, backend, render()), False, key
+
+    def _unstored(self, req: Request, backend: CacheParts, rendered: Any) -> Response:
+        """The answer of a render this request made without storing it (another request
+        rendered the key, or its variants kept changing): a MISS, or a BYPASS with the reason
+        it could not have been stored anyway."""
+        response = _response(rendered)
+        chosen = rendered if isinstance(rendered, CacheResult) else None
+        refused = self._refusal(response, chosen)
+        if refused is not None:
+            return _bypass(req, backend, response, refused)
+        response.headers["X-Cache"] = "MISS"
+        return response
 
     def _after_response(
         self,
@@ -268,21 +292,43 @@ class ViewCache:
             return None
         return ttl + self.policy.kept_stale if self.policy.enveloped else ttl
 
-    def _base_key(self, req: Request, group: str) -> str:
-        """The key of this request, before any ``Vary`` (remembered by its raw parts)."""
+    def _keys_of(self, req: Request, life: float | None) -> tuple[Group, str]:
+        """The group of this request's entries and its key before any ``Vary``, remembered by
+        the raw parts of the request they are built from.
+
+        The group comes from the endpoint and the view arguments, which a default or template
+        key spec turns into the same text every time: both are remembered. A callable spec is
+        called on every request (it may read more than its arguments)."""
         environ = req.environ
-        raw = (group, environ.get("HTTP_HOST"), req.path, environ.get("QUERY_STRING", ""))
-        key = self._keys.get(raw)
-        if key is None:
-            query = req.args.items(multi=True)
-            wanted = self.options.query
-            if wanted is not None:
-                query = (pair for pair in query if pair[0] in wanted)
-            key = view_key(group, req.host, req.path, query)
-            if len(self._keys) >= _MAX_MEMO:
-                self._keys.clear()
-            self._keys[raw] = key
-        return key
+        view_args = req.view_args or {}
+        where = (environ.get("HTTP_HOST"), req.path, environ.get("QUERY_STRING", ""))
+        raw: tuple[Any, ...] | None = None
+        if self.key is None or isinstance(self.key, str):
+            raw = (req.endpoint, *view_args.items(), *where)
+            try:
+                known = self._keys.get(raw)
+            except TypeError:  # a view argument that cannot be hashed: nothing remembered
+                known, raw = None, None
+            if known is not None and known[0].ttl == life:
+                return known
+        group_name = view_group(req.endpoint or "", view_args, self.key)
+        if raw is None:
+            raw = (group_name, *where)
+            known = self._keys.get(raw)
+            if known is not None and known[0].ttl == life:
+                return known
+        query = req.args.items(multi=True)
+        wanted = self.options.query
+        if wanted is not None:
+            query = (pair for pair in query if pair[0] in wanted)
+        keys = (
+            Group(group_index(group_name), life),
+            view_key(group_name, req.host, req.path, query),
+        )
+        if len(self._keys) >= _MAX_MEMO:
+            self._keys.clear()
+        self._keys[raw] = keys
+        return keys
 
     def _render(
         self,
@@ -300,30 +346,41 @@ class ViewCache:
         response = _response(rendered)
         if self.policy.stale_if_error and response.status_code in _FAIL_SAFE_STATUSES:
             raise FailedRender(req, response)
-        response_filter = self.options.response_filter
-        if not (
-            (chosen is None or chosen.store)
-            and _session_allows_caching(response)
-            and _cacheable(response)
-            and (response_filter is None or response_filter(response))
-        ):
-            return Deliver(None, (response, False))
+        refused = self._refusal(response, chosen)
+        if refused is not None:
+            return Deliver(None, (response, refused))
+        stored = (response, None)
         ttl = self._fresh_for(backend) if chosen is None or chosen.ttl is None else chosen.ttl
         tags = () if chosen is None else chosen.tags
         entry = self._entry_for(response, ttl)
         varies_on = tuple(sorted(h.title() for h in response.vary))
         if varies_on == vary:
-            return Deliver(entry, (response, True), ttl=ttl, tags=tags)
+            return Deliver(entry, stored, ttl=ttl, tags=tags)
         # The response varies on other headers than the key was chosen by: learn them, and
         # store it under the right variant (and the marker naming them under the base key).
         self._remember_vary(base, varies_on)
         if not varies_on:
-            return Deliver(None, (response, True), ((base, entry),), ttl, tags)
+            return Deliver(None, stored, ((base, entry),), ttl, tags)
         own = ((_variant(req, base, varies_on), entry),)
         marker = VaryMarker(varies_on)
         if not vary:
-            return Deliver(marker, (response, True), own, ttl, tags)
-        return Deliver(None, (response, True), (*own, (base, marker)), ttl, tags)
+            return Deliver(marker, stored, own, ttl, tags)
+        return Deliver(None, stored, (*own, (base, marker)), ttl, tags)
+
+    def _refusal(self, response: FlaskResponse, chosen: CacheResult[Any] | None) -> str | None:
+        """Why *response* (of a view that returned *chosen*, or not a CacheResult) cannot be
+        stored, as the word of :data:`BYPASS_HEADER`; None when it can."""
+        if chosen is not None and not chosen.store:
+            return "store-false"
+        if not _session_allows_caching(response):
+            return "session"
+        refused = _refusal(response)
+        if refused is not None:
+            return refused
+        response_filter = self.options.response_filter
+        if response_filter is not None and not response_filter(response):
+            return "filter"
+        return None
 
     def _fresh_for(self, backend: CacheParts) -> float | None:
         """Seconds a new entry is fresh: the TTL, shortened by the backend's jitter here (not
@@ -416,10 +473,22 @@ def request_session(ctx: RequestContext) -> Any:
     return getattr(ctx, "_session", None)
 
 
-def _answer_miss(req: Request, response: Response, stored: bool) -> Response:
-    if stored and "If-None-Match" in req.headers and _matches(req, response.headers.get("ETag")):
+def _answer_miss(req: Request, response: Response) -> Response:
+    """The answer of a response this request rendered and stored."""
+    if "If-None-Match" in req.headers and _matches(req, response.headers.get("ETag")):
         return _not_modified(tuple(response.headers.items()), "MISS")
     response.headers["X-Cache"] = "MISS"
+    return response
+
+
+def _bypass(req: Request, backend: CacheParts, response: Response, reason: str) -> Response:
+    """*response*, which could not be cached for *reason*: marked, logged and counted."""
+    counters = backend.counters
+    name = counters.name if isinstance(counters, NameStats) else req.endpoint
+    logger.debug("not caching the response of %s (%s %s): %s", name, req.method, req.path, reason)
+    counters.bypass(reason)
+    response.headers["X-Cache"] = "BYPASS"
+    response.headers[BYPASS_HEADER] = reason
     return response
 
 
@@ -462,10 +531,21 @@ def _session_allows_caching(response: Response) -> bool:
     return not (session and current_app.session_interface.should_set_cookie(current_app, session))
 
 
-def _cacheable(response: Response) -> bool:
+def _refusal(response: Response) -> str | None:
+    """Why the response itself forbids storing it (HTTP semantics); None when nothing does."""
     if not 200 <= response.status_code < 300:
-        return False
-    if response.is_streamed or response.direct_passthrough or "Set-Cookie" in response.headers:
-        return False
+        return "status"
+    if response.direct_passthrough:  # send_file: streamed too, but this says more
+        return "passthrough"
+    if response.is_streamed:
+        return "streamed"
+    if "Set-Cookie" in response.headers:
+        return "cookie"
     control = response.cache_control
-    return not (control.no_store or control.private or "*" in response.vary)
+    if control.no_store:
+        return "no-store"
+    if control.private:
+        return "private"
+    if "*" in response.vary:
+        return "vary"
+    return None

@@ -255,8 +255,9 @@ def test_a_view_answering_5xx_serves_its_stale_response(view_app: Flask, status:
     assert (failed.status_code, failed.text, failed.headers["X-Cache"]) == (
         status,
         "upstream down",
-        "MISS",
+        "BYPASS",
     )
+    assert failed.headers["X-Cache-Bypass"] == "status"
     assert view_keys(backend) == [key]
 
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import time
 import types
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from flask import Flask, Response, request
+from flask import Flask, Response, make_response, request, send_file, session
 from flask.testing import FlaskClient
 
-from flask_fennec_cache import FennecCache, RedisCache, cache
+from flask_fennec_cache import CacheResult, FennecCache, RedisCache, cache
 from flask_fennec_cache import _views as views_module
 
 
@@ -417,7 +419,8 @@ def test_response_filter_decides_cacheability(
         return next(bodies)
 
     first = client.get("/status")
-    assert first.headers["X-Cache"] == "MISS" and "ETag" not in first.headers
+    assert first.headers["X-Cache"] == "BYPASS" and "ETag" not in first.headers
+    assert first.headers["X-Cache-Bypass"] == "filter"
     assert backend_of(app).keys() == []
     second = client.get("/status")
     assert second.headers["X-Cache"] == "MISS" and "ETag" in second.headers
@@ -509,3 +512,127 @@ def test_hits_are_the_same_without_werkzeug_s_list(
     assert [h for h in slow.headers.items() if h[0] not in dropped] == [
         h for h in fast.headers.items() if h[0] not in dropped
     ]
+
+
+# ==================================================================================
+# X-Cache: BYPASS — a response that cannot be cached says why
+# ==================================================================================
+
+
+def _streamed() -> Response:
+    return Response((part for part in (b"a", b"b")), mimetype="text/plain")
+
+
+def _sent_file() -> Response:
+    return send_file(io.BytesIO(b"file body"), mimetype="text/plain")
+
+
+def _cookie() -> Response:
+    response = make_response("with a cookie")
+    response.set_cookie("seen", "1")
+    return response
+
+
+def _session_write() -> str:
+    session["visits"] = session.get("visits", 0) + 1
+    return "counted"
+
+
+def _headers(**headers: str) -> Callable[[], Response]:
+    return lambda: Response("body", headers=headers)
+
+
+#: Every reason a view's response is refused, with a view that gives it.
+BYPASSING_VIEWS: dict[str, Callable[[], Any]] = {
+    "store-false": lambda: CacheResult("draft", store=False),
+    "session": _session_write,
+    "status": lambda: ("not found", 404),
+    "streamed": _streamed,
+    "passthrough": _sent_file,
+    "cookie": _cookie,
+    "no-store": _headers(**{"Cache-Control": "no-store"}),
+    "private": _headers(**{"Cache-Control": "private, max-age=60"}),
+    "vary": _headers(Vary="*"),
+    "filter": lambda: "refused by the filter",
+}
+
+
+@pytest.mark.parametrize("reason", sorted(BYPASSING_VIEWS))
+def test_a_response_that_cannot_be_cached_says_bypass_and_why(
+    app: Flask, fennec: FennecCache, client: FlaskClient, reason: str
+) -> None:
+    app.secret_key = "a test secret of some length"
+
+    @app.get("/refused")
+    @fennec.cache(ttl=60, response_filter=lambda response: reason != "filter")
+    def refused() -> Any:
+        return BYPASSING_VIEWS[reason]()
+
+    for _ in range(2):  # never stored, so the second is refused again
+        response = client.get("/refused")
+        response.close()
+        assert response.headers["X-Cache"] == "BYPASS"
+        assert response.headers["X-Cache-Bypass"] == reason
+    assert [key for key in backend_of(app).keys() if "__fennec__" not in key] == []
+    stats = backend_of(app).get_stats()
+    assert stats["bypasses"] == 2
+    assert stats["by_name"]["refused"]["bypass_reasons"] == {reason: 2}
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "reason"),
+    [("POST", {}, "method"), ("GET", {"Authorization": "Bearer secret"}, "authorization")],
+)
+def test_requests_that_bypass_the_cache_say_why(
+    app: Flask,
+    fennec: FennecCache,
+    client: FlaskClient,
+    method: str,
+    headers: dict[str, str],
+    reason: str,
+) -> None:
+    @app.route("/form", methods=["GET", "POST"])
+    @fennec.cache(ttl=60)
+    def form() -> str:
+        return "the form"
+
+    response = client.open("/form", method=method, headers=headers)
+    assert (response.headers["X-Cache"], response.headers["X-Cache-Bypass"]) == ("BYPASS", reason)
+    assert backend_of(app).get_stats()["by_name"]["form"]["bypass_reasons"] == {reason: 1}
+    assert client.get("/form").headers["X-Cache"] == "MISS"  # a plain GET is still cached
+
+
+def test_a_bypass_is_logged_at_debug_with_the_view_s_name_and_reason(
+    app: Flask, fennec: FennecCache, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.get("/mine")
+    @fennec.cache(ttl=60, name="my-page")
+    def mine() -> Response:
+        return _headers(**{"Cache-Control": "private"})()
+
+    with caplog.at_level(logging.DEBUG, logger="flask_fennec_cache"):
+        client.get("/mine")
+    [record] = [r for r in caplog.records if "not caching the response" in r.getMessage()]
+    assert record.levelno == logging.DEBUG
+    assert "my-page" in record.getMessage() and record.getMessage().endswith(": private")
+    assert backend_of(app).get_stats()["by_name"]["my-page"]["bypass_reasons"] == {"private": 1}
+
+
+def test_cached_responses_carry_no_bypass_header(client: FlaskClient, doc: str) -> None:
+    miss, hit = client.get("/doc"), client.get("/doc")
+    assert (miss.headers["X-Cache"], hit.headers["X-Cache"]) == ("MISS", "HIT")
+    assert "X-Cache-Bypass" not in miss.headers and "X-Cache-Bypass" not in hit.headers
+    assert backend_of(client.application).get_stats()["bypasses"] == 0
+
+
+def test_a_view_s_own_bypass_header_is_not_replayed_on_hits(
+    app: Flask, fennec: FennecCache, client: FlaskClient
+) -> None:
+    @app.get("/upstream")
+    @fennec.cache(ttl=60)
+    def upstream() -> Response:
+        return Response("proxied", headers={"X-Cache-Bypass": "upstream"})
+
+    client.get("/upstream")
+    hit = client.get("/upstream")
+    assert hit.headers["X-Cache"] == "HIT" and "X-Cache-Bypass" not in hit.headers

@@ -206,7 +206,8 @@ def test_a_view_s_result_chooses_its_ttl_tags_or_not_to_be_stored(view_app: Flas
 
     for _ in range(2):
         draft = client.get("/page/draft")
-        assert (draft.text, draft.headers["X-Cache"]) == ("draft draft", "MISS")
+        assert (draft.text, draft.headers["X-Cache"]) == ("draft draft", "BYPASS")
+        assert draft.headers["X-Cache-Bypass"] == "store-false"
     assert renders == ["home", "draft", "draft"]
 
     backend.invalidate_tags("page:home")

@@ -14,6 +14,7 @@ from _support import wait_for
 from flask import Flask, Response, jsonify, make_response, request, session
 from flask.testing import FlaskClient
 from flask.views import MethodView
+from werkzeug.routing import BaseConverter
 
 from flask_fennec_cache import CachedFunction, FennecCache, FennecCacheError, RedisCache, cache
 from flask_fennec_cache.serializers import Envelope
@@ -551,3 +552,32 @@ def test_an_async_view_reading_the_session_varies_on_the_cookie(
     assert alice.get("/async-me").get_data(as_text=True) == "me: alice"
     assert bob.get("/async-me").get_data(as_text=True) == "me: bob"
     assert alice.get("/async-me").headers["X-Cache"] == "HIT"
+
+
+def test_a_view_argument_that_cannot_be_hashed_is_still_keyed(
+    app: Flask, fennec: FennecCache
+) -> None:
+    class ListConverter(BaseConverter):
+        def to_python(self, value: str) -> list[str]:
+            return value.split("+")
+
+        def to_url(self, value: Any) -> str:
+            return "+".join(value)
+
+    app.url_map.converters["list"] = ListConverter
+    renders: list[list[str]] = []
+
+    @app.get("/pick/<list:names>")
+    @fennec.cache(ttl=60)
+    def pick(names: list[str]) -> str:
+        renders.append(names)
+        return ",".join(names)
+
+    client = app.test_client()
+    answers = [client.get(path) for path in ("/pick/a+b", "/pick/a+b", "/pick/c")]
+    assert [r.headers["X-Cache"] for r in answers] == ["MISS", "HIT", "MISS"]
+    assert [r.text for r in answers] == ["a,b", "a,b", "c"]
+    assert renders == [["a", "b"], ["c"]]
+    with app.app_context():
+        assert view_of(app, "pick").invalidate(names=["a", "b"])
+    assert client.get("/pick/a+b").headers["X-Cache"] == "MISS"
