@@ -68,6 +68,7 @@ class Monitor:
             return None
         return {
             "connected": near.connected,
+            "state": near.state,
             "entries": len(near),
             "max_entries": near.max_entries,
             "bytes": near.bytes_held,

@@ -129,13 +129,16 @@ class Reader:
         return entry
 
     def fetch_tagged(self, key: str, tags: tuple[str, ...]) -> tuple[Any, dict[str, str] | None]:
-        """The entry under *key* and the current versions of *tags*, in one round trip.
+        """The entry under *key* and the current versions of *tags*, in one round trip — or
+        none, from the near cache, when it holds the entry and every tag's version.
 
         On a cluster the value and the tag keys live in different slots: the MGET is split
         per slot and pipelined (one round trip per node involved, at most two). Not atomic
         there, which can only cause a spurious miss: tag versions are unique, so a value is
         never taken as current under a version it was not stored with.
         """
+        if self.near is not None:
+            return self._fetch_tagged_near(key, tags, self.near)
         names = sorted(set(tags))
         keys = [self._prefix + key] + [self._tags.key(t) for t in names]
         found = self._guard.run("get", lambda c: mget(c, keys))
@@ -144,7 +147,107 @@ class Reader:
         versions = {t: v.decode() for t, v in zip(names, found[1:], strict=True) if v is not None}
         return self._codec.decode(key, found[0]), versions
 
+    def _fetch_tagged_near(
+        self, key: str, tags: tuple[str, ...], near: NearCache
+    ) -> tuple[Any, dict[str, str] | None]:
+        """:meth:`fetch_tagged` with a near cache. The tag versions are keys under the prefix,
+        kept there as coherently as the entries (docs/consistency.md, "Tagged entries in the
+        near cache"); what it does not hold is read from Redis in one round trip and filled."""
+        if not self._guard.allow("get"):
+            return MISSING, None
+        names, tag_keys = self._tags.near_keys(tags)
+        wanted = [(self._prefix + key).encode("utf-8", "surrogatepass"), *tag_keys]
+        held = near.get_many(wanted)
+        if held is None:  # coherence not assured: from Redis, filling nothing
+            return self._read_tagged(key, names, wanted, [None] * len(wanted), None, {})
+        if None not in held:
+            redecode, argument = cast("tuple[Callable[[Any], Any], Any]", held[0])
+            return redecode(argument), dict(zip(names, cast("list[str]", held[1:]), strict=True))
+        tickets = {i: near.begin_fill(wanted[i]) for i, got in enumerate(held) if got is None}
+        return self._read_tagged(key, names, wanted, held, near, tickets)
+
+    def _read_tagged(
+        self,
+        key: str,
+        names: list[str],
+        wanted: list[bytes],
+        held: list[object | None],
+        near: NearCache | None,
+        tickets: dict[int, object | None],
+    ) -> tuple[Any, dict[str, str] | None]:
+        """Read what is not *held* of *wanted* (the entry's name, then the tag keys of *names*)
+        from Redis, with the PTTLs, fill the near cache with it under *tickets*, and answer
+        :meth:`fetch_tagged` from that and what was *held*."""
+        missing = [i for i, got in enumerate(held) if got is None]
+
+        def read(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for i in missing:
+                pipe.get(wanted[i])
+                pipe.pttl(wanted[i])
+            return pipe.execute()
+
+        found = None
+        try:
+            found = self._guard.run("get", read, allowed=True)
+        finally:
+            if found is None and near is not None:  # Redis failed, or raised CacheUnavailable
+                for i, ticket in tickets.items():
+                    if ticket is not None:
+                        near.abandon_fill(wanted[i], ticket)
+        if found is None:
+            return MISSING, None
+        read_now = dict(zip(missing, zip(found[::2], found[1::2], strict=True), strict=True))
+        fill = _Fill(near, wanted, tickets)
+        if 0 in read_now:
+            data, ttl_ms = read_now[0]
+            entry = self._codec.decode(key, data)
+            if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
+                fill.abandon(0)
+            else:
+                fill.keep(0, self._codec.ready_form(data, entry), data, ttl_ms)
+        else:
+            redecode, argument = cast("tuple[Callable[[Any], Any], Any]", held[0])
+            entry = redecode(argument)
+        versions: dict[str, str] = {}
+        for i, tag in enumerate(names, start=1):
+            if i not in read_now:
+                versions[tag] = cast(str, held[i])
+            elif read_now[i][0] is None:  # no version: entries carrying the tag are misses
+                fill.abandon(i)
+            else:
+                data, ttl_ms = read_now[i]
+                versions[tag] = version = data.decode()
+                fill.keep(i, version, data, ttl_ms)
+        return entry, versions
+
     def forget(self, *keys: str) -> None:
         """This process changed *keys*: drop them from the near cache before Redis says so."""
         if self.near is not None:
             self.near.evict(*((self._prefix + k).encode("utf-8", "surrogatepass") for k in keys))
+
+
+class _Fill:
+    """The near-cache fills of one multi-key read: the *tickets* of the indices of *names*
+    being filled (None where no fill was begun: then nothing is stored)."""
+
+    def __init__(
+        self, near: NearCache | None, names: list[bytes], tickets: dict[int, object | None]
+    ) -> None:
+        self._near = near
+        self._names = names
+        self._tickets = tickets
+
+    def keep(self, index: int, held: object, data: bytes, ttl_ms: int) -> None:
+        """Store *held* (read as *data*, with that PTTL) unless an invalidation raced it."""
+        ticket = self._tickets.get(index)
+        if self._near is not None and ticket is not None:
+            name = self._names[index]
+            size = len(data) + len(name) + NEAR_ENTRY_OVERHEAD
+            self._near.finish_fill(name, ticket, held, int(ttl_ms), size)
+
+    def abandon(self, index: int) -> None:
+        """Nothing to store for this one."""
+        ticket = self._tickets.get(index)
+        if self._near is not None and ticket is not None:
+            self._near.abandon_fill(self._names[index], ticket)

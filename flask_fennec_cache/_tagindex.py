@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import redis
 
@@ -11,9 +11,13 @@ from ._guard import Guard
 from ._scripts import Scripts
 from ._validate import RESERVED
 from .errors import CacheUnavailable
+from .near import NearCache
 from .serializers import Envelope, new_version
 
-__all__ = ["TagIndex"]
+__all__ = ["NEAR_KEYS_REMEMBERED", "TagIndex"]
+
+#: How many tuples of tags :meth:`TagIndex.near_keys` remembers (they come from code: few).
+NEAR_KEYS_REMEMBERED: Final = 1024
 
 
 class TagIndex:
@@ -21,17 +25,36 @@ class TagIndex:
 
     Each tag has a random version; entries remember the versions they were loaded under and
     are misses once one changed. All of a prefix's tag keys share one cluster hash tag, so
-    multi-tag scripts run in one slot.
+    multi-tag scripts run in one slot. They are keys under the prefix: a *near* cache keeps
+    copies of them as coherently as of the entries (this process's own bumps evict them).
     """
 
-    def __init__(self, guard: Guard, scripts: Scripts, prefix: str) -> None:
+    def __init__(
+        self, guard: Guard, scripts: Scripts, prefix: str, near: NearCache | None = None
+    ) -> None:
         self._guard = guard
         self._scripts = scripts
         self._head = f"{prefix}{RESERVED}{{{prefix}tags}}:"
+        #: The cache's near cache, which keeps copies of the tag versions too.
+        self.near = near
+        self._near_keys: dict[tuple[str, ...], tuple[list[str], list[bytes]]] = {}
 
     def key(self, tag: str) -> str:
         """The Redis key holding *tag*'s version."""
         return self._head + tag
+
+    def near_keys(self, tags: tuple[str, ...]) -> tuple[list[str], list[bytes]]:
+        """*tags* sorted without repeats, and the names of their keys as the near cache holds
+        them; remembered per tuple (a decorator's tags), for at most
+        :data:`NEAR_KEYS_REMEMBERED` tuples."""
+        known = self._near_keys.get(tags)
+        if known is None:
+            names = sorted(set(tags))
+            known = names, [self.key(t).encode("utf-8", "surrogatepass") for t in names]
+            if len(self._near_keys) >= NEAR_KEYS_REMEMBERED:
+                self._near_keys.clear()
+            self._near_keys[tags] = known
+        return known
 
     def invalidate(self, tags: Iterable[str]) -> bool:
         """Give every tag a new version, in one round trip; False when Redis failed."""
@@ -50,6 +73,8 @@ class TagIndex:
         except CacheUnavailable:
             self._guard.pending.invalidate_tags(names)
             raise
+        if self.near is not None:  # this process's own bump: before Redis' push arrives
+            self.near.evict(*(self.key(t).encode("utf-8", "surrogatepass") for t in names))
         if not done:
             self._guard.pending.invalidate_tags(names)  # applied when Redis answers again
         return done

@@ -102,6 +102,8 @@ class TrackingConnections:
         self._reached: Addresses = frozenset()
         self._retry_at = 0.0
         self._refresh = False  # whether the next attempt asks the client to refresh its view
+        #: Whether an attempt to open the connections was made (they may have closed since).
+        self.attempted = False
         #: How readiness is polled: ``"epoll"``, ``"poll"`` or ``"can_read"`` (see
         #: :func:`_socket_of`); ``""`` while not connected.
         self.readiness = ""
@@ -168,6 +170,7 @@ class TrackingConnections:
         if now < self._retry_at:
             return False
         self._retry_at = now + RECONNECT_INTERVAL
+        self.attempted = True
         self._invalidate(None)
         opened: list[Any] = []
         try:

@@ -141,12 +141,12 @@ class RedisCache:
         breaker = CircuitBreaker(breaker_threshold, breaker_cooldown)
         #: Runs every command under the circuit breaker (internal).
         self.guard = guard = Guard(self._client, breaker, self.counters, log, fail_open)
-        #: Tag versions (internal).
-        self.tag_index = TagIndex(guard, scripts, self.prefix)
         near = None
         if near_cache:
             sizes = (near_cache_size, near_cache_ttl, near_cache_max_bytes)
             near = make_near_cache(self.url, self._client, self.prefix, *sizes, log)
+        #: Tag versions (internal; the near cache keeps copies of them too).
+        self.tag_index = TagIndex(guard, scripts, self.prefix, near)
         #: The read path (internal).
         get = fast_get(self._client)
         self.reader = Reader(guard, self.codec, self.tag_index, self.prefix, near, get, log)
@@ -344,8 +344,8 @@ class RedisCache:
 
     def near_cache_state(self) -> dict[str, Any] | None:
         """This process's near cache: ``connected`` (it serves only while its tracking
-        connections are up; they open at the first read), ``entries``, ``bytes`` and their
-        bounds; None without one."""
+        connections are up), ``state`` (:attr:`~.near.NearCache.state`: they open at the first
+        read), ``entries``, ``bytes`` and their bounds; None without one."""
         return self.monitor.near_cache_state()
 
     def get_stats(self) -> dict[str, Any]:

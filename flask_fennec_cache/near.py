@@ -93,6 +93,19 @@ class NearCache:
                 self.hits += 1
             return data
 
+    def get_many(self, keys: Sequence[bytes]) -> list[object | None] | None:
+        """What was stored for each of *keys* (None for a key not held), all read after one
+        drain of the invalidations; None when coherence cannot be guaranteed. Counts one hit
+        when every key is held: the read then needs no round trip."""
+        with self._lock:
+            if not self._tracking.sync():
+                return None
+            get = self._store.get
+            found = [get(key) for key in keys]
+            if None not in found:
+                self.hits += 1
+            return found
+
     def begin_fill(self, key: bytes) -> object | None:
         """Announce that *key* is about to be read from Redis; a ticket for :meth:`finish_fill`."""
         with self._lock:
@@ -179,6 +192,15 @@ class NearCache:
     def connected(self) -> bool:
         """Whether the tracking connections are up (the near cache serves only while they are)."""
         return self._tracking.connected
+
+    @property
+    def state(self) -> str:
+        """``"connected"``, ``"not started"`` (no read has opened the tracking connections yet in
+        this process: a fresh worker, a forked child) or ``"disconnected"`` (they broke, or could
+        not be opened: reads bypass the near cache until they reopen)."""
+        if self._tracking.connected:
+            return "connected"
+        return "disconnected" if self._tracking.attempted else "not started"
 
     @property
     def tracked(self) -> Addresses:

@@ -366,6 +366,216 @@ def test_no_stale_read_after_a_write_acknowledged_in_another_process(
     assert near.get_stats()["near_hits"] - near_hits_before >= 1000
 
 
+TAG_WRITER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from flask_fennec_cache import RedisCache
+    cache = RedisCache(sys.argv[1], prefix=sys.argv[2])
+    for line in sys.stdin:
+        assert cache.invalidate_tags(line.strip())
+        print("ok", flush=True)
+    """
+)
+
+
+def stale_tagged_reads(near: RedisCache, url: str, tags: list[str], trials: int = 1000) -> int:
+    """Run *trials* times: another process invalidates the next tag of *tags* and
+    acknowledges, then *near* calls a function cached under all of *tags* three times (a
+    reload, then fills, then near hits until the next invalidation). The number of calls that
+    were served an entry loaded before the acknowledged invalidation."""
+    from flask_fennec_cache import cache
+
+    loaded = {"trial": -1}
+
+    @cache(ttl=600, tags=tuple(tags), backend=near)
+    def tagged() -> int:
+        return loaded["trial"]
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TAG_WRITER_SCRIPT, url, near.prefix],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    stale = 0
+    try:
+        for trial in range(trials):
+            proc.stdin.write(f"{tags[trial % len(tags)]}\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "ok"
+            loaded["trial"] = trial
+            stale += sum(tagged() != trial for _ in range(3))
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+    return stale
+
+
+def test_no_stale_tagged_read_after_invalidate_tags_acknowledged_in_another_process(
+    near: RedisCache, redis_server: RedisServer
+) -> None:
+    """1,000 trials: another process invalidates a tag, acknowledges, then this process
+    calls a function cached under it: never the entry of before, and near hits between."""
+    near_hits_before = near.get_stats()["near_hits"]
+    assert stale_tagged_reads(near, redis_server.url, ["t"]) == 0
+    assert near.get_stats()["near_hits"] - near_hits_before >= 1000
+
+
+def commands_run(server: RedisServer) -> dict[str, int]:
+    """Commands the server has run so far, by name (but those this connection asks with)."""
+    stats = server.client().info("commandstats")
+    asking = ("cmdstat_info", "cmdstat_hello", "cmdstat_client|", "cmdstat_select")
+    return {k: int(v["calls"]) for k, v in stats.items() if not k.startswith(asking)}
+
+
+@pytest.fixture
+def quiet_near(redis_server: RedisServer, prefix: str) -> Iterator[RedisCache]:
+    """A near cache that sends nothing of its own (no statistics flush) during a test."""
+    cache = RedisCache(redis_server.url, prefix=prefix, near_cache=True, stats_flush_interval=3600)
+    yield cache
+    cache.close()
+
+
+def test_a_tagged_near_hit_sends_nothing_to_redis(
+    quiet_near: RedisCache, redis_server: RedisServer
+) -> None:
+    from flask_fennec_cache import cache
+
+    loads: list[int] = []
+
+    @cache(ttl=600, tags=("users", "teams"), backend=quiet_near)
+    def members() -> dict[str, list[int]]:
+        loads.append(1)
+        return {"ids": [1, 2]}
+
+    assert [members() for _ in range(3)] == [{"ids": [1, 2]}] * 3  # a load, fills, a hit
+    hits, before = quiet_near.get_stats()["near_hits"], commands_run(redis_server)
+    for _ in range(50):
+        got = members()
+        assert got == {"ids": [1, 2]}
+        got["ids"].append(3)  # each caller has its own copy
+    assert commands_run(redis_server) == before
+    assert quiet_near.get_stats()["near_hits"] - hits >= 50
+    assert len(loads) == 1
+    held = near_of(quiet_near)._store
+    tag_keys = [quiet_near.tag_index.key(t).encode() for t in ("teams", "users")]
+    assert all(held.entry(name) is not None for name in tag_keys)  # the versions, held here
+
+
+def test_an_own_invalidate_tags_drops_the_held_versions_at_once(quiet_near: RedisCache) -> None:
+    from flask_fennec_cache import cache
+
+    loads: list[int] = []
+
+    @cache(ttl=600, tags=("t",), backend=quiet_near)
+    def value() -> int:
+        loads.append(1)
+        return len(loads)
+
+    assert [value() for _ in range(3)] == [1, 1, 1]
+    name = quiet_near.tag_index.key("t").encode()
+    assert near_of(quiet_near)._store.entry(name) is not None
+    assert quiet_near.invalidate_tags("t")
+    assert near_of(quiet_near)._store.entry(name) is None  # not waiting for Redis' push
+    assert [value() for _ in range(3)] == [2, 2, 2]
+
+
+def test_a_tag_version_fill_raced_by_an_invalidation_is_not_stored(
+    quiet_near: RedisCache, writer: RedisCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version is read, then another process bumps it (and is acknowledged), then the
+    fill completes: the version read is not kept, so the entry of before is not served."""
+    from flask_fennec_cache import cache
+
+    loads: list[int] = []
+
+    @cache(ttl=600, tags=("t",), backend=quiet_near)
+    def value() -> int:
+        loads.append(1)
+        return len(loads)
+
+    assert value() == 1
+    near = near_of(quiet_near)
+    near.flush()  # the next read fills the entry and the tag's version
+    name = quiet_near.tag_index.key("t").encode()
+    finish_fill = near.finish_fill
+    raced: list[bytes] = []
+
+    def bumped_first(key: bytes, *args: Any, **kwargs: Any) -> None:
+        if key == name and not raced:
+            raced.append(key)
+            assert writer.invalidate_tags("t")  # Redis pushes before it acknowledges
+        finish_fill(key, *args, **kwargs)
+
+    monkeypatch.setattr(near, "finish_fill", bumped_first)
+    assert value() == 1  # read before the bump: served, as a read concurrent with it may be
+    assert raced and near._store.entry(name) is None
+    assert [value() for _ in range(3)] == [2, 2, 2]
+
+
+def test_a_tag_without_a_version_is_a_miss_and_not_held(
+    quiet_near: RedisCache, redis_server: RedisServer
+) -> None:
+    from flask_fennec_cache import cache
+
+    loads: list[int] = []
+
+    @cache(ttl=600, tags=("t",), backend=quiet_near)
+    def value() -> int:
+        loads.append(1)
+        return len(loads)
+
+    assert [value() for _ in range(3)] == [1, 1, 1]
+    redis_server.client().delete(quiet_near.tag_index.key("t"))  # lost (evicted, say)
+    assert value() == 2  # the entry carried a version that no longer exists: a miss
+    assert [value() for _ in range(2)] == [2, 2]
+
+
+def test_enveloped_near_hits_are_fresh_copies_of_the_whole_envelope(
+    quiet_near: RedisCache, redis_server: RedisServer
+) -> None:
+    from flask_fennec_cache import cache
+
+    @cache(ttl=600, stale_ttl=60, backend=quiet_near)
+    def fresh() -> dict[str, list[int]]:
+        return {"ids": [1]}
+
+    @cache(ttl=600, beta=1.0, backend=quiet_near)
+    def early() -> str:
+        return "text"
+
+    for function, expected in ((fresh, {"ids": [1]}), (early, "text")):
+        assert [function() for _ in range(2)] == [expected] * 2
+        hits, before = quiet_near.get_stats()["near_hits"], commands_run(redis_server)
+        for _ in range(20):
+            got = function()
+            assert got == expected
+            if isinstance(got, dict):
+                got["ids"].append(2)
+        assert commands_run(redis_server) == before
+        assert quiet_near.get_stats()["near_hits"] - hits == 20
+
+
+def test_the_envelope_redecoder_parses_the_metadata_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask_fennec_cache import _tags
+    from flask_fennec_cache.serializers import Envelope, decode, encode, envelope_head, redecoder
+
+    stored = Envelope({"a": [1]}, "0123456789abcdef", 1e10, 0.25, {"t": "fedcba9876543210"})
+    data = envelope_head(stored) + encode(stored.value, "k")
+    function, argument = redecoder(data, decode(data))
+    with monkeypatch.context() as patched:  # a hit reads no metadata: it was read at the fill
+        patched.setattr(_tags, "_json_decoder", None)
+        first, second = function(argument), function(argument)
+    assert first == second == stored == decode(data)
+    assert first is not second and first.value is not second.value
+    immutable = Envelope("text", "0123456789abcdef", 1e10)
+    data = envelope_head(immutable) + encode("text", "k")
+    function, argument = redecoder(data, decode(data))
+    assert function(argument) == immutable  # frozen with an immutable value: handed as it is
+
+
 def test_cached_views_are_near_hits_and_see_invalidations(
     redis_server: RedisServer, prefix: str, writer: RedisCache
 ) -> None:
@@ -422,6 +632,29 @@ def test_health_and_metrics_show_this_process_s_near_cache(
     pid = os.getpid()
     assert f'fennec_cache_near_cache_entries{{pid="{pid}"}} 1' in metrics
     assert f'fennec_cache_near_cache_bytes{{pid="{pid}"}} {near["bytes"]}' in metrics
+
+
+def test_health_tells_a_near_cache_not_started_from_a_disconnected_one(
+    redis_server: RedisServer, make_app: AppFactory
+) -> None:
+    app = make_app(FENNEC_CACHE_URL=redis_server.url, FENNEC_CACHE_NEAR_CACHE=True)
+    backend = backend_of(app)
+    client = app.test_client()
+
+    def near_health() -> tuple[bool, str]:
+        near = client.get("/cache/health").get_json()["near_cache"]
+        return near["connected"], near["state"]
+
+    assert near_health() == (False, "not started")  # a fresh worker: no read yet
+    backend.get("k")
+    assert near_health() == (True, "connected")
+    redis_server.kill()
+    assert backend.get("k") is None  # the read finds the tracking connection broken
+    assert near_health() == (False, "disconnected")
+    redis_server.restart()
+    near_of(backend)._tracking.retry_now()
+    backend.get("k")
+    assert near_health() == (True, "connected")
 
 
 def test_without_a_near_cache_health_and_metrics_say_nothing_of_it(
