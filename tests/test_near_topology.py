@@ -17,7 +17,7 @@ from _servers import RedisServer
 from _support import CacheFactory, Factory, wait_for
 from _topology import RedisClusterTopology, SentinelTopology
 from redis.crc import key_slot
-from test_near import near_of, stale_reads
+from test_near import near_of, stale_reads, stale_tagged_reads
 
 from flask_fennec_cache import RedisCache
 from flask_fennec_cache._tracking import WatchedTrackingConnections
@@ -133,6 +133,20 @@ def test_cluster_no_stale_read_after_a_write_acknowledged_in_another_process(
     keys = list(one_key_per_master(redis_cluster, near.prefix).values())
     before = near_hits(near)
     assert stale_reads(near, redis_cluster.url, keys) == 0
+    assert near_hits(near) - before >= 1000
+    assert near_of(near).tracked == master_addresses(redis_cluster)
+
+
+def test_cluster_no_stale_tagged_read_after_invalidate_tags_acknowledged_in_another_process(
+    redis_cluster: RedisClusterTopology, near: RedisCache
+) -> None:
+    """1,000 trials: another process invalidates a tag (the tag keys share one slot, on one
+    master: one tracking connection of three sees their pushes), acknowledges, then this
+    process calls a function cached under the tags."""
+    tags = ["a", "b", "c"]
+    assert len({key_slot(near.tag_index.key(t).encode()) for t in tags}) == 1
+    before = near_hits(near)
+    assert stale_tagged_reads(near, redis_cluster.url, tags) == 0
     assert near_hits(near) - before >= 1000
     assert near_of(near).tracked == master_addresses(redis_cluster)
 
@@ -318,6 +332,13 @@ def test_sentinel_no_stale_read_after_a_write_acknowledged_in_another_process(
 ) -> None:
     near = sentinel_caches(near_cache=True, stats_flush_interval=QUIET)
     assert stale_reads(near, sentinel_topology.url, ["shared"]) == 0
+
+
+def test_sentinel_no_stale_tagged_read_after_invalidate_tags_acknowledged_in_another_process(
+    sentinel_topology: SentinelTopology, sentinel_caches: CacheFactory
+) -> None:
+    near = sentinel_caches(near_cache=True, stats_flush_interval=QUIET)
+    assert stale_tagged_reads(near, sentinel_topology.url, ["t"]) == 0
 
 
 def test_sentinel_master_killed_flushes_then_tracks_the_promoted_replica(
