@@ -45,7 +45,7 @@ from .config import read_settings
 from .errors import ConfigurationError, NoBackendError
 from .fragments import FragmentOptions, register_fragments
 from .keys import hashed_if_long
-from .loading import Deliver, LoadPolicy, get_or_load
+from .loading import Deliver, LoadPolicy, NamedParts, get_or_load
 
 __all__ = ["Cache", "CachedResponse", "make_template_fragment_key"]
 
@@ -356,9 +356,10 @@ class Cache:
         call: Callable[[], Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        decorated: _Decorated,
     ) -> tuple[Any, bool]:
         """``(value, hit)`` of one call: from the cache, or ``call()`` (stored unless the
-        response filter refuses it)."""
+        response filter refuses it), counted under *decorated*'s name."""
         backend = self.cache
         if isinstance(backend, NullBackend):
             return call(), False
@@ -376,7 +377,8 @@ class Cache:
         if _flag(options.forced_update, args, kwargs):
             return self._store(backend, key, tags, ttl, options, load()), False
         policy = LoadPolicy(ttl=ttl, cache_none=options.cache_none, tags=tags)
-        value, hit = get_or_load(backend.native, key, load, policy)
+        parts = NamedParts.of(backend.native, decorated.stats_name, decorated.counted)
+        value, hit = get_or_load(parts, key, load, policy)
         if isinstance(value, Deliver):
             if value.store is None:  # not stored: a waiter runs the function itself
                 return (call(), False) if hit else (value.result, False)
@@ -556,6 +558,10 @@ class _Decorated:
         self.uncached = func
         #: Seconds its results live (None: ``CACHE_DEFAULT_TIMEOUT``); may be changed.
         self.cache_timeout = timeout
+        #: The name its statistics count under (``get_stats()["by_name"]``):
+        #: ``module.qualname``, for views too.
+        self.stats_name = f"{func.__module__}.{func.__qualname__}"
+        self.counted: list[NamedParts] = []  # the backend's parts counting for stats_name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError
@@ -599,7 +605,7 @@ class CachedFunction(_Decorated):
             key = self._key_maker(*args, **kwargs)
         else:
             key = self.make_cache_key(*args, use_request=True, **kwargs)
-        value, hit = owner._serve(key, (), self.cache_timeout, options, call, args, kwargs)
+        value, hit = owner._serve(key, (), self.cache_timeout, options, call, args, kwargs, self)
         if self._hit_header:
             _mark_hit(owner, hit)
         if isinstance(value, HTTPException):
@@ -642,7 +648,8 @@ class MemoizedFunction(_Decorated):
         key = self.make_cache_key(func, *args, **kwargs)
         tags = (function_tag(func),)
         call = functools.partial(owner._call, func, args, kwargs)
-        return owner._serve(key, tags, self.cache_timeout, self._options, call, args, kwargs)[0]
+        timeout, options = self.cache_timeout, self._options
+        return owner._serve(key, tags, timeout, options, call, args, kwargs, self)[0]
 
 
 def _bypass(
@@ -686,6 +693,7 @@ class _CompatFragments:
 
     def __init__(self, owner: Cache) -> None:
         self.owner = owner
+        self._counted: dict[str, list[NamedParts]] = {}
 
     def render(
         self, ttl: Any, parts: Sequence[Any], options: FragmentOptions, body: Callable[[], str]
@@ -701,5 +709,8 @@ class _CompatFragments:
         policy = LoadPolicy(
             ttl=backend.ttl_for(ttl), tags=options.tags, stale_ttl=options.stale_ttl
         )
-        value, _ = get_or_load(backend.native, key, lambda: Markup(body()), policy)
+        stats_name = options.name or f"fragment:{name}"
+        memo = self._counted.setdefault(stats_name, []) if len(self._counted) < 1_000 else []
+        counted = NamedParts.of(backend.native, stats_name, memo)
+        value, _ = get_or_load(counted, key, lambda: Markup(body()), policy)
         return Markup(value)

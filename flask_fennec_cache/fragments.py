@@ -10,6 +10,11 @@ name and the tag's line name the fragment. Options, after the parts:
     :meth:`~flask_fennec_cache.RedisCache.invalidate_tags` drops the fragment.
 ``stale_ttl=N``
     serve the old fragment for up to N seconds past its TTL while one request re-renders it.
+``name="sidebar"``
+    the name its statistics count under (``get_stats()["by_name"]``). By default
+    ``fragment:<first part>`` when the first part is a string literal
+    (``{% cache 60, "sidebar", user.id %}`` counts as ``fragment:sidebar``), else
+    ``fragment:<template name>:<line>`` (stable while the template's lines do not move).
 
 ``flask_fennec_cache.compat.Cache`` registers the same tag with Flask-Caching's keys and
 timeouts (``make_template_fragment_key``, ``'del'``).
@@ -31,7 +36,7 @@ from ._current import current_backend
 from .backend import RedisCache
 from .errors import ConfigurationError
 from .keys import canonical, hashed_if_long
-from .loading import LoadPolicy, get_or_load
+from .loading import CacheParts, LoadPolicy, NamedParts, get_or_load
 
 __all__ = [
     "FragmentCacheExtension",
@@ -45,7 +50,9 @@ __all__ = [
 
 #: The attribute of a Jinja environment naming the store its ``{% cache %}`` tags use.
 STORE_ATTRIBUTE: Final = "fennec_fragment_store"
-OPTIONS: Final = ("tags", "stale_ttl")
+OPTIONS: Final = ("tags", "stale_ttl", "name")
+#: Per-name parts kept by the native store, at most this many (names come from templates).
+_MAX_NAMES_KEPT = 1_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class FragmentOptions:
 
     tags: tuple[str, ...] = ()
     stale_ttl: float | None = None
+    #: The statistics name (see the module's docs); None counts in the totals only.
+    name: str | None = None
 
 
 class FragmentStore(Protocol):
@@ -89,15 +98,27 @@ class NativeFragments:
     """The store :class:`~flask_fennec_cache.FennecCache` registers: the current app's
     backend, keyed by :func:`fragment_key`."""
 
+    def __init__(self) -> None:
+        self._counted: dict[str, list[NamedParts]] = {}
+
     def render(
         self, ttl: Any, parts: Sequence[Any], options: FragmentOptions, body: Callable[[], str]
     ) -> Markup:
         """See :class:`FragmentStore`; a TTL of None uses the backend's default."""
         policy = LoadPolicy(ttl=ttl, tags=options.tags, stale_ttl=options.stale_ttl)
-        value, _ = get_or_load(
-            current_backend(), fragment_key(*parts), lambda: Markup(body()), policy
-        )
+        backend: CacheParts = current_backend()
+        if options.name is not None:
+            backend = NamedParts.of(backend, options.name, self._memo(options.name))
+        value, _ = get_or_load(backend, fragment_key(*parts), lambda: Markup(body()), policy)
         return Markup(value)
+
+    def _memo(self, name: str) -> list[NamedParts]:
+        memo = self._counted.get(name)
+        if memo is None:
+            if len(self._counted) >= _MAX_NAMES_KEPT:
+                self._counted.clear()
+            memo = self._counted[name] = []
+        return memo
 
 
 NATIVE_FRAGMENTS: Final = NativeFragments()
@@ -114,6 +135,7 @@ class FragmentCacheExtension(Extension):
         ttl = parser.parse_expression()
         parts: list[nodes.Expr] = []
         options: list[nodes.Keyword] = []
+        default_name = f"fragment:{parser.name or parser.filename or '<template>'}:{lineno}"
         while parser.stream.skip_if("comma"):
             if parser.stream.current.type == "name" and parser.stream.look().type == "assign":
                 name = next(parser.stream).value
@@ -121,16 +143,20 @@ class FragmentCacheExtension(Extension):
                 if name not in OPTIONS:
                     parser.fail(
                         f"{{% cache %}} has no option {name!r}; its options are "
-                        "tags=(...) and stale_ttl=N",
+                        "tags=(...), stale_ttl=N and name=...",
                         lineno,
                     )
                 options.append(nodes.Keyword(name, parser.parse_expression(), lineno=lineno))
             elif options:
-                parser.fail("{% cache %}: the parts come before tags= and stale_ttl=", lineno)
+                parser.fail("{% cache %}: the parts come before its options", lineno)
             else:
                 parts.append(parser.parse_expression())
         if not parts:
             parts.append(nodes.Const(f"{parser.filename}{lineno}"))
+        elif isinstance(parts[0], nodes.Const) and isinstance(parts[0].value, str):
+            default_name = f"fragment:{parts[0].value}"
+        if not any(option.key == "name" for option in options):
+            options.append(nodes.Keyword("name", nodes.Const(default_name), lineno=lineno))
         body = parser.parse_statements(("name:endcache",), drop_needle=True)
         call = self.call_method("_render", [ttl, nodes.List(parts)], options)
         return nodes.CallBlock(call, [], [], body).set_lineno(lineno)
@@ -142,6 +168,7 @@ class FragmentCacheExtension(Extension):
         caller: Callable[[], str],
         tags: Sequence[str] = (),
         stale_ttl: float | None = None,
+        name: str | None = None,
     ) -> Markup:
         store: FragmentStore | None = getattr(self.environment, STORE_ATTRIBUTE, None)
         if store is None:
@@ -153,7 +180,10 @@ class FragmentCacheExtension(Extension):
             raise ConfigurationError(
                 f"{{% cache %}}: tags must be a sequence of names, e.g. tags=({tags!r},)"
             )
-        return store.render(ttl, parts, FragmentOptions(tuple(tags), stale_ttl), caller)
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"{{% cache %}}: name must be a non-empty str, got {name!r}")
+        options = FragmentOptions(tuple(tags), stale_ttl, name)
+        return store.render(ttl, parts, options, caller)
 
 
 def register_fragments(app: Flask, store: FragmentStore = NATIVE_FRAGMENTS) -> None:

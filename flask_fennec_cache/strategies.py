@@ -11,7 +11,7 @@ from ._validate import check_key, check_ttl
 from .backend import RESERVED, RedisCache
 from .decorators import on_pool
 from .errors import CacheUnavailable, ConfigurationError, LockTimeout
-from .loading import LoadPolicy, Schedule, get_or_load
+from .loading import CacheParts, LoadPolicy, NamedParts, Schedule, get_or_load
 from .locks import RedisLock
 from .serializers import Envelope, new_version
 
@@ -29,6 +29,8 @@ class CacheAside:
     :param options: the freshness options of :class:`~flask_fennec_cache.loading.LoadPolicy`
         (``none_ttl``, ``lock``, ``lock_timeout``, ``stale_ttl``, ``stale_if_error``,
         ``soft_timeout``, ``hard_timeout``, ``beta``, ``tags``).
+    :param name: the name its reads and loads are counted under in
+        ``get_stats()["by_name"]``; None (the default) counts them in the totals only.
 
     With ``stale_ttl`` or ``beta``, a stale (or soon stale) entry is served at once and
     refreshed by *loader* on the process's refresh pool (in an app context of its own).
@@ -43,10 +45,15 @@ class CacheAside:
         backend: RedisCache,
         ttl: float | None = None,
         cache_none: bool = False,
+        name: str | None = None,
         **options: Any,
     ) -> None:
         self.backend = backend
         self.policy = LoadPolicy(ttl=ttl, cache_none=cache_none, **options)
+        if name is not None and not (isinstance(name, str) and name.strip()):
+            raise ConfigurationError(f"name must be a non-empty str, got {name!r}")
+        self.name = name
+        self._parts: list[NamedParts] = []
 
     @overload
     def get(self, key: str, loader: Callable[[], CacheResult[T]]) -> T: ...
@@ -75,7 +82,10 @@ class CacheAside:
             ) -> tuple[Schedule, Callable[[], Any]]:
                 return on_pool(), loader
 
-        value, hit = get_or_load(self.backend, key, loader, self.policy, background=background)
+        parts: CacheParts = self.backend
+        if self.name is not None:
+            parts = NamedParts.of(self.backend, self.name, self._parts)
+        value, hit = get_or_load(parts, key, loader, self.policy, background=background)
         return CacheLookup(value, hit, key)
 
 

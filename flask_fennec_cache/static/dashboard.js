@@ -167,6 +167,71 @@
     setText("p99", fmtMs(quantile(latency, 0.99)));
   }
 
+  // Hit rates under this are highlighted in the by-name table (the docs' "aim for > 80 %").
+  const LOW_HIT_RATE = 80;
+  const MAX_NAME_ROWS = 200;
+
+  function fmtLoadMs(ms) {
+    if (ms === null || ms === undefined) return "–";
+    return ms < 10 ? `${fmt(ms, 2)} ms` : `${fmt(ms, 0)} ms`;
+  }
+
+  function renderNames(byName, scope) {
+    const rows = Object.entries(byName || {})
+      .sort((a, b) => (b[1].total_requests + b[1].bypasses) - (a[1].total_requests + a[1].bypasses)
+        || (a[0] < b[0] ? -1 : 1))
+      .slice(0, MAX_NAME_ROWS);
+    setText("names-scope", scope);
+    $("names-empty").hidden = rows.length > 0;
+    const body = $("names-body");
+    const fresh = document.createDocumentFragment();
+    for (const [name, row] of rows) {
+      const tr = document.createElement("tr");
+      tr.dataset.name = name;
+      const low = row.total_requests > 0 && row.hit_rate < LOW_HIT_RATE;
+      tr.classList.toggle("low", low);
+      const cells = [
+        [name, "name"],
+        [fmt(row.total_requests, 0), "reads"],
+        [row.total_requests ? `${fmt(row.hit_rate, 1)} %` : "–", "rate"],
+        [fmt(row.hits, 0), "hits"],
+        [fmt(row.misses, 0), "misses"],
+        [fmt(row.stale_hits, 0), "stale"],
+        [fmt(row.fail_safe_hits, 0), "fail-safe"],
+        [fmt(row.errors, 0), "errors"],
+        [fmt(row.bypasses, 0), "bypasses"],
+        [fmtLoadMs(row.load_p50_ms), "p50"],
+        [fmtLoadMs(row.load_p99_ms), "p99"],
+      ];
+      for (const [value, kind] of cells) {
+        const td = document.createElement("td");
+        td.className = kind;
+        td.textContent = value; // names come from code, but never as HTML
+        tr.appendChild(td);
+      }
+      if (row.bypass_reasons && Object.keys(row.bypass_reasons).length) {
+        tr.title = "not cached: " + Object.entries(row.bypass_reasons)
+          .map(([reason, n]) => `${reason} ${n}`).join(", ");
+      }
+      fresh.appendChild(tr);
+    }
+    body.replaceChildren(fresh);
+  }
+
+  // The shared counters cannot be read (Redis is away, fail-open): rates and hit rates are
+  // unknown, not zero; the counts at hand are this process's only, and said to be.
+  function renderUnknown(stats) {
+    for (const id of ["ops", "reads-per-s", "writes-per-s", "deletes-per-s", "errors-per-s", "hit-rate"]) {
+      setText(id, "unknown");
+    }
+    $("errors-card").classList.remove("failing");
+    for (const card of document.querySelectorAll(".card")) card.classList.add("unknown");
+    setText("window-label", "Redis unreachable");
+    setText("shared-note", `(Redis unreachable: shared counters unknown; this process only: `
+      + `${fmt(stats.total_requests, 0)} reads, ${fmt(stats.errors, 0)} errors since the last flush)`);
+    renderNames(stats.by_name, "this process only, since the last flush");
+  }
+
   function niceCeiling(value) {
     const magnitude = 10 ** Math.floor(Math.log10(value));
     for (const step of [1, 2, 4, 5, 10]) {
@@ -273,6 +338,12 @@
         setText("shared-note", `(statistics unavailable: ${stats.error || "no answer"})`);
         return;
       }
+      if (stats.available === false) {
+        renderUnknown(stats);
+        return;
+      }
+      for (const card of document.querySelectorAll(".card.unknown")) card.classList.remove("unknown");
+      renderNames(stats.by_name, stats.shared === false ? "this process only" : "all processes");
       samples.push({ t: performance.now(), stats, histogram: histogramFrom(parseMetrics(metricsText)) });
       while (samples.length > 2 && samples[samples.length - 1].t - samples[0].t > HISTORY_MS) {
         samples.shift();
