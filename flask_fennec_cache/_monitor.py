@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from ._connect import redact_url
 from ._guard import BREAKER_ERRORS, Guard
+from ._redis_info import RedisInfo
 from ._stats import StatsBuffer, summarize
 from .near import NearCache
 
@@ -39,6 +40,8 @@ class Monitor:
         self._url = redact_url(url)
         self._near = near
         self._shared = shared
+        #: Redis' own figures (INFO), sampled at most once a second.
+        self.redis_info = RedisInfo(guard, stats_key, in_process=not shared)
 
     def health(self) -> dict[str, Any]:
         """See :meth:`~flask_fennec_cache.RedisCache.health`."""
@@ -56,6 +59,9 @@ class Monitor:
             report["status"] = "healthy"
         report["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
         report["breaker"] = breaker.state
+        redis_state = self.redis_info.state(reachable=report["status"] == "healthy")
+        report["redis"] = redis_state.as_dict()
+        report["warnings"] = list(redis_state.warnings)
         near = self.near_cache_state()
         if near is not None:
             report["near_cache"] = near

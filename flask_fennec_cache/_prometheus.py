@@ -6,9 +6,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ._redis_info import RedisState
 from ._stats import FIELDS, latency_histogram
 
-__all__ = ["BREAKER_STATES", "CONTENT_TYPE", "NAMESPACE", "render"]
+__all__ = ["BREAKER_STATES", "CONTENT_TYPE", "NAMESPACE", "render", "render_redis"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NAMESPACE = "fennec_cache"
@@ -82,6 +83,63 @@ def render(
         lines.append(f"{name}_sum {_number(histogram.sum)}")
         lines.append(f"{name}_count {histogram.count}")
     return "\n".join(lines) + "\n"
+
+
+#: Redis' own figures (``INFO``): (metric, type, the figure, help).
+_REDIS_FIGURES = (
+    ("used_memory_bytes", "gauge", "used_memory", "Bytes Redis has allocated (INFO used_memory)."),
+    ("maxmemory_bytes", "gauge", "maxmemory", "Redis' memory limit in bytes; 0: no limit."),
+    ("evicted_keys_total", "counter", "evicted", "Keys Redis evicted to stay under maxmemory."),
+    ("expired_keys_total", "counter", "expired", "Keys Redis removed as their TTL ended."),
+    ("connected_clients", "gauge", "clients", "Client connections open on Redis."),
+)
+
+
+def render_redis(state: RedisState) -> str:
+    """Redis' own figures as metrics (``fennec_cache_redis_*``): the server's (on Sentinel,
+    the master's), or on a cluster one series per primary with a ``node`` label (sum them in
+    the query). Every process reports the same server figures, so they carry no ``pid``.
+    ``fennec_cache_redis_info_available`` is 0 when no server answered ``INFO`` (refused by
+    an ACL, renamed, Redis unreachable, ``memory://``): the other families are then absent."""
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str) -> str:
+        full = f"{NAMESPACE}_redis_{name}"
+        lines.append(f"# HELP {full} {_escape_help(help_text)}")
+        lines.append(f"# TYPE {full} {kind}")
+        return full
+
+    available = metric(
+        "info_available", "gauge", "1 if Redis answered INFO for the figures below, else 0."
+    )
+    lines.append(f"{available} {1 if state.available else 0}")
+
+    def labels(node: str, **extra: str) -> str:
+        pairs = ({"node": node} if state.cluster else {}) | extra
+        inner = ",".join(f'{k}="{_redis_label(v)}"' for k, v in pairs.items())
+        return f"{{{inner}}}" if inner else ""
+
+    servers = sorted(state.servers.items())
+    for name, kind, attribute, help_text in _REDIS_FIGURES:
+        found = [(node, getattr(f, attribute)) for node, f in servers]
+        known = [(node, value) for node, value in found if value is not None]
+        if known:
+            full = metric(name, kind, help_text)
+            lines.extend(f"{full}{labels(node)} {int(value)}" for node, value in known)
+    policies = [(node, f.policy) for node, f in servers if f.policy is not None]
+    if policies:
+        full = metric(
+            "maxmemory_policy",
+            "gauge",
+            "Redis' maxmemory-policy, as the policy label of a series whose value is 1.",
+        )
+        lines.extend(f"{full}{labels(node, policy=policy)} 1" for node, policy in policies)
+    return "\n".join(lines) + "\n"
+
+
+def _redis_label(value: str) -> str:
+    """*value* as a label value of the text format (backslash, quote and newline escaped)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:

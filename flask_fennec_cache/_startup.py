@@ -1,5 +1,6 @@
-"""What ``init_app`` checks once an app's backend is built: that Redis answers, and that a
-``memory://`` cache served by several worker processes is not mistaken for a shared one."""
+"""What ``init_app`` checks once an app's backend is built: that Redis answers, that its
+eviction policy lets a full Redis keep taking writes, and that a ``memory://`` cache served by
+several worker processes is not mistaken for a shared one."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import threading
 
 from ._connect import make_client, redact_url
 from ._ratelog import logger
+from ._redis_info import policy_warnings, read_servers
 from .backend import RedisCache
 from .config import Settings
 
-__all__ = ["check_at_startup", "probe", "worker_processes"]
+__all__ = ["check_at_startup", "probe", "probe_server", "worker_processes"]
 
 
 def check_at_startup(backend: RedisCache, settings: Settings) -> None:
-    """Log one WARNING if Redis does not answer (or if a ``memory://`` cache is served by
-    several workers); never raises, and leaves no connection behind."""
+    """Log one WARNING if Redis does not answer, or if its ``maxmemory-policy`` is
+    ``noeviction`` under a ``maxmemory`` (or if a ``memory://`` cache is served by several
+    workers); never raises, and leaves no connection behind."""
     if not backend.shared:
         workers = worker_processes()
         if workers != 1:
@@ -33,7 +36,9 @@ def check_at_startup(backend: RedisCache, settings: Settings) -> None:
         return
     if not settings.startup_check:
         return
-    reason = probe(settings)
+    reason, warnings = probe_server(settings)
+    for warning in warnings:
+        logger.warning("FENNEC_CACHE_URL %s: %s.", redact_url(settings.url), warning)
     if reason is not None:
         then = (
             "cached calls run their loaders without the cache until it answers (fail-open)"
@@ -50,11 +55,18 @@ def check_at_startup(backend: RedisCache, settings: Settings) -> None:
 
 
 def probe(settings: Settings) -> str | None:
-    """Why Redis did not answer one PING, or None when it did.
+    """Why Redis did not answer one PING, or None when it did (see :func:`probe_server`)."""
+    return probe_server(settings)[0]
 
-    The PING goes through a client of its own, closed afterwards: the backend's pool stays
-    empty, so nothing is inherited by forked workers. It waits at most twice the connect plus
-    the socket timeout (a name lookup is not bound by the socket timeouts).
+
+def probe_server(settings: Settings) -> tuple[str | None, list[str]]:
+    """Why Redis did not answer one PING (None when it did), and the warnings its ``INFO``
+    calls for (``noeviction`` under a ``maxmemory``; none when INFO is refused).
+
+    The PING and the INFO go through a client of its own, on its one connection, closed
+    afterwards: the backend's pool stays empty, so nothing is inherited by forked workers. It
+    waits at most twice the connect plus the socket timeout (a name lookup is not bound by the
+    socket timeouts).
     """
     client = make_client(
         settings.url,
@@ -67,6 +79,7 @@ def probe(settings: Settings) -> str | None:
         tls_keyfile=settings.tls_keyfile,
     )
     outcome: list[str | None] = []
+    warnings: list[str] = []
 
     def ping() -> None:
         try:
@@ -74,6 +87,10 @@ def probe(settings: Settings) -> str | None:
         except Exception as exc:  # only redis-py runs here: whatever it raises is the reason
             outcome.append(f"{type(exc).__name__}: {exc}")
         else:
+            try:
+                warnings.extend(policy_warnings(read_servers(client)))
+            except Exception:  # a server that answers PING is enough to start
+                pass
             outcome.append(None)
         finally:
             client.close()
@@ -83,8 +100,8 @@ def probe(settings: Settings) -> str | None:
     thread.start()
     thread.join(limit)
     if not outcome:
-        return f"no answer within {limit:g} s (a slow name lookup, or a server that hangs)"
-    return outcome[0]
+        return f"no answer within {limit:g} s (a slow name lookup, or a server that hangs)", []
+    return outcome[0], list(warnings)
 
 
 def worker_processes() -> int | None:

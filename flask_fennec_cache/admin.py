@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ._current import current_backend, settings_of
-from ._prometheus import CONTENT_TYPE, render
+from ._prometheus import CONTENT_TYPE, render, render_redis
 from .errors import CacheUnavailable, ConfigurationError
 from .unavailable import retry_after_seconds
 
@@ -53,6 +53,7 @@ def make_blueprint() -> Blueprint:
         except CacheUnavailable:  # fail-closed backends raise; a scrape must still answer
             counters = None
         body = render(counters, backend.breaker_state, os.getpid(), backend.near_cache_state())
+        body += render_redis(backend.monitor.redis_info.state(reachable=counters is not None))
         return Response(body, content_type=CONTENT_TYPE)
 
     @admin.get("/stats")
