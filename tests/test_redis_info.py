@@ -3,18 +3,21 @@ startup log; the rates, the warnings, and servers that refuse ``INFO``. Real ser
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from _servers import RedisServer, RedisServerFactory
 from _support import HANG, AppFactory, CacheFactory, backend_of, new_app, wait_for
 from flask import Flask
 from test_metrics import Scrape
+from werkzeug.serving import make_server
 
 from flask_fennec_cache import FennecCache, RedisCache
 from flask_fennec_cache._prometheus import render_redis
@@ -527,3 +530,122 @@ def test_without_figures_only_the_availability_gauge_is_rendered() -> None:
     """``memory://``, a refused INFO, an unreachable Redis: one gauge at 0, and it parses."""
     scrape = Scrape(render_redis(RedisState("refused")))
     assert scrape.samples == {"fennec_cache_redis_info_available": 0}
+
+
+# ==================================================================================
+# The dashboard's Redis panel (headless Chromium, as tests/test_dashboard.py)
+# ==================================================================================
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - depends on the machine
+        _unavailable("playwright is not installed: pip install -e '.[test]'")
+    if not (os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        _unavailable(f"{CHROMIUM} not found: apt-get install chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} [CI is set, so this is an error, not a skip]", pytrace=False)
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def served(app: Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="redis-panel-test-server")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(HANG)
+        server.server_close()
+
+
+def open_dashboard(browser: Any, base: str) -> tuple[Any, list[str]]:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{base}/cache/?interval=250")
+    return page, errors
+
+
+def test_the_panel_shows_memory_policy_rates_and_the_noeviction_warning(
+    redis_server_factory: RedisServerFactory, make_app: AppFactory, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    server = redis_server_factory(["--maxmemory", "10mb", "--maxmemory-policy", "noeviction"])
+    app = make_app(FENNEC_CACHE_URL=server.url)
+    with served(app) as base:
+        page, errors = open_dashboard(browser, base)
+        expect(page.locator("#redis-policy")).to_have_text("noeviction", timeout=HANG * 1000)
+        expect(page.locator("#redis-memory")).to_have_text(
+            re.compile(r" of 10\.0 MiB \([\d.]+ %\)$")
+        )
+        expect(page.locator("#redis-memory-meter")).to_be_visible()
+        expect(page.locator("#redis-warnings li")).to_have_count(1)
+        expect(page.locator("#redis-warnings li")).to_contain_text("maxmemory-policy is noeviction")
+        # The worker's second sample (a second later) turns "unknown" into a measured rate.
+        expect(page.locator("#redis-evicted")).to_have_text("0.0", timeout=HANG * 1000)
+        expect(page.locator("#redis-expired")).to_have_text("0.0")
+        expect(page.locator("#redis-clients")).to_have_text(re.compile(r"^[1-9]\d*$"))
+        expect(page.locator("#redis-unavailable")).to_be_hidden()
+        expect(page.locator("#redis-nodes")).to_be_hidden()
+
+        server.client().config_set("maxmemory-policy", "allkeys-lru")
+        expect(page.locator("#redis-policy")).to_have_text("allkeys-lru", timeout=HANG * 1000)
+        expect(page.locator("#redis-warnings li")).to_have_count(0)
+        assert errors == []
+        page.close()
+
+
+def test_the_panel_says_why_the_figures_are_left_out(
+    redis_server_factory: RedisServerFactory, make_app: AppFactory, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    server = redis_server_factory()
+    server.client().acl_setuser(
+        "app", enabled=True, passwords=["+app-password"], keys=["*"], channels=["*"],
+        commands=["+@all", "-info"],
+    )  # fmt: skip
+    app = make_app(FENNEC_CACHE_URL=f"redis://app:app-password@127.0.0.1:{server.port}/0")
+    with served(app) as base:
+        page, errors = open_dashboard(browser, base)
+        expect(page.locator("#health-status")).to_have_text("healthy", timeout=HANG * 1000)
+        unavailable = page.locator("#redis-unavailable")
+        expect(unavailable).to_be_visible()
+        expect(unavailable).to_contain_text("figures left out: INFO refused by the server's ACL")
+        expect(page.locator("#redis-figures")).to_be_hidden()
+        assert errors == []
+        page.close()
+
+
+def test_the_panel_lists_each_primary_of_a_cluster(
+    redis_cluster: Any, make_app: AppFactory, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    app = make_app(FENNEC_CACHE_URL=redis_cluster.url)
+    with served(app) as base:
+        page, errors = open_dashboard(browser, base)
+        rows = page.locator("#redis-nodes-body tr")
+        expect(rows).to_have_count(3, timeout=HANG * 1000)
+        expect(rows.first).to_contain_text(re.compile(r"^127\.0\.0\.1:\d+"))
+        expect(page.locator("#redis-scope")).to_have_text("every primary, summed")
+        assert errors == []
+        page.close()

@@ -232,6 +232,97 @@
     renderNames(stats.by_name, "this process only, since the last flush");
   }
 
+  // -- Redis' own figures (health's "redis" section and warnings) ---------------------------
+
+  function fmtBytes(count) {
+    if (!Number.isFinite(count)) return "–";
+    if (count < 1024) return `${count} B`;
+    let size = count / 1024;
+    for (const unit of ["KiB", "MiB"]) {
+      if (size < 1024) return `${fmt(size, 1)} ${unit}`;
+      size /= 1024;
+    }
+    return `${fmt(size, 1)} GiB`;
+  }
+
+  // A rate the answering worker cannot tell yet (its first sample) says so: never a 0.
+  function fmtRate(value) {
+    if (value === "unknown") return "unknown";
+    return Number.isFinite(value) ? fmt(value, 1) : "–";
+  }
+
+  function fmtMemory(figures) {
+    const used = fmtBytes(figures.used_memory_bytes);
+    if (!Number.isFinite(figures.maxmemory_bytes)) return used;
+    if (figures.maxmemory_bytes === 0) return `${used} (no maxmemory)`;
+    const percent = Number.isFinite(figures.used_memory_percent)
+      ? ` (${fmt(figures.used_memory_percent, 1)} %)` : "";
+    return `${used} of ${fmtBytes(figures.maxmemory_bytes)}${percent}`;
+  }
+
+  function cell(row, text, className) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    row.appendChild(td);
+    return td;
+  }
+
+  function renderRedisNodes(nodes) {
+    const table = $("redis-nodes");
+    const body = $("redis-nodes-body");
+    table.hidden = !nodes;
+    body.replaceChildren();
+    for (const [name, node] of Object.entries(nodes || {})) {
+      const row = document.createElement("tr");
+      cell(row, name);
+      if (node.available === false) {
+        cell(row, `figures left out: ${node.reason}`, "reason").colSpan = 5;
+      } else {
+        cell(row, fmtMemory(node));
+        cell(row, node.maxmemory_policy || "–");
+        cell(row, fmtRate(node.evicted_keys_per_second));
+        cell(row, fmtRate(node.expired_keys_per_second));
+        cell(row, fmt(node.connected_clients, 0));
+      }
+      body.appendChild(row);
+    }
+  }
+
+  function renderRedis(health) {
+    const redis = health && health.redis;
+    const available = Boolean(redis && redis.available);
+    $("redis-figures").hidden = !available;
+    $("redis-unavailable").hidden = available;
+    if (!available) {
+      setText("redis-unavailable", redis ? `figures left out: ${redis.reason}` : "no health report");
+      renderRedisNodes(null);
+    } else {
+      setText("redis-memory", fmtMemory(redis));
+      const meter = $("redis-memory-meter");
+      meter.hidden = !Number.isFinite(redis.used_memory_percent);
+      meter.value = Math.min(100, redis.used_memory_percent || 0);
+      setText("redis-policy", redis.maxmemory_policy || "–");
+      setText("redis-evicted", fmtRate(redis.evicted_keys_per_second));
+      setText("redis-evicted-total", fmt(redis.evicted_keys, 0));
+      setText("redis-expired", fmtRate(redis.expired_keys_per_second));
+      setText("redis-expired-total", fmt(redis.expired_keys, 0));
+      setText("redis-clients", fmt(redis.connected_clients, 0));
+      setText("redis-scope", redis.nodes ? "every primary, summed" : "INFO, at most once a second");
+      renderRedisNodes(redis.nodes || null);
+    }
+    const list = $("redis-warnings");
+    const warnings = (health && health.warnings) || [];
+    if (list.childElementCount !== warnings.length
+        || warnings.some((text, i) => list.children[i].textContent !== text)) {
+      list.replaceChildren(...warnings.map((text) => {
+        const item = document.createElement("li");
+        item.textContent = text;
+        return item;
+      }));
+    }
+  }
+
   function niceCeiling(value) {
     const magnitude = 10 ** Math.floor(Math.log10(value));
     for (const step of [1, 2, 4, 5, 10]) {
@@ -332,6 +423,7 @@
         getJSON("stats"), getJSON("health"), getText("metrics"),
       ]);
       renderHealth(health);
+      renderRedis(health);
       if (!Number.isFinite(stats.hits)) {
         // A fail-closed cache answers 503 while Redis is away: nothing to count or chart, and
         // a sample without numbers would leave NaN in the rates and scales until it ages out.
@@ -353,6 +445,7 @@
       setText("updated", new Date().toLocaleTimeString());
     } catch (error) {
       renderHealth(null); // the app itself did not answer
+      renderRedis(null);
       $("health").title = String(error);
     } finally {
       window.setTimeout(tick, POLL_MS);
