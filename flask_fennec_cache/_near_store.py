@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 __all__ = ["NearEntry", "NearStore"]
 
@@ -55,6 +55,23 @@ class NearStore:
             return None
         self._entries.move_to_end(key)
         return data
+
+    def get_many(self, keys: Iterable[bytes]) -> list[Any]:
+        """:meth:`get` of each of *keys* (None for those absent or expired), at one time."""
+        now = self._clock()
+        entries = self._entries
+        found: list[Any] = []
+        for key in keys:
+            entry = entries.get(key)
+            if entry is None:
+                found.append(None)
+            elif now >= entry[1]:
+                self.drop(key)
+                found.append(None)
+            else:
+                entries.move_to_end(key)
+                found.append(entry[0])
+        return found
 
     def put(self, key: bytes, data: object, size: int, ttl: float | None) -> bool:
         """Hold *data* (*size* bytes, never None) under *key* for at most *ttl* seconds (None:

@@ -161,8 +161,10 @@ class Reader:
         if held is None:  # coherence not assured: from Redis, filling nothing
             return self._read_tagged(key, names, wanted, [None] * len(wanted), None, {})
         if None not in held:
-            redecode, argument = cast("tuple[Callable[[Any], Any], Any]", held[0])
-            return redecode(argument), dict(zip(names, cast("list[str]", held[1:]), strict=True))
+            redecode, argument = held[0]
+            if len(names) == 1:
+                return redecode(argument), {names[0]: held[1]}
+            return redecode(argument), dict(zip(names, held[1:], strict=True))
         tickets = {i: near.begin_fill(wanted[i]) for i, got in enumerate(held) if got is None}
         return self._read_tagged(key, names, wanted, held, near, tickets)
 

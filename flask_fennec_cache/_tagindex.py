@@ -101,8 +101,16 @@ class TagIndex:
     def current(self, entry: Envelope, known: Mapping[str, str] | None = None) -> bool:
         """Whether *entry* was loaded under the current version of each of its tags (*known*
         versions are used when they cover them; otherwise they are read)."""
-        if known is None or not set(entry.tags) <= set(known):
-            known = self.versions(entry.tags)
+        if known is not None:  # a plain loop: this runs on every tagged hit
+            for tag, version in entry.tags.items():
+                have = known.get(tag)
+                if have != version:
+                    if have is not None:
+                        return False
+                    break  # not known: read them all
+            else:
+                return True
+        known = self.versions(entry.tags)
         if known is None:
             return False
         return all(known.get(tag) == version for tag, version in entry.tags.items())

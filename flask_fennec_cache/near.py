@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._forksafe import reset_after_fork
 from ._near_store import NearStore
@@ -93,15 +94,14 @@ class NearCache:
                 self.hits += 1
             return data
 
-    def get_many(self, keys: Sequence[bytes]) -> list[object | None] | None:
+    def get_many(self, keys: Sequence[bytes]) -> list[Any] | None:
         """What was stored for each of *keys* (None for a key not held), all read after one
         drain of the invalidations; None when coherence cannot be guaranteed. Counts one hit
         when every key is held: the read then needs no round trip."""
         with self._lock:
             if not self._tracking.sync():
                 return None
-            get = self._store.get
-            found = [get(key) for key in keys]
+            found = self._store.get_many(keys)
             if None not in found:
                 self.hits += 1
             return found
