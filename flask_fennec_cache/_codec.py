@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._entries import MISSING, Unreadable
+from ._entries import MISSING, Stamped, Unreadable
 from ._ratelog import RateLimitedLog
 from ._stats import StatsBuffer
+from ._tags import GenerationTag
 from ._validate import check_key, pickle_secret
 from .compression import Compressor
 from .errors import ConfigurationError
@@ -21,6 +23,9 @@ from .serializers import (
     msgpack_available,
     redecoder,
 )
+
+if TYPE_CHECKING:
+    from ._generation import Generation
 
 __all__ = ["MISSING", "EntryCodec", "Unreadable"]
 
@@ -50,6 +55,8 @@ class EntryCodec:
         self._compress = Compressor(compression, compress_threshold)
         self._stats = stats
         self._log = log
+        #: The cache's generation (set once its guard exists); entries older are misses.
+        self.generation: Generation | None = None
 
     def encode(self, key: str, value: Any) -> bytes | None:
         """The stored form of *value* (compressed when large), or None when it is too large.
@@ -68,7 +75,12 @@ class EntryCodec:
             )
             return None
         data = self._compress(data)
-        return envelope_head(value) + data if isinstance(value, Envelope) else data
+        generation = 0 if self.generation is None else self.generation.current
+        if isinstance(value, Envelope):
+            if generation:
+                value = dataclasses.replace(value, generation=generation)
+            return envelope_head(value) + data
+        return GenerationTag.head(generation) + data if generation else data
 
     def decode(self, key: str, data: bytes | None) -> Any:
         """The decoded entry, :data:`MISSING` for no data, or :class:`Unreadable` (counted and
@@ -76,12 +88,18 @@ class EntryCodec:
         if data is None:
             return MISSING
         try:
-            return decode(data, self.pickle_secret, self.max_value_bytes)
+            entry = decode(data, self.pickle_secret, self.max_value_bytes)
         except CorruptEntry as exc:
             self._stats.add("errors")
             self._log.warning("corrupt", f"treating {key!r} as a miss: {exc}")
             return Unreadable(data)
+        generation = self.generation
+        if generation is not None and (generation.current or type(entry) is Stamped):
+            return generation.admit(entry)
+        return entry
 
     def ready_form(self, data: bytes, entry: Any) -> tuple[Callable[[Any], Any], Any]:
         """How a near cache keeps *data* (decoded as *entry*) ready to decode again per hit."""
+        if data[:1] == GenerationTag.byte:
+            data = GenerationTag.inner(data)
         return redecoder(data, entry, self.pickle_secret, self.max_value_bytes)

@@ -75,11 +75,15 @@ class Coordination:
         args: list[Any] = [mode, expected, lease_bytes(token), lease_ms]
         if group is None:
             keys = [self._prefix + key]
-            acquired = self._guard.run("lease", lambda c: self._scripts.lease(keys, args, c))
+            acquired = self._guard.run(
+                "lease", lambda c: self._scripts.lease(keys, args, c), keys=(key,)
+            )
         else:
             keys = [self._prefix + key, self._prefix + group.index]
             args.append(ttl_ms(group.ttl, self._default_ttl) or "")
-            acquired = self._guard.run("lease", lambda c: self._scripts.group_lease(keys, args, c))
+            acquired = self._guard.run(
+                "lease", lambda c: self._scripts.group_lease(keys, args, c), keys=(key,)
+            )
         self._forget(key)
         return None if acquired is None else (token if acquired else False)
 
@@ -90,7 +94,9 @@ class Coordination:
         ms = ttl_ms(ttl, self._default_ttl) if data is not None else None
         args = [expected, data or b"", ms or b""]
         done = self._guard.run(
-            "compare_and_set", lambda c: self._scripts.cas([self._prefix + key], args, c)
+            "compare_and_set",
+            lambda c: self._scripts.cas([self._prefix + key], args, c),
+            keys=(key,),
         )
         self._forget(key)
         if done and data is not None:
@@ -111,7 +117,10 @@ class Coordination:
         keys += [self._prefix + key for key, _ in writes]
         args: list[Any] = [expected, ttl_ms(ttl, self._default_ttl) or ""]
         args += [data or b"" for _, data in writes]
-        done = self._guard.run("set", lambda c: self._scripts.group_store(keys, args, c))
+        written = (guard, *(key for key, _ in writes))
+        done = self._guard.run(
+            "set", lambda c: self._scripts.group_store(keys, args, c), keys=written
+        )
         self._forget(guard, *(key for key, _ in writes))
         if done:
             self._stats.add("sets", sum(1 for _, data in writes if data is not None))
@@ -122,7 +131,9 @@ class Coordination:
         full names of the keys removed ([] when Redis failed and fail-open is on)."""
         try:
             removed = self._guard.run(
-                "delete", lambda c: self._scripts.group_drop([self._prefix + index], [], c)
+                "delete",
+                lambda c: self._scripts.group_drop([self._prefix + index], [], c),
+                keys=(),  # a removal: never stale
             )
         except CacheUnavailable:
             self._guard.pending.drop_group(index)
@@ -135,7 +146,7 @@ class Coordination:
         """``SET name token NX PX``: True when taken, False when held, None when Redis failed."""
         ms = max(1, int(timeout * 1000))
         full = self._prefix + name
-        taken = self._guard.run("lock", lambda c: bool(c.set(full, token, nx=True, px=ms)))
+        taken = self._guard.run("lock", lambda c: bool(c.set(full, token, nx=True, px=ms)), keys=())
         return None if taken is None else bool(taken)
 
     def extend(self, name: str, expected: bytes, ttl_ms: int, grow: bool = False) -> bool:

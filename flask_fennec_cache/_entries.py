@@ -13,6 +13,7 @@ __all__ = [
     "CorruptEntry",
     "Envelope",
     "Lease",
+    "Stamped",
     "Unreadable",
     "VaryMarker",
     "new_version",
@@ -58,6 +59,7 @@ class Envelope:
     :param fresh_until: Unix time after which the value is stale (served only while refreshing).
     :param load_seconds: how long the loader took (for probabilistic early refresh).
     :param tags: the tag versions current when the value was loaded.
+    :param generation: the cache's generation when it was written (see :mod:`._generation`).
     """
 
     value: Any
@@ -65,6 +67,15 @@ class Envelope:
     fresh_until: float | None = None
     load_seconds: float = 0.0
     tags: dict[str, str] = field(default_factory=dict)
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class Stamped:
+    """An entry (not an envelope) written under generation *generation* of its cache."""
+
+    entry: Any
+    generation: int
 
 
 # A pickle names each class by its module. A pickled value may hold these records (a user's

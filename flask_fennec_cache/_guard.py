@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 import redis
@@ -77,14 +77,17 @@ class Guard:
         *,
         timed: bool = True,
         allowed: bool = False,
+        keys: Collection[str] | None = None,
     ) -> T | None:
         """``command(client)``, or None when Redis failed or the breaker is open (fail-open).
 
         :param timed: count the call in the round-trip histogram (walks of many round trips,
             such as a SCAN, are not one round trip).
         :param allowed: the caller already asked the breaker (:meth:`allow`) for this call.
+        :param keys: the entries (keys relative to the prefix) the command reads or writes, if
+            known (see :meth:`allow`).
         """
-        if not allowed and not self.allow(op):
+        if not allowed and not self.allow(op, keys):
             return None
         started = self.stats.timer() if timed else 0.0
         try:
@@ -100,8 +103,14 @@ class Guard:
         self.breaker.success()
         return result
 
-    def allow(self, op: str) -> bool:
-        """May a call go to Redis now? When not, it was skipped (raises when failing closed)."""
+    def allow(self, op: str, keys: Collection[str] | None = None) -> bool:
+        """May a call go to Redis now? When not, it was skipped (raises when failing closed).
+
+        While invalidations are kept that cannot be applied now (another thread is applying
+        them, or the cluster node they concern is down), a call whose *keys* they do not
+        concern goes ahead; one that touches them, or whose keys are not known (None), waits
+        for them: it is skipped.
+        """
         pending = self.pending
         if pending.waiting and pending.applying_here():
             return True  # a command of the settle below: its caller already asked the breaker
@@ -110,21 +119,36 @@ class Guard:
             return False
         if not pending.waiting or pending.settle():
             return True
+        if keys is not None and not pending.covers(keys):
+            return True
         self.skipped(op, "invalidations sent during an outage are not applied yet")
         return False
 
-    def quietly(self, command: Callable[[redis.Redis], T]) -> T | None:
+    def uncovered(self, op: str, keys: list[str]) -> list[str]:
+        """*keys* but those that kept invalidations, which cannot be applied now, concern
+        (:meth:`allow`): reads of those are misses for now (failing closed, they raise)."""
+        pending = self.pending
+        if not pending.waiting or self.breaker.state != "closed" or pending.settle():
+            return keys  # nothing kept, or applied now; with the breaker open, all are skipped
+        left = [key for key in keys if not pending.covers((key,))]
+        if len(left) < len(keys):
+            self.skipped(op, "invalidations sent during an outage are not applied yet")
+        return left
+
+    def quietly(self, command: Callable[[redis.Redis], T], *, informs: bool = True) -> T | None:
         """``command(client)`` for a background thread: no logging, no counting, no raising
-        (the breaker still learns); None when Redis failed or the breaker is open."""
-        if not self.breaker.allow():
+        (the breaker still learns, unless not *informs*); None when Redis failed or the breaker
+        is open."""
+        if not (self.breaker.allow() if informs else self.breaker.state == "closed"):
             return None
         try:
             result = command(self.client)
         except RedisError as exc:
-            if isinstance(exc, BREAKER_ERRORS):
+            if informs and isinstance(exc, BREAKER_ERRORS):
                 self._lost(exc)
             return None
-        self.breaker.success()
+        if informs:
+            self.breaker.success()
         return result
 
     def recovered(self) -> bool:

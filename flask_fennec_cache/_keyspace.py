@@ -40,7 +40,7 @@ class Keyspace:
             return True
 
         try:
-            done = self._guard.run("clear", walk, timed=False)
+            done = self._guard.run("clear", walk, timed=False, keys=())  # removals only
         except CacheUnavailable:
             self._guard.pending.clear(pattern)
             raise

@@ -85,7 +85,7 @@ class Reader:
 
     def fetch(self, key: str) -> Any:
         """:meth:`read` for a key already known to be usable."""
-        if not self._guard.allow("get"):
+        if not self._guard.allow("get", (key,)):
             return MISSING
         full = self._prefix + key
         near = self.near
@@ -141,7 +141,7 @@ class Reader:
             return self._fetch_tagged_near(key, tags, self.near)
         names = sorted(set(tags))
         keys = [self._prefix + key] + [self._tags.key(t) for t in names]
-        found = self._guard.run("get", lambda c: mget(c, keys))
+        found = self._guard.run("get", lambda c: mget(c, keys), keys=(key,))
         if found is None:
             return MISSING, None
         versions = {t: v.decode() for t, v in zip(names, found[1:], strict=True) if v is not None}
@@ -153,7 +153,7 @@ class Reader:
         """:meth:`fetch_tagged` with a near cache. The tag versions are keys under the prefix,
         kept there as coherently as the entries (docs/consistency.md, "Tagged entries in the
         near cache"); what it does not hold is read from Redis in one round trip and filled."""
-        if not self._guard.allow("get"):
+        if not self._guard.allow("get", (key,)):
             return MISSING, None
         names, tag_keys = self._tags.near_keys(tags)
         wanted = [(self._prefix + key).encode("utf-8", "surrogatepass"), *tag_keys]

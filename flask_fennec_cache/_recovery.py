@@ -5,6 +5,7 @@ invalidations Redis did not get, kept and applied as soon as it answers again.""
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 import weakref
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from ._forksafe import reset_after_fork
+from ._validate import RESERVED
 from .errors import CacheUnavailable
 
 __all__ = [
@@ -120,7 +122,8 @@ prober: Final = Prober()
 
 
 #: Most invalidations a cache keeps while Redis is unreachable (keys, tags, groups and patterns
-#: together); past it they collapse into one: remove every entry under the prefix.
+#: together); past it they collapse into one: a new generation of the cache (every entry under
+#: the prefix becomes a miss, in one write).
 PENDING_LIMIT: Final = 10_000
 #: Seconds between two background attempts to apply them while Redis answers again.
 RETRY_SECONDS: Final = 0.5
@@ -129,38 +132,28 @@ RETRY_SECONDS: Final = 0.5
 @dataclass(frozen=True)
 class Invalidations:
     """How a cache applies each kind of invalidation (its own ``try_delete(*keys)``,
-    ``invalidate_tags(*tags)``, ``drop_group(index)`` and ``try_clear(pattern)``). One that
-    fails again is kept again by the part that failed, so what they return is not needed."""
+    ``invalidate_tags(*tags)``, ``drop_group(index)``, ``try_clear(pattern)`` and the bump of
+    its generation). One that fails again is kept again by the part that failed, so what they
+    return is not needed."""
 
     delete: Callable[..., object]
     tags: Callable[..., object]
     group: Callable[[str], object]
     clear: Callable[[str], object]
-
-    @classmethod
-    def of(cls, cache: Invalidating) -> Invalidations:
-        """The invalidations of *cache* (a :class:`~flask_fennec_cache.RedisCache`)."""
-        return cls(cache.try_delete, cache.invalidate_tags, cache.drop_group, cache.try_clear)
-
-
-class Invalidating(Protocol):
-    """What :meth:`Invalidations.of` needs of a cache."""
-
-    def try_delete(self, *keys: str) -> int | None: ...
-    def invalidate_tags(self, *tags: str) -> bool: ...
-    def drop_group(self, index: str) -> int: ...
-    def try_clear(self, pattern: str = "*") -> int | None: ...
+    everything: Callable[[], object]
 
 
 class PendingInvalidations:
     """The invalidations of one cache that Redis did not get, kept until it answers again.
 
     Deduplicated per key (tag, group, pattern), at most *limit* of them; past that, one
-    invalidation of the whole prefix replaces them all. :attr:`waiting` is the one attribute a
-    read checks; while it is True, a command of this cache first applies them
-    (:meth:`settle`) or, if that cannot be done now, is skipped: this process never serves an
-    entry it was told to invalidate. The background prober applies them without waiting for
-    traffic, at most every :data:`RETRY_SECONDS` while *ready* (the breaker is closed).
+    invalidation of the whole prefix (a new generation) replaces them all. :attr:`waiting` is
+    the one attribute a read checks; while it is True, a command of this cache first applies
+    them (:meth:`settle`) or, if that cannot be done now (another thread is applying them, or
+    one cluster node is still down), goes ahead only if it touches no entry they concern
+    (:meth:`covers`, :meth:`covers_tags`), else is skipped: this process never serves an entry
+    it was told to invalidate. The background prober applies them without waiting for traffic,
+    at most every :data:`RETRY_SECONDS` while *ready* (the breaker is closed).
     """
 
     def __init__(self, ready: Callable[[], bool], limit: int = PENDING_LIMIT) -> None:
@@ -215,13 +208,49 @@ class PendingInvalidations:
                 "everything": self._everything or everything,
             }  # fmt: skip
 
+    def everything(self) -> None:
+        """Keep the invalidation of every entry under the prefix (a new generation)."""
+        with self._lock:
+            self._collapse()
+            self.waiting = True
+        self._kept()
+
+    def covers(self, keys: Iterable[str]) -> bool:
+        """Might one of *keys* (relative to the prefix) hold an entry a kept invalidation
+        removes? (Its key, its view group or a pattern; tags are :meth:`covers_tags`.)"""
+        with self._lock:
+            everything, groups, patterns = self._everything, self._groups, self._patterns
+            in_flight = self._in_flight
+            if everything or in_flight[4]:
+                return True
+            for key in keys:
+                if key in self._keys or key in in_flight[0]:
+                    return True
+                if key.startswith(_GROUP_KEYS) and any(
+                    key.startswith(index[len(RESERVED) :]) for index in (*groups, *in_flight[2])
+                ):
+                    return True
+                if any(_glob(p).match(key) for p in (*patterns, *in_flight[3])):
+                    return True
+            return False
+
+    def covers_tags(self, tags: Iterable[str]) -> bool:
+        """Is the invalidation of one of *tags* kept (so an entry carrying it is stale)?"""
+        with self._lock:
+            return any(t in self._tags or t in self._in_flight[1] for t in tags)
+
     def _keep(self, bucket: dict[str, None], items: Iterable[str]) -> None:
         with self._lock:
             if not self._everything:
                 bucket.update(dict.fromkeys(items))
-                if "*" in self._patterns or self._size() > self.limit:
+                if self._size() > self.limit:
                     self._collapse()
+                elif "*" in self._patterns and self._size() > 1:
+                    self._keys, self._groups, self._patterns = {}, {}, {"*": None}
             self.waiting = True
+        self._kept()
+
+    def _kept(self) -> None:
         self._changed()
         prober.watch(self)
 
@@ -252,7 +281,7 @@ class PendingInvalidations:
                 self._in_flight = (keys, tags, groups, patterns, everything)
             # `waiting` stays True until they are applied: other threads keep missing.
             steps: list[tuple[Callable[[], object], Callable[[], None]]] = (
-                [(lambda: apply.clear("*"), lambda: self.clear("*"))] if everything else [
+                [(apply.everything, self.everything)] if everything else [
                     *([(lambda: apply.delete(*keys), lambda: self.delete(keys))] if keys else []),
                     *([(lambda: apply.tags(*tags), lambda: self.invalidate_tags(tags))]
                       if tags else []),
@@ -307,6 +336,39 @@ class PendingInvalidations:
 
 def _nothing() -> None:
     pass
+
+
+#: How the keys of a view group start (see :func:`flask_fennec_cache.keys.group_head`).
+_GROUP_KEYS: Final = "view:{"
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A regular expression matching what Redis' glob *pattern* matches (``*``, ``?``,
+    ``[...]`` with ``^`` negation and ranges, ``\\`` escapes)."""
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if char == "*":
+            out.append(".*")
+        elif char == "?":
+            out.append(".")
+        elif char == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            negate = body.startswith("^")
+            body = re.sub(r"([\\\]\[^])", r"\\\1", body[1:] if negate else body)
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
 
 
 _Kept = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]

@@ -143,6 +143,8 @@ class StatsBuffer:
         self._tallied: dict[str, int] = {}
         self._hits = itertools.count()
         self._tallies: list[tuple[str, Callable[[], int]]] = []
+        #: Called on the flushing thread after each of its rounds, with counts or without.
+        self.after_round: list[Callable[[], None]] = []
         self._names: dict[str, NameStats] = {}
         _live.add(self)
         reset_after_fork(self)
@@ -451,12 +453,19 @@ def summarize_names(by_name: Mapping[str, Mapping[str, int]]) -> dict[str, dict[
 
 
 def _flush_loop(ref: weakref.ref[StatsBuffer], stopped: threading.Event, interval: float) -> None:
-    while not stopped.wait(interval):
+    flush = False  # the first round, at once, only runs the after-round calls
+    while True:
         buffer = ref()
         if buffer is None:
             return
-        buffer.flush()
+        if flush:
+            buffer.flush()
+        for call in buffer.after_round:
+            call()
         del buffer
+        if stopped.wait(interval):
+            return
+        flush = True
 
 
 def _count_value(counter: itertools.count[int]) -> int:

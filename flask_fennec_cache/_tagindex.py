@@ -69,7 +69,7 @@ class TagIndex:
             return pipe.execute()
 
         try:
-            done = self._guard.run("invalidate_tags", bump) is not None
+            done = self._guard.run("invalidate_tags", bump, keys=()) is not None
         except CacheUnavailable:
             self._guard.pending.invalidate_tags(names)
             raise
@@ -91,9 +91,11 @@ class TagIndex:
         keys = [self.key(t) for t in names]
         if create:
             fresh = [new_version() for _ in names]
-            values = self._guard.run("tag_versions", lambda c: self._scripts.tags(keys, fresh, c))
+            values = self._guard.run(
+                "tag_versions", lambda c: self._scripts.tags(keys, fresh, c), keys=()
+            )
         else:
-            values = self._guard.run("tag_versions", lambda c: c.mget(keys))
+            values = self._guard.run("tag_versions", lambda c: c.mget(keys), keys=())
         if values is None:
             return None
         return {t: v.decode() for t, v in zip(names, values, strict=True) if v is not None}
@@ -101,6 +103,9 @@ class TagIndex:
     def current(self, entry: Envelope, known: Mapping[str, str] | None = None) -> bool:
         """Whether *entry* was loaded under the current version of each of its tags (*known*
         versions are used when they cover them; otherwise they are read)."""
+        pending = self._guard.pending
+        if pending.waiting and pending.covers_tags(entry.tags):
+            return False  # one of its tags was invalidated during an outage: not applied yet
         if known is not None:  # a plain loop: this runs on every tagged hit
             for tag, version in entry.tags.items():
                 have = known.get(tag)

@@ -24,7 +24,15 @@ from typing import Any, ClassVar
 
 from markupsafe import Markup
 
-from ._entries import VERSION_LENGTH, CachedResponse, CorruptEntry, Envelope, Lease, VaryMarker
+from ._entries import (
+    VERSION_LENGTH,
+    CachedResponse,
+    CorruptEntry,
+    Envelope,
+    Lease,
+    Stamped,
+    VaryMarker,
+)
 from ._exact import JSON_RULES, Refused, check_value, refusal, surrogate_refusal, unencodable
 from ._messagepack import pack, unpack
 from .compression import ZLIB_TAG, ZSTD_TAG, decompress
@@ -35,6 +43,7 @@ __all__ = [
     "TAGS",
     "EnvelopeTag",
     "ExactJsonTag",
+    "GenerationTag",
     "JsonTag",
     "LeaseTag",
     "MarkupTag",
@@ -252,7 +261,13 @@ class EnvelopeTag(Tag, byte=b"e"):
     def head(envelope: Envelope) -> bytes:
         """The bytes before an envelope's inner entry (its version must be 16 characters)."""
         fresh = None if envelope.fresh_until is None else round(envelope.fresh_until, 3)
-        meta = {"f": fresh, "d": round(envelope.load_seconds, 4), "t": envelope.tags}
+        meta: dict[str, Any] = {
+            "f": fresh,
+            "d": round(envelope.load_seconds, 4),
+            "t": envelope.tags,
+        }
+        if envelope.generation:
+            meta["g"] = envelope.generation
         version = envelope.version.encode("ascii")
         return EnvelopeTag.byte + version + _json_encoder.encode(meta).encode("utf-8") + b"\n"
 
@@ -273,7 +288,7 @@ class EnvelopeTag(Tag, byte=b"e"):
         fresh = meta["f"]
         tags = {str(k): str(v) for k, v in meta["t"].items()}
         return Envelope(inner, version, None if fresh is None else float(fresh), float(meta["d"]),
-                        tags)  # fmt: skip
+                        tags, int(meta.get("g", 0)))  # fmt: skip
 
 
 class LeaseTag(PayloadTag, byte=b"L"):
@@ -289,6 +304,32 @@ class LeaseTag(PayloadTag, byte=b"L"):
     @staticmethod
     def loads(payload: bytes | memoryview) -> Lease:
         return Lease(codecs.decode(payload, "ascii"))
+
+
+class GenerationTag(Tag, byte=b"G"):
+    """``G``: an entry written under a generation of its cache above zero (see
+    :mod:`flask_fennec_cache._generation`): the generation in ASCII digits, newline, then the
+    entry with its own tag (an envelope carries its generation in its metadata instead)."""
+
+    compressible = False
+
+    @staticmethod
+    def head(generation: int) -> bytes:
+        """The bytes before an entry written under *generation*."""
+        return GenerationTag.byte + str(generation).encode("ascii") + b"\n"
+
+    @staticmethod
+    def read(data: bytes, pickle_secret: bytes | None, max_size: int) -> Stamped:
+        end = data.index(b"\n")
+        inner = decode(data[end + 1 :], pickle_secret, max_size)
+        if isinstance(inner, (Envelope, Lease, Stamped)):
+            raise ValueError("a generation stamp holds only a value, a response or a marker")
+        return Stamped(inner, int(data[1:end]))
+
+    @staticmethod
+    def inner(data: bytes) -> bytes:
+        """The stored entry inside a stamped one."""
+        return data[data.index(b"\n") + 1 :]
 
 
 # -- compression -----------------------------------------------------------------------------

@@ -73,7 +73,7 @@ class Writer:
         ms = ttl_ms(ttl, self._default_ttl)
         full = self._prefix + key
         done = self._kept_on_failure((key,), lambda: self._guard.run(
-            "set", lambda c: c.set(full, data, px=ms)
+            "set", lambda c: c.set(full, data, px=ms), keys=(key,)
         ))  # fmt: skip
         self._forget(key)
         if done:
@@ -94,7 +94,9 @@ class Writer:
                 pipe.set(self._prefix + key, data, px=ms)
             return pipe.execute()
 
-        results = self._kept_on_failure(tuple(ready), lambda: self._guard.run("set_many", write))
+        results = self._kept_on_failure(
+            tuple(ready), lambda: self._guard.run("set_many", write, keys=ready)
+        )
         self._forget(*ready)
         stored = sum(1 for ok in results or () if ok)
         self._counters.add("sets", stored)
@@ -105,7 +107,7 @@ class Writer:
         data, ms = self._codec.encode(key, value), ttl_ms(ttl, self._default_ttl)
         full = self._prefix + key
         done = data is not None and self._guard.run(
-            "add", lambda c: bool(c.set(full, data, px=ms, nx=True))
+            "add", lambda c: bool(c.set(full, data, px=ms, nx=True)), keys=(key,)
         )
         self._forget(key)
         if done:
@@ -132,7 +134,7 @@ class Writer:
             check_key(key)
         names = [self._prefix + k for k in keys]
         removed = self._kept_on_failure(keys, lambda: self._guard.run(
-            "delete", lambda c: c.unlink(*names)
+            "delete", lambda c: c.unlink(*names), keys=()  # a removal: never stale
         ))  # fmt: skip
         self._forget(*keys)
         if removed is None:

@@ -22,6 +22,7 @@ from ._classify import usable
 from ._codec import MISSING, EntryCodec, Unreadable
 from ._connect import fast_get, make_client, redact_url
 from ._coordination import Coordination, Group
+from ._generation import Generation
 from ._guard import Guard
 from ._keyspace import Keyspace
 from ._monitor import Monitor
@@ -165,7 +166,14 @@ class RedisCache:
         )
         if near is not None:
             self.counters.count_from("near_hits", lambda: near.hits)
-        guard.pending.bind(Invalidations.of(self), None if near is None else near.flush)
+        self.codec.generation = generation = Generation(
+            reserved + f"{{{self.prefix}tags}}generation", guard
+        )
+        flush_near = None if near is None else near.flush
+        generation.bind(flush_near)
+        self.counters.after_round.append(generation.read_again)  # so that no read has to
+        invalidations = (self.try_delete, self.invalidate_tags, self.drop_group, self.try_clear)
+        guard.pending.bind(Invalidations(*invalidations, generation.bump), flush_near)
 
     def __repr__(self) -> str:
         return f"RedisCache(url={redact_url(self.url)!r}, prefix={self.prefix!r})"
@@ -204,10 +212,13 @@ class RedisCache:
         """The entries found among *keys* (misses are left out), in one round trip
         (on a cluster: one MGET per slot, pipelined, so one round trip per node)."""
         keys = [key for key in keys if self.reader.key_ok(key)]
+        asked, keys = len(keys), self.guard.uncovered("get_many", keys)
+        self.counters.add("misses", asked - len(keys))
         if not keys:
             return {}
         names = [self.prefix + k for k in keys]
-        datas = self.guard.run("get_many", lambda c: mget(c, names)) or [None] * len(keys)
+        datas = self.guard.run("get_many", lambda c: mget(c, names), keys=keys)
+        datas = datas or [None] * len(keys)
         entries = [self.codec.decode(k, d) for k, d in zip(keys, datas, strict=True)]
         tags = {t for e in entries if isinstance(e, Envelope) for t in e.tags}
         known = self.tag_index.versions(tags) if tags else {}
@@ -232,7 +243,7 @@ class RedisCache:
             pipe.ttl(name)
             return pipe.execute()
 
-        found = self.guard.run("ttl", read)
+        found = self.guard.run("ttl", read, keys=(key,))
         if found is None or found[1] == -2 or found[0] == LEASE_TAG:
             return None  # no entry (or only the placeholder of a load in progress)
         return int(found[1])

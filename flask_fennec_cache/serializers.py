@@ -9,7 +9,11 @@ tag    layout
 ``r``  a cached HTTP response: JSON head (status, headers, time), newline, raw body bytes
 ``v``  a view's vary marker: JSON list of the request headers its responses vary on
 ``e``  an envelope: 16-character version, JSON metadata (soft expiry, load time, tag
-       versions), newline, then an inner entry with its own tag
+       versions, and the generation ``g`` when above zero), newline, then an inner entry with
+       its own tag
+``G``  an entry written under a generation of its cache above zero (after an O(1)
+       invalidation of the whole prefix): the generation in ASCII digits, newline, then the
+       entry with its own tag
 ``L``  a lease: a loader is filling this key; the rest is its random token
 ``h``  a :class:`markupsafe.Markup` (HTML marked safe, e.g. a rendered template fragment):
        its text as a UTF-8 JSON string, read back as ``Markup`` so Jinja does not escape it

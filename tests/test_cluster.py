@@ -610,6 +610,19 @@ def test_a_dead_master_does_not_cost_the_healthy_ones_their_writes_and_deletes(
         # that it could not do everything.
         assert made.try_delete(down, *healthy) is None
         assert made.get_many(healthy) == {}
+        # Those deletions are kept until the victim answers again. Meanwhile only what they
+        # concern is a miss: the healthy masters' other keys are read and written as usual.
+        assert made.guard.pending.waiting
+        others = [server for server in cluster.master_servers() if server is not victim]
+        fresh = [same_master_key(cluster, prefix, server, f"fresh{n}:{{}}")
+                 for n, server in enumerate(others)]  # fmt: skip
+        for key in fresh:
+            assert made.set(key, "fresh") is True
+            assert made.get(key) == "fresh"
+            assert tagged.set(key, "newer", writer=lambda value: "saved") == "saved"
+            assert made.get(key) == "newer"
+        assert made.get_many([down, *healthy, *fresh]) == {key: "newer" for key in fresh}
+        assert made.set(down, "x") is False and made.get(down) is None  # kept: never stale
         assert made.breaker_state == "closed"  # the cache as a whole never opened
         assert len(waited) <= 1, waited  # at most one timeout (frozen), none when refused
     finally:

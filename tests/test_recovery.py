@@ -30,7 +30,7 @@ from flask_fennec_cache import (
     cache,
 )
 from flask_fennec_cache._guard import Guard
-from flask_fennec_cache._recovery import Invalidations, prober
+from flask_fennec_cache._recovery import Invalidations, PendingInvalidations, prober
 
 CALLS = 6
 #: Deadline (not a measurement) for the background prober to close the breaker.
@@ -310,9 +310,14 @@ def test_past_the_bound_the_whole_prefix_is_invalidated(
         flaky.delete(key)
     kept = flaky.guard.pending.kept()
     assert kept["everything"] is True and kept["keys"] == []
+    assert flaky.get("unrelated") is None  # nothing is read until it is applied
     fake_server.connected = True
-    assert flaky.get("unrelated") is None  # everything under the prefix went
-    assert server_keys(fake_server, flaky) == set()
+    assert flaky.get("unrelated") is None  # everything under the prefix is a miss ...
+    assert server_keys(fake_server, flaky) == {*keys, "unrelated"}  # ... in one write, no walk
+    assert flaky.codec.generation is not None and flaky.codec.generation.current > 0
+    assert flaky.set("unrelated", "new") is True  # written under the new generation
+    assert flaky.get("unrelated") == "new"
+    assert flaky.get("k0") is None
 
 
 def test_failing_closed_they_are_kept_too(fake_server: fakeredis.FakeServer) -> None:
@@ -352,14 +357,21 @@ def test_while_they_cannot_be_applied_reads_are_misses_never_stale(
         return original.delete(*keys)
 
     # Whichever thread applies them (a reader or the prober) is held inside the deletion.
-    applied._apply = Invalidations(slow_delete, original.tags, original.group, original.clear)
+    applied._apply = Invalidations(
+        slow_delete, original.tags, original.group, original.clear, original.everything
+    )
     fake_server.connected = True
     reader = threading.Thread(target=flaky.get, args=("b",))
     reader.start()
     try:
         assert blocked.wait(RECOVERY_DEADLINE)
-        assert flaky.get("b") is None  # another thread is applying them: a miss meanwhile
+        # Another thread is applying them: what they concern is a miss meanwhile, the rest is
+        # read as usual.
         assert flaky.get("a") is None
+        assert flaky.get("b") == "old"
+        assert flaky.set("a", "new") is False  # would be removed by the kept deletion
+        assert flaky.set("c", "new") is True
+        assert flaky.get("c") == "new"
     finally:
         release.set()
         reader.join(RECOVERY_DEADLINE)
@@ -404,3 +416,169 @@ def test_a_cache_closed_during_its_probe_does_not_break_the_prober() -> None:
     later = _ClosedMidProbe()
     prober.watch(later)  # the prober still runs: it probes the next one
     assert later.probed.wait(HANG)
+
+
+def test_what_a_kept_invalidation_concerns_is_a_miss_the_rest_is_not(
+    fake_server: fakeredis.FakeServer, flaky: RedisCache
+) -> None:
+    index = "__fennec__:view:{0123456789abcdef}:view:post:1"
+    flaky.set("plain", "old")
+    flaky.set("tagged", "old", tags=["t"])
+    flaky.set("other-tag", "old", tags=["u"])
+    flaky.set("view:{0123456789abcdef}:view:post:1|h/p", "old")
+    flaky.set("p:1", "old")
+    # Listed in the group's index, as the views list their entries.
+    flaky.client.sadd(
+        flaky.prefix + index, flaky.prefix + "view:{0123456789abcdef}:view:post:1|h/p"
+    )
+    fake_server.connected = False
+    flaky.delete("plain")
+    flaky.invalidate_tags("t")
+    flaky.drop_group(index)
+    flaky.clear("p:[0-9]")
+    pending = flaky.guard.pending
+    assert pending.covers(["plain"]) and pending.covers(["p:1"]) and not pending.covers(["p:x"])
+    assert pending.covers(["view:{0123456789abcdef}:view:post:1|h/p"])
+    assert not pending.covers(["view:{0123456789abcdef}:view:post:2|h/p"])
+    assert pending.covers_tags(["t"]) and not pending.covers_tags(["u"])
+    fake_server.connected = True
+    # As when they cannot be applied yet (another thread applies them; a cluster node is down).
+    settle = pending.settle
+    pending.settle = lambda: False  # type: ignore[method-assign]
+    try:
+        assert flaky.get("plain") is None
+        assert flaky.get("tagged") is None
+        assert flaky.get("view:{0123456789abcdef}:view:post:1|h/p") is None
+        assert flaky.get("p:1") is None
+        assert flaky.get("other-tag") == "old"
+        assert flaky.get_many(["plain", "other-tag", "p:1"]) == {"other-tag": "old"}
+    finally:
+        pending.settle = settle  # type: ignore[method-assign]
+    assert flaky.get("other-tag") == "old"  # applies them
+    assert not pending.waiting
+    assert server_keys(fake_server, flaky) == {"tagged", "other-tag"}  # stale by its tag
+    assert flaky.get("tagged") is None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matching", "not_matching"),
+    [
+        ("a*", ["a", "abc"], ["ba"]),
+        ("a?c", ["abc"], ["ac", "abbc"]),
+        ("[ab]x", ["ax", "bx"], ["cx"]),
+        ("[^ab]x", ["cx"], ["ax"]),
+        ("[a-c]", ["b"], ["d"]),
+        ("a\\*", ["a*"], ["ab"]),
+        ("x.y", ["x.y"], ["xzy"]),
+    ],
+)
+def test_kept_patterns_match_as_redis_globs_do(
+    pattern: str, matching: list[str], not_matching: list[str]
+) -> None:
+    pending = PendingInvalidations(lambda: False)
+    pending.clear(pattern)
+    try:
+        assert all(pending.covers([key]) for key in matching)
+        assert not any(pending.covers([key]) for key in not_matching)
+    finally:
+        prober.forget(pending)
+
+
+# The generation: an O(1) invalidation of the whole prefix, seen by every process
+
+
+@pytest.fixture
+def two_processes(server: RedisServer) -> Iterator[tuple[RedisCache, RedisCache]]:
+    """Two caches of one prefix on one real server, as two processes would have them."""
+    prefix = f"g-{uuid.uuid4().hex[:8]}:"
+    made = [RedisCache(server.url, prefix=prefix, stats_flush_interval=3600) for _ in range(2)]
+    try:
+        yield made[0], made[1]
+    finally:
+        for each in made:
+            each.close()
+
+
+def test_a_new_generation_is_seen_by_other_processes_at_their_next_flush(
+    two_processes: tuple[RedisCache, RedisCache],
+) -> None:
+    mine, other = two_processes
+    mine.set("plain", "old")
+    mine.set("kept", "old", stale_ttl=60)
+    assert other.get("plain") == "old" and other.get("kept") == "old"
+    assert mine.codec.generation is not None and other.codec.generation is not None
+    assert mine.codec.generation.bump() is True
+    assert mine.get("plain") is None and mine.get("kept") is None  # at once, here
+    other.codec.generation.read_again()  # what the flushing thread does every round
+    assert other.get("plain") is None and other.get("kept") is None
+    other.set("plain", "new")
+    other.set("kept", "new", stale_ttl=60)
+    assert mine.get("plain") == "new" and mine.get("kept") == "new"
+    # A process started after the bump learns it as soon as it starts counting.
+    fresh = RedisCache(other.url, prefix=other.prefix, stats_flush_interval=3600)
+    try:
+        stamped = bytes(mine.client.get(mine.prefix + "plain"))  # type: ignore[arg-type]
+        assert stamped.startswith(b"G")
+        mine.client.set(mine.prefix + "planted", stamped.split(b"\n", 1)[1])  # no stamp
+        fresh.get("unrelated")
+        current = mine.codec.generation.current
+        assert wait_for(
+            lambda: (
+                fresh.codec.generation is not None and fresh.codec.generation.current == current
+            ),
+            timeout=RECOVERY_DEADLINE,
+        )
+        assert fresh.get("planted") is None  # written without the current generation
+        assert fresh.get("plain") == "new"
+    finally:
+        fresh.close()
+
+
+def test_every_process_reads_the_generation_on_its_flushing_thread(server: RedisServer) -> None:
+    prefix = f"g-{uuid.uuid4().hex[:8]}:"
+    mine = RedisCache(server.url, prefix=prefix, stats_flush_interval=3600)
+    other = RedisCache(server.url, prefix=prefix, stats_flush_interval=0.05)
+    try:
+        mine.set("k", "old")
+        assert other.get("k") == "old"  # starts its flushing thread
+        assert mine.codec.generation is not None and mine.codec.generation.bump()
+        # No read waits for it: the flushing thread reads it, without any traffic.
+        assert wait_for(lambda: other.get("k") is None, timeout=RECOVERY_DEADLINE)
+    finally:
+        mine.close()
+        other.close()
+
+
+def test_the_generation_never_goes_back_when_its_key_is_lost(
+    two_processes: tuple[RedisCache, RedisCache],
+) -> None:
+    mine, other = two_processes
+    generation = mine.codec.generation
+    assert generation is not None
+    generation.bump()
+    first = generation.current
+    mine.set("k", "v")
+    mine.client.delete(generation.key)  # evicted, or removed by hand
+    generation.read_again()
+    assert generation.current == first and mine.get("k") == "v"
+    generation.bump()
+    assert generation.current > first and mine.get("k") is None
+
+
+def test_a_refresh_stores_under_the_new_generation(
+    two_processes: tuple[RedisCache, RedisCache],
+) -> None:
+    mine, _ = two_processes
+    assert mine.codec.generation is not None
+    mine.codec.generation.bump()
+    loads = []
+
+    @cache(ttl=0.2, stale_ttl=60, backend=mine)
+    def value() -> int:
+        loads.append(1)
+        return len(loads)
+
+    assert value() == 1
+    # Past its freshness: served stale while refreshed (compare-and-set on its version).
+    assert wait_for(lambda: value() == 2, timeout=RECOVERY_DEADLINE)
+    assert value() == 2

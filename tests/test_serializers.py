@@ -21,6 +21,8 @@ from _servers import RedisServer
 from markupsafe import Markup
 
 from flask_fennec_cache import CachedResponse, RedisCache, SerializationError, _tags, cache
+from flask_fennec_cache._entries import Stamped
+from flask_fennec_cache._tags import GenerationTag
 from flask_fennec_cache.compression import Compressor
 from flask_fennec_cache.serializers import (
     MAX_NESTING,
@@ -469,6 +471,8 @@ PINNED: dict[str, tuple[Callable[[], bytes], bytes, Any]] = {
           b'\nj{"id":7}',
           Envelope({"id": 7}, "0123456789abcdef", 1767225600.123, 0.1235,
                    {"users": "fedcba9876543210"})),
+    "G": (lambda: GenerationTag.head(1767225600123) + encode([1], "k"), b"G1767225600123\nj[1]",
+          Stamped([1], 1767225600123)),
     "L": (lambda: lease_bytes("0123456789abcdef"), b"L0123456789abcdef",
           Lease("0123456789abcdef")),
     "z": (lambda: b"z" + ROWS_ZLIB9, b"z" + ROWS_ZLIB9, {"rows": ["x" * 20] * 80}),
@@ -493,7 +497,7 @@ def test_every_format_tag_keeps_its_exact_stored_bytes(tag: str) -> None:
     back = decode(stored, SECRET)
     assert back == value and type(back) is type(value)
     compressed = b"z" + zlib.compress(stored, 9)
-    if tag in "zZeL":  # a compressed entry holds a value, a response or a vary marker only
+    if tag in "zZeLG":  # a compressed entry holds a value, a response or a vary marker only
         with pytest.raises(CorruptEntry, match="compressed entry holds only"):
             decode(compressed, SECRET)
     else:
