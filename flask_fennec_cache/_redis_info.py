@@ -26,6 +26,7 @@ from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
 from ._forksafe import reset_after_fork
 from ._guard import Guard
+from ._ratelog import logger
 from ._topology import ClusterClient
 
 __all__ = [
@@ -417,7 +418,12 @@ class RedisInfo:
         if trend and sample.at - trend[-1].at < self._trend_seconds:
             return
         trend.append(sample)
-        self._trend_warning = eviction_trend(*trend) if len(trend) == 3 else None
+        was, self._trend_warning = (
+            self._trend_warning,
+            eviction_trend(*trend) if len(trend) == 3 else None,
+        )
+        if self._trend_warning is not None and was is None:
+            logger.warning("%s.", self._trend_warning)  # once as it starts, not every sample
 
     def _shared_reads(self) -> tuple[int, int] | None:
         found = self._guard.quietly(lambda c: c.hmget(self._stats_key, "hits", "misses"))

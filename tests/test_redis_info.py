@@ -300,8 +300,9 @@ def test_a_renamed_info_command_leaves_the_figures_out_and_says_why(
 
 
 def test_evictions_while_the_hit_rate_falls_are_a_warning(
-    redis_server_factory: RedisServerFactory, caches: list[RedisCache]
-) -> None:
+    redis_server_factory: RedisServerFactory, caches: list[RedisCache],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
     server = tiny_lru(redis_server_factory)
     clock, reads = Clock(), Reads()
     info = RedisInfo(cache_on(caches, server.url).guard, "unused", reads=reads, clock=clock)
@@ -318,9 +319,11 @@ def test_evictions_while_the_hit_rate_falls_are_a_warning(
     (warning,) = state.warnings
     assert "evicting keys" in warning and "from 90.0 % to 50.0 %" in warning
     assert "over the last 10 s" in warning
+    assert logged_warnings(caplog) == [f"{warning}."]  # logged once, as it starts
 
     # Samples closer than 10 s apart do not move the trend: the verdict stays.
     assert step(1, 0, 0, 0).warnings == (warning,)
+    assert len(logged_warnings(caplog)) == 1  # not logged again for the same trend
     # The hit rate recovers (50 % then 95 %) while Redis still evicts: no warning.
     assert step(9, 95, 5, 8).warnings == ()
 
@@ -338,6 +341,23 @@ def test_a_falling_hit_rate_without_evictions_is_no_warning(
         state = info.state()
     assert state.warnings == ()
     assert state.as_dict()["evicted_keys_per_second"] == 0.0
+
+
+def test_evictions_in_the_last_interval_only_are_no_warning(
+    redis_server_factory: RedisServerFactory, caches: list[RedisCache]
+) -> None:
+    """One burst of evictions is not evictions "climbing": both intervals must evict."""
+    server = tiny_lru(redis_server_factory)
+    clock, reads = Clock(), Reads()
+    info = RedisInfo(cache_on(caches, server.url).guard, "unused", reads=reads, clock=clock)
+    info.state()
+    for hits, misses, megabytes in ((90, 10, 0), (10, 90, 8)):  # 90 % then 10 %
+        fill(server, megabytes)
+        reads.add(hits, misses)
+        clock.now += 10
+        state = info.state()
+    assert state.as_dict()["evicted_keys"] > 0
+    assert state.warnings == ()
 
 
 def test_few_reads_are_no_hit_rate_to_compare(
@@ -460,7 +480,7 @@ def test_a_dead_redis_scrape_reports_no_figures(
 # ==================================================================================
 
 
-def startup_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+def logged_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING
     ]
@@ -489,7 +509,7 @@ def test_noeviction_is_one_warning_in_the_startup_log(
     observer = server.client()
     before = int(observer.info("stats")["total_connections_received"])
     app = start_app(memory_url, server.url, apps)
-    (warning,) = startup_warnings(caplog)
+    (warning,) = logged_warnings(caplog)
     assert warning.startswith(f"FENNEC_CACHE_URL {server.url}: ")
     assert "maxmemory-policy is noeviction" in warning and "10.0 MiB" in warning
     # The probe's one connection, closed: nothing for forked workers to inherit.
@@ -511,7 +531,7 @@ def test_an_evicting_or_unlimited_redis_is_quiet_at_startup(
     caplog: pytest.LogCaptureFixture, args: list[str],
 ) -> None:  # fmt: skip
     start_app(memory_url, redis_server_factory(args).url, apps)
-    assert startup_warnings(caplog) == []
+    assert logged_warnings(caplog) == []
 
 
 def test_a_refused_info_at_startup_is_quiet(
@@ -523,7 +543,7 @@ def test_a_refused_info_at_startup_is_quiet(
         "app", enabled=True, passwords=["+pw-for-app"], keys=["*"], commands=["+@all", "-info"]
     )
     start_app(memory_url, f"redis://app:pw-for-app@127.0.0.1:{server.port}/0", apps)
-    assert startup_warnings(caplog) == []
+    assert logged_warnings(caplog) == []
 
 
 def test_without_figures_only_the_availability_gauge_is_rendered() -> None:
