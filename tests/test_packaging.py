@@ -98,3 +98,37 @@ def test_redis_py_parses_replies_with_the_installed_hiredis() -> None:
         f"redis-py {metadata.version('redis')} ignores hiredis {metadata.version('hiredis')}:"
         " raise the hiredis floor in setup.cfg"
     )
+
+
+#: An async view served in the main thread (as Flask's test client and the dev server do),
+#: then ``asyncio.run`` in that thread: before asgiref 3.4.0, AsyncToSync called
+#: ``asyncio.get_event_loop()``, which created and installed a loop that nobody closed;
+#: ``asyncio.run`` then dropped it, a ResourceWarning ("unclosed event loop", and its
+#: self-pipe's unix sockets) reported in whichever test the garbage collector ran in.
+ASYNC_VIEW_THEN_ASYNCIO_RUN = """\
+import asyncio, gc
+from flask import Flask
+
+app = Flask("async_floor")
+
+@app.get("/")
+async def index():
+    return "ok"
+
+print(app.test_client().get("/").text)
+asyncio.run(asyncio.sleep(0))
+gc.collect()
+"""
+
+
+def test_the_asgiref_floor_leaves_no_event_loop_behind() -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "tracemalloc=5", "-W", "error::ResourceWarning",
+         "-c", ASYNC_VIEW_THEN_ASYNCIO_RUN],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 and result.stdout == "ok\n", result.stderr
+    assert "ResourceWarning" not in result.stderr, (
+        f"asgiref {metadata.version('asgiref')} leaves an event loop unclosed: raise its floor"
+        f" in setup.cfg\n{result.stderr}"
+    )
