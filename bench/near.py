@@ -63,7 +63,7 @@ class NearPlan:
 
     @classmethod
     def full(cls) -> NearPlan:
-        return cls(warmup=500, rounds=12, per_round=1_000)
+        return cls(warmup=500, rounds=40, per_round=300)
 
     @classmethod
     def quick(cls) -> NearPlan:
