@@ -12,9 +12,14 @@ worker with its own circuit breaker) and driven over HTTP by 8 client threads, a
 client in threads: one breaker, no queueing behind busy worker threads). ``--cluster``
 starts a three-master Redis Cluster instead and freezes the master that holds the page's
 first entry, so the page's other calls may go to healthy masters. The library's defaults
-apply (0.25 s socket timeout, breaker threshold 3, cool-down 1 s). Not part of
+apply (0.25 s socket timeout, breaker threshold 3, cool-down 1 s).
+
+The same page is also served with Flask-Caching's ``RedisCache`` (``@cache.memoize``, same
+Redis, same freeze): ``flask-caching`` as configured from the URL alone (redis-py's defaults:
+no socket timeout), ``flask-caching-tuned`` with 0.25 s socket and connect timeouts and no
+retries (``bench.peers``' "tuned" setup). ``--implementations`` picks them. Not part of
 ``python -m bench``: it measures failure, not speed. The figures are in
-``docs/reliability.md``.
+``docs/reliability.md`` and ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -42,18 +47,36 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import redis
-from flask import Flask
+from flask import Flask, g
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.retry import Retry
 
 from flask_fennec_cache import CachedFunction, FennecCache, cache
 
+from .peers import TUNED_TIMEOUT
 from .server import BenchRedis, BenchRedisError, free_port
-from .timing import percentile
+from .timing import percentile, summarize
 
 __all__ = [
-    "BenchCluster", "FreezeResult", "FreezeTarget", "SingleServer", "create_app", "main",
+    "FLASK_CACHING", "FLASK_CACHING_TUNED", "FENNEC", "IMPLEMENTATIONS", "BenchCluster",
+    "FreezeResult", "FreezeTarget", "SingleServer", "close_app", "create_app", "main",
     "make_app", "run_freeze",
 ]  # fmt: skip
+
+#: What serves the page's cached calls: this library with its defaults, and Flask-Caching's
+#: RedisCache from the URL (no socket timeout) or tuned (short timeouts, no retries).
+FENNEC = "fennec"
+FLASK_CACHING = "flask-caching"
+FLASK_CACHING_TUNED = "flask-caching-tuned"
+IMPLEMENTATIONS = (FENNEC, FLASK_CACHING, FLASK_CACHING_TUNED)
+LABELS = {
+    FENNEC: "flask-fennec-cache (defaults: 0.25 s timeout, breaker)",
+    FLASK_CACHING: "Flask-Caching RedisCache, from the URL (no socket timeout)",
+    FLASK_CACHING_TUNED: (
+        f"Flask-Caching RedisCache, tuned ({TUNED_TIMEOUT:g} s timeouts, no retries)"
+    ),
+}
 
 #: Cached calls per request, by default.
 CALLS = (1, 3, 6)
@@ -98,6 +121,7 @@ class Sample:
 class FreezeResult:
     """The figures of one run for one number of cached calls per request (milliseconds)."""
 
+    implementation: str
     calls: int
     frozen_calls: int
     threads: int
@@ -123,9 +147,7 @@ def _part(index: int, ttl: float) -> CachedFunction[[], dict[str, int]]:
     return part
 
 
-def make_app(url: str, calls: int, prefix: str, ttl: float = TTL) -> Flask:
-    """An app whose ``GET /page`` makes *calls* cached calls (entries living *ttl* seconds)
-    and answers ``{"hits": k}``."""
+def _fennec_app(url: str, calls: int, prefix: str, ttl: float) -> Flask:
     app = Flask(f"bench_freeze_{calls}")
     app.config.update(FENNEC_CACHE_URL=url, FENNEC_CACHE_PREFIX=prefix)
     FennecCache(app)
@@ -138,13 +160,72 @@ def make_app(url: str, calls: int, prefix: str, ttl: float = TTL) -> Flask:
     return app
 
 
+def _flask_caching_app(url: str, calls: int, prefix: str, ttl: float, tuned: bool) -> Flask:
+    from flask_caching import Cache
+
+    # Flask-Caching logs every failed command with its traceback: not what is measured here.
+    logging.getLogger("flask_caching").setLevel(logging.CRITICAL)
+    app = Flask(f"bench_freeze_fc_{calls}")
+    options: dict[str, Any] = {}
+    if tuned:
+        options = {
+            "socket_timeout": TUNED_TIMEOUT,
+            "socket_connect_timeout": TUNED_TIMEOUT,
+            "retry": Retry(NoBackoff(), 0),
+        }
+    cache = Cache(app, config={
+        "CACHE_TYPE": "RedisCache", "CACHE_REDIS_URL": url, "CACHE_KEY_PREFIX": prefix,
+        "CACHE_DEFAULT_TIMEOUT": int(ttl), "CACHE_OPTIONS": options,
+    })  # fmt: skip
+    app.extensions["bench_freeze_cache"] = cache
+
+    @cache.memoize(timeout=int(ttl))
+    def part(index: int) -> dict[str, int]:
+        g.bench_loads += 1  # a miss (or a call Flask-Caching made without the cache)
+        time.sleep(LOADER_SECONDS)
+        return {"part": index}
+
+    @app.get("/page")
+    def page() -> dict[str, int]:
+        g.bench_loads = 0
+        for index in range(calls):
+            part(index)
+        return {"hits": calls - g.bench_loads}
+
+    return app
+
+
+def make_app(
+    url: str, calls: int, prefix: str, ttl: float = TTL, implementation: str = FENNEC
+) -> Flask:
+    """An app whose ``GET /page`` makes *calls* cached calls (entries living *ttl* seconds)
+    through *implementation* (one of :data:`IMPLEMENTATIONS`) and answers ``{"hits": k}``."""
+    if implementation == FENNEC:
+        return _fennec_app(url, calls, prefix, ttl)
+    if implementation in (FLASK_CACHING, FLASK_CACHING_TUNED):
+        return _flask_caching_app(url, calls, prefix, ttl, implementation == FLASK_CACHING_TUNED)
+    raise ValueError(f"unknown implementation {implementation!r}: one of {IMPLEMENTATIONS}")
+
+
+def close_app(app: Flask) -> None:
+    """Release the connections of an app :func:`make_app` built."""
+    if "fennec_cache" in app.extensions:
+        app.extensions["fennec_cache"].close()
+    flask_caching = app.extensions.get("bench_freeze_cache")
+    if flask_caching is not None:
+        client = getattr(flask_caching.cache, "_write_client", None)
+        if client is not None:
+            client.close()
+
+
 def create_app() -> Flask:
     """:func:`make_app` from ``FENNEC_BENCH_REDIS_URL``, ``FENNEC_BENCH_CALLS``,
-    ``FENNEC_BENCH_PREFIX`` and ``FENNEC_BENCH_TTL`` (for gunicorn)."""
+    ``FENNEC_BENCH_PREFIX``, ``FENNEC_BENCH_TTL`` and ``FENNEC_BENCH_IMPLEMENTATION``
+    (for gunicorn)."""
     env = os.environ
     return make_app(
         env["FENNEC_BENCH_REDIS_URL"], int(env["FENNEC_BENCH_CALLS"]), env["FENNEC_BENCH_PREFIX"],
-        float(env["FENNEC_BENCH_TTL"]),
+        float(env["FENNEC_BENCH_TTL"]), env.get("FENNEC_BENCH_IMPLEMENTATION", FENNEC),
     )  # fmt: skip
 
 
@@ -153,9 +234,11 @@ ClientFactory = Callable[[], Callable[[], int]]
 
 
 @contextmanager
-def in_process(url: str, calls: int, prefix: str, ttl: float) -> Iterator[ClientFactory]:
+def in_process(
+    url: str, calls: int, prefix: str, ttl: float, implementation: str = FENNEC
+) -> Iterator[ClientFactory]:
     """The page app in this process, requested through Flask's test client."""
-    app = make_app(url, calls, prefix, ttl)
+    app = make_app(url, calls, prefix, ttl, implementation)
 
     def make_client() -> Callable[[], int]:
         client = app.test_client()
@@ -171,11 +254,13 @@ def in_process(url: str, calls: int, prefix: str, ttl: float) -> Iterator[Client
     try:
         yield make_client
     finally:
-        app.extensions["fennec_cache"].close()
+        close_app(app)
 
 
 @contextmanager
-def under_gunicorn(url: str, calls: int, prefix: str, ttl: float) -> Iterator[ClientFactory]:
+def under_gunicorn(
+    url: str, calls: int, prefix: str, ttl: float, implementation: str = FENNEC
+) -> Iterator[ClientFactory]:
     """The page app under gunicorn (gthread workers), requested over HTTP with keep-alive."""
     port = free_port()
     env = {
@@ -184,6 +269,7 @@ def under_gunicorn(url: str, calls: int, prefix: str, ttl: float) -> Iterator[Cl
         "FENNEC_BENCH_CALLS": str(calls),
         "FENNEC_BENCH_PREFIX": prefix,
         "FENNEC_BENCH_TTL": str(ttl),
+        "FENNEC_BENCH_IMPLEMENTATION": implementation,
         "PYTHONPATH": os.pathsep.join(
             p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
         ),
@@ -379,9 +465,10 @@ def run_freeze(
     freeze: float = FREEZE_SECONDS,
     gunicorn: bool = True,
     ttl: float = TTL,
+    implementation: str = FENNEC,
 ) -> FreezeResult:
     """Freeze the server holding the page's first entry for *freeze* seconds, under load from
-    *threads* client threads."""
+    *threads* client threads, the page's calls cached by *implementation*."""
     prefix = f"freeze-{uuid.uuid4().hex[:8]}:"
     keys = [f"{prefix}part:{index}" for index in range(calls)]
     pid = target.pid_of(keys[0])
@@ -401,7 +488,7 @@ def run_freeze(
             errors.append(exc)
 
     recovered: float | None = None
-    with serve(target.url, calls, prefix, ttl) as make_client:
+    with serve(target.url, calls, prefix, ttl, implementation) as make_client:
         make_client()()  # fill every entry
         workers = [
             threading.Thread(target=request_loop, args=(make_client(),), daemon=True)
@@ -437,6 +524,7 @@ def run_freeze(
     frozen = _window(samples, paused, resumed)
     settled = _window(samples, paused + SETTLE_SECONDS, resumed)
     return FreezeResult(
+        implementation=implementation,
         calls=calls,
         frozen_calls=frozen_calls,
         threads=threads,
@@ -454,36 +542,61 @@ def run_freeze(
     )
 
 
-def _range(values: Sequence[float | None], unit: float = 1.0) -> str:
+def _median(values: Sequence[float | None]) -> str:
+    """The median over the runs, then the range when they differ: ``312 (299–357)``."""
     known = sorted(v for v in values if v is not None)
     if not known:
         return "never"
-    low, high = known[0] / unit, known[-1] / unit
-    text = f"{low:.0f}" if round(low) == round(high) else f"{low:.0f}–{high:.0f}"
+    low, high = _ms(known[0]), _ms(known[-1])
+    text = _ms(summarize(known).median)
+    if low != high:
+        text += f" ({low}–{high})"
     return text + ("" if len(known) == len(values) else " (some never)")
 
 
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
 def markdown(results: Sequence[FreezeResult]) -> str:
-    """One row per number of cached calls (and of those on the frozen server), each figure
-    the range over the runs (ms)."""
+    """One row per implementation and number of cached calls (and of those on the frozen
+    server); each figure the median over the runs (ms), with their range."""
     lines = [
-        "| cached calls per request (on the frozen server) | before (p50) | frozen: worst "
-        "| worst in the first second | after 1 s frozen: p50 · worst | recovery after SIGCONT "
-        "| worst after SIGCONT |",
-        "|---|---|---|---|---|---|---|",
+        "| implementation | cached calls per request (on the frozen server) | before (p50) "
+        "| frozen: p50 · worst | worst in the first second | after 1 s frozen: p50 · worst "
+        "| recovery after SIGCONT | worst after SIGCONT |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for calls, frozen_calls in sorted({(r.calls, r.frozen_calls) for r in results}):
-        rows = [r for r in results if (r.calls, r.frozen_calls) == (calls, frozen_calls)]
+    order = {name: rank for rank, name in enumerate(IMPLEMENTATIONS)}
+    groups = sorted(
+        {(r.implementation, r.calls, r.frozen_calls) for r in results},
+        key=lambda group: (order.get(group[0], len(order)), group[1], group[2]),
+    )
+    for implementation, calls, frozen_calls in groups:
+        rows = [r for r in results if (r.implementation, r.calls, r.frozen_calls) == (
+            implementation, calls, frozen_calls)]  # fmt: skip
         lines.append(
-            f"| {calls} ({frozen_calls}) | {_range([r.warm_p50_ms for r in rows])} ms "
-            f"| {_range([r.frozen_worst_ms for r in rows])} ms "
-            f"| {_range([r.first_second_worst_ms for r in rows])} ms "
-            f"| {_range([r.settled_p50_ms for r in rows])} · "
-            f"{_range([r.settled_worst_ms for r in rows])} ms "
-            f"| {_range([r.recovery_ms for r in rows])} ms "
-            f"| {_range([r.after_worst_ms for r in rows])} ms |"
+            f"| {implementation} | {calls} ({frozen_calls}) "
+            f"| {_median([r.warm_p50_ms for r in rows])} ms "
+            f"| {_median([r.frozen_p50_ms for r in rows])} · "
+            f"{_median([r.frozen_worst_ms for r in rows])} ms "
+            f"| {_median([r.first_second_worst_ms for r in rows])} ms "
+            f"| {_median([r.settled_p50_ms for r in rows])} · "
+            f"{_median([r.settled_worst_ms for r in rows])} ms "
+            f"| {_median([r.recovery_ms for r in rows])} ms "
+            f"| {_median([r.after_worst_ms for r in rows])} ms |"
         )
     return "\n".join(lines)
+
+
+def _implementations(text: str) -> tuple[str, ...]:
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [value for value in values if value not in IMPLEMENTATIONS]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a comma-separated list of {', '.join(IMPLEMENTATIONS)}"
+        )
+    return values
 
 
 def _calls(text: str) -> tuple[int, ...]:
@@ -521,8 +634,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--cluster", action="store_true",
         help="a three-master cluster, one master frozen, instead of one server",
     )  # fmt: skip
+    parser.add_argument(
+        "--implementations", type=_implementations, default=IMPLEMENTATIONS,
+        help=f"what caches the page's calls, e.g. {FENNEC} (default: {','.join(IMPLEMENTATIONS)})",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
     args = parser.parse_args(argv)
+    if args.cluster and args.implementations != (FENNEC,):
+        parser.error(f"--cluster measures {FENNEC} only: pass --implementations {FENNEC}")
     # The library logs each cause of failure once per 10 s: not what is measured here.
     logging.getLogger("flask_fennec_cache").setLevel(logging.CRITICAL)
     results: list[FreezeResult] = []
@@ -530,11 +649,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _target(args.cluster) as target:
             for run in range(args.runs):
                 for calls in args.calls:
-                    result = run_freeze(
-                        target, calls, args.threads, args.freeze, not args.in_process, args.ttl
-                    )
-                    print(f"[freeze] run {run + 1}: {result}", file=sys.stderr, flush=True)
-                    results.append(result)
+                    for implementation in args.implementations:
+                        result = run_freeze(
+                            target, calls, args.threads, args.freeze, not args.in_process,
+                            args.ttl, implementation,
+                        )  # fmt: skip
+                        print(f"[freeze] run {run + 1}: {result}", file=sys.stderr, flush=True)
+                        results.append(result)
     except BenchRedisError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -547,6 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.runs} runs; loader {LOADER_SECONDS * 1000:.0f} ms per cached call; "
         f"entries live {args.ttl:g} s"
     )
+    for implementation in args.implementations:
+        print(f"- {implementation}: {LABELS[implementation]}")
     print(markdown(results))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
