@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from ._connect import redact_url
 from ._guard import BREAKER_ERRORS, Guard
 from ._redis_info import RedisInfo
-from ._stats import StatsBuffer, summarize
+from ._stats import StatsBuffer, split_named, summarize, summarize_names
 from .near import NearCache
 
 __all__ = ["Monitor"]
@@ -82,14 +82,33 @@ class Monitor:
         }
 
     def get_stats(self) -> dict[str, Any]:
-        """See :meth:`~flask_fennec_cache.RedisCache.get_stats`."""
-        shared = self.shared_counters()
-        if shared is None:
-            return {**summarize(self._counters.pending()), "shared": False}
-        return {**summarize(shared), "shared": self._shared}
+        """See :meth:`~flask_fennec_cache.RedisCache.get_stats`.
+
+        ``by_name`` holds each name's counts (sorted by traffic). When the shared counters
+        cannot be read, the figures are this process's unflushed counts only: ``shared`` is
+        False and ``available`` False (so nobody reads them as every process's).
+        """
+        everything = self.shared_snapshot()
+        available = everything is not None
+        if everything is None:
+            everything = self._counters.pending()
+        totals, by_name = split_named(everything)
+        return {
+            **summarize(totals),
+            "by_name": summarize_names(by_name),
+            "shared": self._shared and available,
+            "available": available,
+        }
 
     def shared_counters(self) -> dict[str, int] | None:
-        """See :meth:`~flask_fennec_cache.RedisCache.shared_counters`."""
+        """See :meth:`~flask_fennec_cache.RedisCache.shared_counters` (the totals; the
+        per-name fields are left out)."""
+        everything = self.shared_snapshot()
+        return None if everything is None else split_named(everything)[0]
+
+    def shared_snapshot(self) -> dict[str, int] | None:
+        """The shared counters with every name's fields (``n|<field>|<name>``, see
+        :func:`~._stats.split_named`), in one read; None when Redis is unreachable."""
         self._counters.flush()
         found = self._guard.run(
             "get_stats",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._redis_info import RedisState
-from ._stats import FIELDS, latency_histogram
+from ._stats import FIELDS, NAME_FIELDS, latency_histogram, load_histograms, split_named
 
 __all__ = ["BREAKER_STATES", "CONTENT_TYPE", "NAMESPACE", "render", "render_redis"]
 
@@ -27,6 +27,7 @@ _COUNTER_HELP = {
     "lock_waits": "Reads that waited for another caller's load of the same key.",
     "near_hits": "Reads answered by the per-process near cache, without a round trip.",
     "fail_safe_hits": "Reads served a stale value because its load failed (stale_if_error).",
+    "bypasses": "Responses that could not be cached (streamed, set a cookie, private, ...).",
 }
 
 
@@ -38,7 +39,8 @@ def render(
 ) -> str:
     """The metrics page.
 
-    :param counters: the shared counters (``RedisCache.shared_counters()``), or None when Redis
+    :param counters: the shared counters with the per-name fields
+        (``RedisCache.monitor.shared_snapshot()``), or None when Redis
         is unreachable: then only ``fennec_cache_up`` and the breaker state are reported, so a
         scrape still succeeds and no counter appears to drop to zero.
     :param breaker: this process's circuit breaker state.
@@ -82,7 +84,67 @@ def render(
             lines.append(f'{name}_bucket{{le="{_number(bound)}"}} {cumulative}')
         lines.append(f"{name}_sum {_number(histogram.sum)}")
         lines.append(f"{name}_count {histogram.count}")
+        _render_names(metric, lines, counters)
     return "\n".join(lines) + "\n"
+
+
+def _render_names(
+    metric: Callable[[str, str, str], str], lines: list[str], counters: Mapping[str, int]
+) -> None:
+    """The per-name families, ``fennec_cache_name_*{name="..."}``: separate from the totals,
+    so a ``sum`` over either is never doubled."""
+    by_name = split_named(counters)[1]
+    if not by_name:
+        return
+    names = sorted(by_name)
+    for field in NAME_FIELDS:
+        help_text = _NAME_HELP.get(field, field)
+        name = metric(f"name_{field}_total", "counter", help_text)
+        for label in names:
+            lines.append(f'{name}{{name="{_label(label)}"}} {int(by_name[label].get(field, 0))}')
+    reasons = [
+        (label, field[len("bypass:") :], amount)
+        for label in names
+        for field, amount in sorted(by_name[label].items())
+        if field.startswith("bypass:")
+    ]
+    if reasons:
+        name = metric(
+            "name_bypass_reasons_total",
+            "counter",
+            "Responses of a name not cached, by reason (streamed, cookie, private, ...).",
+        )
+        for label, reason, amount in reasons:
+            lines.append(f'{name}{{name="{_label(label)}",reason="{_label(reason)}"}} {amount}')
+    histograms = load_histograms(by_name)
+    name = metric(
+        "name_load_seconds",
+        "histogram",
+        "Loads (the function, view or fragment run on a miss or refresh) of a name, in seconds.",
+    )
+    for label in names:
+        histogram = histograms[label]
+        quoted = _label(label)
+        for bound, cumulative in histogram.buckets:
+            lines.append(f'{name}_bucket{{name="{quoted}",le="{_number(bound)}"}} {cumulative}')
+        lines.append(f'{name}_sum{{name="{quoted}"}} {_number(histogram.sum)}')
+        lines.append(f'{name}_count{{name="{quoted}"}} {histogram.count}')
+
+
+#: Per-name counters' help (``fennec_cache_name_<field>_total``).
+_NAME_HELP = {
+    "hits": "Reads of a name that found a usable value (stale and fail-safe serves included).",
+    "misses": "Reads of a name that found no usable value.",
+    "stale_hits": "Reads of a name served a stale value while it was refreshed.",
+    "fail_safe_hits": "Reads of a name served a stale value because its load failed.",
+    "errors": "Loads of a name that raised (or ran past hard_timeout and then failed).",
+    "bypasses": "Responses of a name that could not be cached (see the reasons family).",
+}
+
+
+def _label(value: str) -> str:
+    """*value* as a label value of the text format (backslash, quote and newline escaped)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 #: Redis' own figures (``INFO``): (metric, type, the figure, help).

@@ -49,7 +49,7 @@ def make_blueprint() -> Blueprint:
     def metrics() -> Response:
         backend = current_backend()
         try:
-            counters = backend.shared_counters()
+            counters = backend.monitor.shared_snapshot()  # the totals and every name's
         except CacheUnavailable:  # fail-closed backends raise; a scrape must still answer
             counters = None
         body = render(counters, backend.breaker_state, os.getpid(), backend.near_cache_state())

@@ -127,11 +127,16 @@ def _table(rows: Iterable[tuple[str, object]]) -> str:
     help="Then set the shared statistics to zero (asks first, unless --yes).",
 )
 @click.option("--yes", "-y", is_flag=True, help="With --reset: do not ask for confirmation.")
-def stats_command(as_json: bool, reset: bool, yes: bool) -> None:
+@click.option(
+    "--by-name",
+    is_flag=True,
+    help="Also a table per cached function, view and fragment (busiest first).",
+)
+def stats_command(as_json: bool, reset: bool, yes: bool, by_name: bool) -> None:
     """Show the shared statistics (all processes using this Redis and prefix).
 
     Clearing keys never resets them; --reset does, for every process (Prometheus sees a
-    counter reset).
+    counter reset). --json always includes ``by_name``.
     """
     backend = _backend()
     report = _require_redis(backend)
@@ -144,10 +149,13 @@ def stats_command(as_json: bool, reset: bool, yes: bool) -> None:
         rows: list[tuple[str, object]] = [
             (name, f"{value:.2f} %" if name == "hit_rate" else value)
             for name, value in stats.items()
-            if name != "shared"
+            if name not in ("shared", "available", "by_name")
         ]
         click.echo(f"{backend!r}")
         click.echo(_table(rows))
+        if by_name:
+            click.echo("")
+            click.echo(_names_table(stats["by_name"]))
     if not reset:
         return
     if not yes:
@@ -160,6 +168,50 @@ def stats_command(as_json: bool, reset: bool, yes: bool) -> None:
     if not backend.reset_stats():
         _fail("Redis failed: the statistics were not reset (see the log)")
     click.echo("Statistics reset.", err=as_json)  # keeps stdout one JSON document
+
+
+#: The columns of ``stats --by-name``: (heading, field of a by_name row).
+_NAME_COLUMNS = (
+    ("reads", "total_requests"),
+    ("hit rate", "hit_rate"),
+    ("hits", "hits"),
+    ("misses", "misses"),
+    ("stale", "stale_hits"),
+    ("fail-safe", "fail_safe_hits"),
+    ("errors", "errors"),
+    ("bypasses", "bypasses"),
+    ("load p50", "load_p50_ms"),
+    ("load p99", "load_p99_ms"),
+)
+
+
+def _names_table(by_name: dict[str, dict[str, Any]]) -> str:
+    """The per-name statistics as an aligned table (hit rates under 80 % marked ``!``)."""
+    if not by_name:
+        return "no cached function, view or fragment has been read yet"
+    header = ["name", *(heading for heading, _ in _NAME_COLUMNS)]
+    lines = [header]
+    for name, row in by_name.items():
+        lines.append([name, *(_name_cell(row, column) for _, column in _NAME_COLUMNS)])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in lines
+    )
+
+
+def _name_cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    if column == "hit_rate":
+        if not row["total_requests"]:
+            return "-"
+        return f"{value:.2f} %{' !' if float(value or 0) < 80 else ''}"
+    if column.endswith("_ms"):
+        return "-" if value is None else f"{value:.2f} ms"
+    return str(value)
 
 
 @_command("health")

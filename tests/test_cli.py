@@ -98,6 +98,33 @@ def test_stats_json(app: Flask, runner: FlaskCliRunner) -> None:
     assert stats["shared"] is False  # memory://: this process's counts
 
 
+def test_stats_by_name_table_and_json(app: Flask, runner: FlaskCliRunner) -> None:
+    backend = backend_of(app)
+
+    @cache(ttl=60, backend=backend, name="popular")
+    def popular(n: int) -> int:
+        return n
+
+    @cache(ttl=60, backend=backend, name="cold")
+    def cold(n: int) -> int:
+        return n
+
+    for n in (1, 1, 1, 1, 1):
+        popular(n)
+    cold(1)
+    plain = run(runner, "stats")
+    assert "popular" not in plain.stdout and "by_name" not in plain.stdout
+    result = run(runner, "stats", "--by-name")
+    assert result.exit_code == 0, result.output
+    table = result.stdout.split("\n\n", 1)[1].splitlines()
+    assert table[0].split()[:3] == ["name", "reads", "hit"]
+    assert table[1].split()[:5] == ["popular", "5", "80.00", "%", "4"]  # busiest first
+    assert table[2].split()[:5] == ["cold", "1", "0.00", "%", "!"]  # under 80 %: marked
+    assert "!" not in table[1]
+    stats = json.loads(run(runner, "stats", "--json").stdout)
+    assert stats["by_name"]["popular"]["hits"] == 4 and stats["by_name"]["cold"]["misses"] == 1
+
+
 # ==================================================================================
 # health
 # ==================================================================================
