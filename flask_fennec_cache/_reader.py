@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import redis
 
@@ -14,14 +14,10 @@ from ._ratelog import RateLimitedLog
 from ._tagindex import TagIndex
 from ._topology import mget, tracking_targets
 from ._validate import key_problem
-from .near import NearCache
+from .near import NEAR_ENTRY_OVERHEAD, NearCache
 from .serializers import Lease
 
 __all__ = ["NEAR_ENTRY_OVERHEAD", "Reader", "make_near_cache"]
-
-#: Bytes counted for each near-cache entry beyond its stored bytes and key (the objects around
-#: them); a rough figure, so that many tiny entries still weigh on the byte bound.
-NEAR_ENTRY_OVERHEAD: Final = 200
 
 
 def make_near_cache(

@@ -11,7 +11,7 @@ from ._guard import Guard
 from ._scripts import Scripts
 from ._validate import RESERVED
 from .errors import CacheUnavailable
-from .near import NearCache
+from .near import NEAR_ENTRY_OVERHEAD, NearCache
 from .serializers import Envelope, new_version
 
 __all__ = ["NEAR_KEYS_REMEMBERED", "TagIndex"]
@@ -94,11 +94,40 @@ class TagIndex:
             values = self._guard.run(
                 "tag_versions", lambda c: self._scripts.tags(keys, fresh, c), keys=()
             )
+        elif self.near is not None:
+            return self._near_versions(names, keys, self.near)
         else:
             values = self._guard.run("tag_versions", lambda c: c.mget(keys), keys=())
         if values is None:
             return None
         return {t: v.decode() for t, v in zip(names, values, strict=True) if v is not None}
+
+    def _near_versions(
+        self, names: list[str], keys: list[str], near: NearCache
+    ) -> dict[str, str] | None:
+        """:meth:`versions` (not creating) from the near cache's copies when it holds them all;
+        else from Redis (one MGET), filling the near cache with what it read."""
+        held_as = [key.encode("utf-8", "surrogatepass") for key in keys]
+        held = near.get_many(held_as, count=False)  # a part of a read, not a read of its own
+        if held is not None and None not in held:
+            return dict(zip(names, held, strict=True))
+        tickets = [near.begin_fill(name) if held is not None else None for name in held_as]
+        values: list[Any] | None = None
+        try:
+            values = self._guard.run("tag_versions", lambda c: c.mget(keys), keys=())
+        finally:
+            read: list[Any] = values or [None] * len(held_as)
+            for name, ticket, value in zip(held_as, tickets, read, strict=True):
+                if ticket is None:
+                    continue
+                if value is None:  # Redis failed, or the tag has no version: nothing to keep
+                    near.abandon_fill(name, ticket)
+                else:  # tag keys have no TTL (-1): the near cache's own bounds them
+                    size = len(value) + len(name) + NEAR_ENTRY_OVERHEAD
+                    near.finish_fill(name, ticket, value.decode(), -1, size)
+        if values is None:
+            return None
+        return {t: v.decode() for t, v in zip(names, read, strict=True) if v is not None}
 
     def current(self, entry: Envelope, known: Mapping[str, str] | None = None) -> bool:
         """Whether *entry* was loaded under the current version of each of its tags (*known*

@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from ._forksafe import reset_after_fork
 from ._near_store import NearStore
@@ -34,7 +34,17 @@ from ._tracking import (
     tracking_connections,
 )
 
-__all__ = ["TOPOLOGY_CHECK_INTERVAL", "Addresses", "NearCache", "TrackingTargets"]
+__all__ = [
+    "NEAR_ENTRY_OVERHEAD",
+    "TOPOLOGY_CHECK_INTERVAL",
+    "Addresses",
+    "NearCache",
+    "TrackingTargets",
+]
+
+#: Bytes counted for each near-cache entry beyond its stored bytes and key (the objects around
+#: them); a rough figure, so that many tiny entries still weigh on the byte bound.
+NEAR_ENTRY_OVERHEAD: Final = 200
 
 
 class NearCache:
@@ -94,15 +104,15 @@ class NearCache:
                 self.hits += 1
             return data
 
-    def get_many(self, keys: Sequence[bytes]) -> list[Any] | None:
+    def get_many(self, keys: Sequence[bytes], count: bool = True) -> list[Any] | None:
         """What was stored for each of *keys* (None for a key not held), all read after one
-        drain of the invalidations; None when coherence cannot be guaranteed. Counts one hit
-        when every key is held: the read then needs no round trip."""
+        drain of the invalidations; None when coherence cannot be guaranteed. With *count*,
+        counts one hit when every key is held: the read then needs no round trip."""
         with self._lock:
             if not self._tracking.sync():
                 return None
             found = self._store.get_many(keys)
-            if None not in found:
+            if count and None not in found:
                 self.hits += 1
             return found
 

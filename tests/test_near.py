@@ -515,6 +515,21 @@ def test_a_tag_version_fill_raced_by_an_invalidation_is_not_stored(
     assert [value() for _ in range(3)] == [2, 2, 2]
 
 
+def test_a_plain_read_of_a_tagged_entry_checks_the_held_versions(
+    quiet_near: RedisCache, writer: RedisCache, redis_server: RedisServer
+) -> None:
+    """``get`` learns an entry's tags from the entry: their versions come from the near cache
+    too (filled at the first read), and an invalidation elsewhere is seen."""
+    writer.set("k", {"v": 1}, tags=("a", "b"))
+    assert quiet_near.get("k") == {"v": 1}  # fills the entry and the versions
+    hits, before = quiet_near.get_stats()["near_hits"], commands_run(redis_server)
+    assert [quiet_near.get("k") for _ in range(20)] == [{"v": 1}] * 20
+    assert commands_run(redis_server) == before
+    assert quiet_near.get_stats()["near_hits"] - hits == 20  # the versions are not counted
+    assert writer.invalidate_tags("b")
+    assert quiet_near.get("k") is None
+
+
 def test_a_tag_without_a_version_is_a_miss_and_not_held(
     quiet_near: RedisCache, redis_server: RedisServer
 ) -> None:
