@@ -36,6 +36,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
+from ._pinned import PinnedGet
 from ._urls import (
     CLUSTER_SCHEMES,
     SCHEMES,
@@ -307,35 +308,20 @@ def _memory_client(url: str) -> redis.Redis:
 
 
 def fast_get(client: redis.Redis) -> Callable[[str], Any]:
-    """``GET`` on a pooled connection directly, without redis-py's per-command layers.
+    """``GET`` on a connection of the calling thread directly, without redis-py's per-command
+    layers nor a pool checkout per read (:class:`~._pinned.PinnedGet`).
 
-    redis-py 8 wraps every command in a retry helper and an observability layer that cost a
-    few microseconds, a tenth of a loopback hit. This does what they do for ``GET`` on a
-    plain connection pool: one reconnect for a stale pooled connection (as the client's
-    retry policy would), no retry after a timeout, and a connection left in an unknown state
-    is closed, never reused. Other clients (Sentinel, cluster, fakeredis) use their own
-    ``get``.
+    redis-py 8 wraps every command in a retry helper and an observability layer, and its pool
+    checks and counts every checkout: together a tenth of a loopback hit. This does what
+    matters of them for ``GET`` on a plain connection pool: one reconnect for a connection the
+    server closed (as the client's retry policy would), no retry after a timeout, and a
+    connection left in an unknown state is closed, never reused. Other clients (Sentinel,
+    cluster, fakeredis) and RESP3 connections (push messages may arrive between commands) use
+    their own ``get``.
     """
     pool = client.connection_pool if type(client) is redis.Redis else None
     if pool is None or type(pool) is not redis.ConnectionPool:
         return client.get
-
-    def get(name: str) -> Any:
-        conn: Any = pool.get_connection()
-        try:
-            try:
-                conn.send_command("GET", name)
-                return conn.read_response()
-            except redis.ConnectionError:
-                conn.disconnect()  # stale: the retry policy's one reconnect
-                conn.send_command("GET", name)
-                return conn.read_response()
-        except redis.ResponseError:
-            raise  # an error reply: the connection is fine
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
-
-    return get
+    if str(pool.connection_kwargs.get("protocol") or 2) != "2":
+        return client.get
+    return PinnedGet(pool)

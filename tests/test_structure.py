@@ -57,7 +57,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     })),
     # _tracking: the near cache's RESP3 tracking connections (the topology says where to).
     ("connection/topology", frozenset({
-        "_urls", "_connect", "_topology", "_scripts", "_tracking",
+        "_urls", "_connect", "_pinned", "_topology", "_scripts", "_tracking",
     })),
     # RedisCache (backend.py) is the facade over these parts; config turns FENNEC_CACHE_*
     # into Settings and the backend's options.
