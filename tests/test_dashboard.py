@@ -303,3 +303,57 @@ def test_the_dashboard_counts_fail_safe_serves(app: Flask, live_server: str, bro
     page.goto(f"{live_server}/cache/?interval=250")
     expect(page.locator("#fail-safe-hits")).to_have_text("1", timeout=10_000)
     page.close()
+
+
+def test_the_dashboard_shows_names_by_traffic_and_highlights_low_hit_rates(
+    app: Flask, live_server: str, browser: Any
+) -> None:
+    @app.get("/cold/<int:n>")
+    @cache(ttl=60)
+    def cold(n: int) -> dict[str, int]:
+        return {"n": n}
+
+    for n in range(10):
+        get(f"{live_server}/items/{n % 2}")  # 2 misses, 8 hits: 80 %, not highlighted
+    for n in range(3):
+        get(f"{live_server}/cold/{n}")  # misses only
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{live_server}/cache/?interval=250")
+    rows = page.locator("#names-body tr")
+    expect(rows).to_have_count(2, timeout=10_000)
+    assert rows.nth(0).get_attribute("data-name") == "item"  # busiest first
+    assert rows.nth(1).get_attribute("data-name") == "cold"
+    expect(rows.nth(0).locator("td.rate")).to_have_text("80.0 %")
+    expect(rows.nth(1).locator("td.rate")).to_have_text("0.0 %")
+    expect(rows.nth(1)).to_have_class(re.compile(r"\blow\b"))
+    expect(rows.nth(0)).not_to_have_class(re.compile(r"\blow\b"))
+    expect(page.locator("#names-scope")).to_have_text("this process only")  # memory://
+    page.close()
+
+
+def test_an_outage_shows_unknown_rates_not_zero(
+    app: Flask, live_server: str, browser: Any
+) -> None:
+    """Fail-open, GET stats still answers while Redis is away, with this process's counts:
+    the page must not show them as everyone's "0 errors/s" or "no reads"."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{live_server}/cache/?interval=250")
+    for n in range(6):
+        get(f"{live_server}/items/{n % 3}")
+    expect(page.locator("#total-requests")).to_have_text("6", timeout=10_000)
+    expect(page.locator("#errors-per-s")).to_have_text(re.compile(r"^\d"), timeout=10_000)
+
+    server = _memory_servers[app.config["FENNEC_CACHE_URL"][len("memory://") :].strip("/")]
+    server.connected = False
+    try:
+        get(f"{live_server}/items/1")  # served by the view itself (fail-open)
+        for element in ("errors-per-s", "hit-rate", "ops", "reads-per-s"):
+            expect(page.locator(f"#{element}")).to_have_text("unknown", timeout=10_000)
+        expect(page.locator("#shared-note")).to_have_text(re.compile("this process only"))
+        expect(page.locator("#names-scope")).to_have_text(re.compile("this process only"))
+        expect(page.locator("#errors-card")).not_to_have_class(re.compile(r"\bfailing\b"))
+    finally:
+        server.connected = True
+    expect(page.locator("#errors-per-s")).to_have_text(re.compile(r"^\d"), timeout=10_000)
+    expect(page.locator("#hit-rate")).not_to_have_text("unknown", timeout=10_000)
+    page.close()
