@@ -331,9 +331,7 @@ def test_the_dashboard_shows_names_by_traffic_and_highlights_low_hit_rates(
     page.close()
 
 
-def test_an_outage_shows_unknown_rates_not_zero(
-    app: Flask, live_server: str, browser: Any
-) -> None:
+def test_an_outage_shows_unknown_rates_not_zero(app: Flask, live_server: str, browser: Any) -> None:
     """Fail-open, GET stats still answers while Redis is away, with this process's counts:
     the page must not show them as everyone's "0 errors/s" or "no reads"."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
