@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._entries import MISSING, Envelope, Lease, Stamped, Unreadable
 from ._forksafe import reset_after_fork
+from ._validate import RESERVED
 from .errors import CacheUnavailable
 
 if TYPE_CHECKING:
@@ -57,9 +58,13 @@ class Generation:
         self._lock = threading.Lock()
         reset_after_fork(self)
 
-    def bind(self, changed: Callable[[], None] | None) -> None:
-        """What to do when the generation grows (flush the near cache)."""
-        self._changed = changed or _nothing
+    @classmethod
+    def of(cls, prefix: str, guard: Guard, changed: Callable[[], None] | None) -> Generation:
+        """The generation of the cache under *prefix*; *changed* is called when it grows (to
+        flush the near cache). Its key shares the tag versions' hash tag (one slot)."""
+        made = cls(f"{prefix}{RESERVED}{{{prefix}tags}}generation", guard)
+        made._changed = changed or _nothing
+        return made
 
     def admit(self, entry: Any) -> Any:
         """*entry* without its stamp, or MISSING when it is older than the current generation

@@ -33,6 +33,7 @@ from ._scripts import Scripts
 from ._stats import StatsBuffer
 from ._tagindex import TagIndex
 from ._topology import mget
+from ._tracing import invalidation
 from ._validate import RESERVED, check_prefix, check_ttl
 from ._writer import Writer
 from .config import DEFAULTS
@@ -166,11 +167,8 @@ class RedisCache:
         )
         if near is not None:
             self.counters.count_from("near_hits", lambda: near.hits)
-        self.codec.generation = generation = Generation(
-            reserved + f"{{{self.prefix}tags}}generation", guard
-        )
         flush_near = None if near is None else near.flush
-        generation.bind(flush_near)
+        self.codec.generation = generation = Generation.of(self.prefix, guard, flush_near)
         self.counters.after_round.append(generation.read_again)  # so that no read has to
         invalidations = (self.try_delete, self.invalidate_tags, self.drop_group, self.try_clear)
         guard.pending.bind(Invalidations(*invalidations, generation.bump), flush_near)
@@ -278,8 +276,9 @@ class RedisCache:
 
     def delete(self, *keys: str) -> int:
         """Remove *keys*; returns how many existed (0 when Redis failed and fail-open is on)."""
-        return self.writer.delete(keys) or 0
+        return self.try_delete(*keys) or 0
 
+    @invalidation("delete")
     def try_delete(self, *keys: str) -> int | None:
         """Like :meth:`delete`, but None when Redis could not be reached (fail-open)."""
         return self.writer.delete(keys)
@@ -294,6 +293,7 @@ class RedisCache:
         """
         return self.try_clear(pattern) or 0
 
+    @invalidation("clear")
     def try_clear(self, pattern: str = "*") -> int | None:
         """Like :meth:`clear`, but None when Redis failed before the walk was complete."""
         removed, complete = self._keyspace.clear(pattern)
@@ -316,6 +316,7 @@ class RedisCache:
 
     # -- tags and groups -----------------------------------------------------------------------
 
+    @invalidation("tags")
     def invalidate_tags(self, *tags: str) -> bool:
         """Drop every entry carrying any of *tags*, in one round trip whatever their number.
 
@@ -332,6 +333,7 @@ class RedisCache:
         """
         return self.tag_index.versions(tags, create)
 
+    @invalidation("group")
     def drop_group(self, index: str) -> int:
         """Remove every entry of the group whose index is *index* (see :class:`Group`), in
         one step; the number removed (0 when Redis failed and fail-open is on)."""

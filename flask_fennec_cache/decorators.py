@@ -17,6 +17,7 @@ from ._current import current_backend
 from ._flight import REFRESH_POOL
 from ._ratelog import logger
 from ._results import CacheLookup, CacheResult
+from ._tracing import named
 from ._views import ResponseFilter, ViewCache, ViewOptions, request_session, wraps_view
 from .backend import RedisCache
 from .errors import ConfigurationError, FennecCacheError
@@ -564,8 +565,13 @@ class _Cached:
         if endpoints:
             view_args = self.view_args(args, kwargs, bound)
             backend = self.resolve()
-            return sum(self.views.drop(backend, name, view_args) for name in endpoints) > 0
-        return self.resolve().delete(self.keys.key(args, kwargs)) > 0
+            dropped = 0
+            for endpoint in endpoints:
+                with named(self._view_name or endpoint):
+                    dropped += self.views.drop(backend, endpoint, view_args)
+            return dropped > 0
+        with named(self.name):
+            return self.resolve().delete(self.keys.key(args, kwargs)) > 0
 
     def lookup(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], invoke: Invoke, bound: bool

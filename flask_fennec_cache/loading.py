@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
@@ -25,8 +26,9 @@ from ._flight import FIRST_POLL, LEASE_SLICE, MAX_POLL
 from ._ratelog import RateLimitedLog
 from ._reader import Reader
 from ._results import CacheResult
-from ._stats import Counts, NameStats
+from ._stats import Counts
 from ._tagindex import TagIndex
+from ._tracing import TRACER, active, load_span, read_span
 from ._validate import RESERVED
 from .errors import ConfigurationError, LoaderTimeout, SerializationError
 from .locks import RedisLock
@@ -80,7 +82,7 @@ class NamedParts:
 
     __slots__ = ("_cache", "codec", "coordination", "counters", "reader", "tag_index")
 
-    def __init__(self, cache: CacheParts, counts: NameStats) -> None:
+    def __init__(self, cache: CacheParts, counts: Counts) -> None:
         self._cache = cache
         self.counters = counts
         self.codec = cache.codec
@@ -248,6 +250,24 @@ def get_or_load(
     is served the stale value at once. A key that cannot be used (reserved, or without a
     UTF-8 form) is not cached: the loader answers.
     """
+    if TRACER is not None and active():
+        with read_span(backend.counters, key) as counts:
+            cache = backend.cache if isinstance(backend, NamedParts) else backend
+            traced = NamedParts(cache, counts)
+            return _get_or_load(traced, key, loader, policy, args, kwargs, group, background)
+    return _get_or_load(backend, key, loader, policy, args, kwargs, group, background)
+
+
+def _get_or_load(
+    backend: CacheParts,
+    key: str,
+    loader: Callable[..., T | CacheResult[T]],
+    policy: LoadPolicy,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+    group: Group | None,
+    background: Background | None,
+) -> tuple[T, bool]:
     if not backend.reader.key_ok(key):
         backend.counters.add("misses")
         return _result_of(loader(*args, **(kwargs or {}))), False
@@ -825,7 +845,8 @@ def _timed(backend: CacheParts, loader: Callable[[], T]) -> tuple[T, float]:
     recorded: :meth:`~._stats.NameStats.loaded`)."""
     started = time.perf_counter()
     try:
-        value = loader()
+        with load_span(backend.counters) if TRACER is not None and active() else nullcontext():
+            value = loader()
     except BaseException:
         backend.counters.loaded(time.perf_counter() - started, True)
         raise

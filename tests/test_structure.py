@@ -64,7 +64,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("backend parts", frozenset({
         "_breaker", "_stats", "_guard", "_codec", "_flight", "_coordination", "_tagindex",
         "_classify", "_reader", "_writer", "_keyspace", "_monitor", "near", "_near_store", "locks",
-        "backend", "config", "_recovery", "_generation", "_redis_info",
+        "backend", "config", "_recovery", "_generation", "_redis_info", "_tracing",
     })),
     ("loading", frozenset({"loading", "keys", "_results"})),
     ("strategies/decorators", frozenset({
