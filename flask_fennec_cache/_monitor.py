@@ -43,8 +43,9 @@ class Monitor:
         #: Redis' own figures (INFO), sampled at most once a second.
         self.redis_info = RedisInfo(guard, stats_key, in_process=not shared)
 
-    def health(self) -> dict[str, Any]:
-        """See :meth:`~flask_fennec_cache.RedisCache.health`."""
+    def health(self, redis_info: bool = True) -> dict[str, Any]:
+        """See :meth:`~flask_fennec_cache.RedisCache.health` (without *redis_info*, no ``redis``
+        and ``warnings``: no ``INFO`` is sampled)."""
         started = time.perf_counter()
         report: dict[str, Any] = {"backend": "redis", "url": self._url}
         breaker = self._guard.breaker
@@ -59,9 +60,10 @@ class Monitor:
             report["status"] = "healthy"
         report["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
         report["breaker"] = breaker.state
-        redis_state = self.redis_info.state(reachable=report["status"] == "healthy")
-        report["redis"] = redis_state.as_dict()
-        report["warnings"] = list(redis_state.warnings)
+        if redis_info:
+            redis_state = self.redis_info.state(reachable=report["status"] == "healthy")
+            report["redis"] = redis_state.as_dict()
+            report["warnings"] = list(redis_state.warnings)
         near = self.near_cache_state()
         if near is not None:
             report["near_cache"] = near

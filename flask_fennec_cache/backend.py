@@ -347,12 +347,12 @@ class RedisCache:
 
     def ping(self) -> bool:
         """True when Redis answers PING; never raises (bounded by the socket timeout)."""
-        return bool(self.health()["status"] == "healthy")
+        return bool(self.monitor.health(redis_info=False)["status"] == "healthy")
 
     def health(self) -> dict[str, Any]:
         """``status`` (healthy or unhealthy), ``backend``, ``url`` (without credentials),
-        ``latency_ms`` and ``breaker``; ``error`` naming the cause when unhealthy; with a near
-        cache, ``near_cache`` (:meth:`near_cache_state`, this process's)."""
+        ``latency_ms``, ``breaker``, ``redis`` (Redis' ``INFO``, sampled at most once a second),
+        ``warnings``; ``error`` when unhealthy; ``near_cache`` (:meth:`near_cache_state`)."""
         return self.monitor.health()
 
     def near_cache_state(self) -> dict[str, Any] | None:
