@@ -268,3 +268,19 @@ def test_after_fork_the_lock_free_hits_start_from_zero(store: FakeStore) -> None
         assert made.pending() == {"hits": 1}
     finally:
         made.close()
+
+
+def test_after_fork_a_names_hits_start_from_zero_and_its_row_is_kept(store: FakeStore) -> None:
+    made = StatsBuffer(store, interval=QUIET)
+    try:
+        row = made.named("app.view")
+        row.hit()
+        row.hit()
+        made._after_fork()
+        assert made.pending() == {}
+        assert made.named("app.view") is row  # decorators keep it: it must keep counting
+        row.hit()
+        pending = made.pending()
+        assert pending["hits"] == 1 and pending["n|hits|app.view"] == 1
+    finally:
+        made.close()
