@@ -404,3 +404,15 @@ def app_factory_down(make_app: AppFactory, monkeypatch: pytest.MonkeyPatch) -> F
     app = make_app()
     monkeypatch.setattr(backend_of(app).monitor, "shared_snapshot", lambda: None)
     return app
+
+
+@pytest.mark.real
+def test_names_on_a_cluster(cluster_caches: Any) -> None:
+    """The per-name fields live in the totals' hash: one key, one slot, one pipeline."""
+    backend: RedisCache = cluster_caches(stats_flush_interval=QUIET)
+    cached = cache(ttl=60, backend=backend, name="clustered")(lookup_user)
+    for user_id in (1, 2, 3, 1, 2, 3):
+        cached(user_id)
+    row = backend.get_stats()["by_name"]["clustered"]
+    assert row["hits"] == 3 and row["misses"] == 3
+    assert backend.reset_stats() and backend.get_stats()["by_name"] == {}
