@@ -362,20 +362,20 @@ class RedisCache:
         return self.monitor.near_cache_state()
 
     def get_stats(self) -> dict[str, Any]:
-        """Hits, misses, sets, deletes, errors, total_requests and hit_rate (percent, 2 decimals).
+        """Hits, misses, sets, deletes, errors, total_requests, hit_rate (percent, 2 decimals),
+        and ``by_name`` (the same per function, view and fragment name, busiest first).
 
-        The counters are shared by every process using this Redis and prefix: each process
-        flushes its own counts at least once a second. This call flushes this process's counts
-        first, so its own work is always included. ``"shared"`` says whether the counts are the
-        fleet's: False when Redis is unreachable (the counts of this process alone are
-        returned) and for ``memory://``, whose server, and so its counts, are this process's.
+        Shared by every process on this Redis and prefix (each flushes at least once a second;
+        this call flushes this process's counts first). ``"shared"`` is False for ``memory://``
+        and when Redis is unreachable, when ``"available"`` is False too: then the counts are
+        this process's alone.
         """
         return self.monitor.get_stats()
 
     def shared_counters(self) -> dict[str, int] | None:
-        """Every shared counter as stored in Redis, including the latency histogram's fields
-        (read them with ``flask_fennec_cache._stats.latency_histogram``), after flushing this
-        process's counts; None when Redis is unreachable. :meth:`get_stats` summarises these.
+        """The shared total counters as stored in Redis (per-name ones: :meth:`get_stats`),
+        with the latency histogram's fields (``flask_fennec_cache._stats.latency_histogram``),
+        after flushing this process's counts; None when Redis is unreachable.
         """
         return self.monitor.shared_counters()
 
