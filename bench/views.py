@@ -105,6 +105,21 @@ def _round_trip_us(cache: RedisCache) -> dict[str, float] | None:
     return {"p50": p50 * 1e6, "p99": p99 * 1e6, "samples": histogram.count}
 
 
+def _against(per_round: dict[str, list[float]], peer: str) -> dict[str, float]:
+    """Each cached view's rate over *peer*'s, the median of the per-round ratios (the two run
+    one after the other in every round, on the same server)."""
+    return {
+        name: summarize(
+            [
+                rps / other if other else 0.0
+                for rps, other in zip(rates, per_round[peer], strict=True)
+            ]
+        ).median
+        for name, rates in per_round.items()
+        if name.startswith("fennec")
+    }
+
+
 def run_view_throughput(
     redis_url: str, seconds: float, warmup: float, rounds: int
 ) -> dict[str, Any]:
@@ -112,7 +127,8 @@ def run_view_throughput(
 
     Each view gets *seconds* of load in total, split into *rounds* runs taken in rotating order;
     the ratio is the median of the per-round ratios, so that drift (other work on the machine)
-    weighs on every view alike.
+    weighs on every view alike. ``vs_hand_written`` is ours over the hand-written redis-py view
+    (``/raw``), taken the same way.
     """
     served = VIEWS
     names = list(served)
@@ -169,6 +185,7 @@ def run_view_throughput(
         results[name]["ratio_per_round"] = ratios
     return {
         "views": results,
+        "vs_hand_written": _against(per_round, "raw"),
         "redis_round_trip_us": round_trip,
         "workers": WORKERS,
         "worker_class": WORKER_CLASS,

@@ -95,6 +95,8 @@ def test_view_throughput(results: dict[str, Any]) -> None:
     for view in ("const", "fennec", "flask_caching", "raw"):
         _assert_numbers(views[view], "rps", "ratio", "requests", "errors")
         assert views[view]["requests"] > 0, view
+    against = results["view_throughput"]["vs_hand_written"]
+    assert set(against) >= {"fennec"} and all(value > 0 for value in against.values())
     trip = results["view_throughput"]["redis_round_trip_us"]
     assert trip is not None, "the workers' latency histogram was not read"
     _assert_numbers(trip, "p50", "p99", "samples")
