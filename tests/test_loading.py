@@ -245,7 +245,8 @@ def test_an_early_refresh_that_outlasts_the_ttl_keeps_the_entry_for_other_reader
     find the key gone and load a second time; it is kept, served stale, until the refresh
     stores its value."""
     backend = real_caches(ttl_jitter=0)
-    ttl = 0.3
+    # Long enough that a stalled machine still reads the refreshed value within its life.
+    ttl = 1.5
     aside = CacheAside(backend, ttl=ttl, beta=1e9, lock_timeout=5.0)  # every read refreshes
     loads = Counter()
     release = threading.Event()
