@@ -110,6 +110,21 @@ def _require_redis(backend: RedisCache) -> dict[str, Any]:
     return report
 
 
+def _flat_rows(report: dict[str, Any], head: str = "") -> list[tuple[str, object]]:
+    """One row per figure of a nested report (``redis.nodes.host:port.used_memory``), one per
+    item of a list (``warnings``)."""
+    rows: list[tuple[str, object]] = []
+    for name, value in report.items():
+        label = f"{head}{name}"
+        if isinstance(value, dict):
+            rows += _flat_rows(value, label + ".")
+        elif isinstance(value, list) and value:
+            rows += [(label, item) for item in value]
+        else:
+            rows.append((label, value))
+    return rows
+
+
 def _table(rows: Iterable[tuple[str, object]]) -> str:
     pairs = [(name, str(value)) for name, value in rows]
     width = max((len(name) for name, _ in pairs), default=0)
@@ -220,13 +235,7 @@ def health_command(as_json: bool) -> None:
     """Ping Redis and print the report; exit status 0 when healthy, 1 otherwise."""
     report = _backend().health()
     report = {"status": report.pop("status"), **report}
-    rows: list[tuple[str, object]] = []
-    for name, value in report.items():
-        if isinstance(value, dict):  # the near cache's state: one row per field
-            rows += [(f"{name}.{part}", item) for part, item in value.items()]
-        else:
-            rows.append((name, value))
-    click.echo(json.dumps(report, indent=2) if as_json else _table(rows))
+    click.echo(json.dumps(report, indent=2) if as_json else _table(_flat_rows(report)))
     if report["status"] != "healthy":
         _fail(f"Redis at {report['url']} is unreachable: {report.get('error', 'no answer')}")
 

@@ -733,3 +733,20 @@ def sized():
 def unsized():
     yield from sized()
 """
+
+
+def test_health_prints_one_row_per_figure_and_per_warning(
+    app: Flask, runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = {
+        "status": "healthy", "url": "redis+cluster://h:1/",
+        "redis": {"available": True, "nodes": {"h:1": {"used_memory": 10}, "h:2": {"used_memory": 20}}},
+        "warnings": ["maxmemory-policy is noeviction", "evictions climbing"],
+    }  # fmt: skip
+    monkeypatch.setattr(type(backend_of(app)), "health", lambda self: dict(report))
+    lines = run(runner, "health").stdout.splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "status", "url", "redis.available", "redis.nodes.h:1.used_memory",
+        "redis.nodes.h:2.used_memory", "warnings", "warnings",
+    ]  # fmt: skip
+    assert lines[-2].split(None, 1)[1] == "maxmemory-policy is noeviction"
