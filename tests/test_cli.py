@@ -740,7 +740,8 @@ def test_health_prints_one_row_per_figure_and_per_warning(
 ) -> None:
     report = {
         "status": "healthy", "url": "redis+cluster://h:1/",
-        "redis": {"available": True, "nodes": {"h:1": {"used_memory": 10}, "h:2": {"used_memory": 20}}},
+        "redis": {"available": True,
+                  "nodes": {"h:1": {"used_memory": 10}, "h:2": {"used_memory": 20}}},
         "warnings": ["maxmemory-policy is noeviction", "evictions climbing"],
     }  # fmt: skip
     monkeypatch.setattr(type(backend_of(app)), "health", lambda self: dict(report))
