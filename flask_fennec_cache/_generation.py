@@ -82,14 +82,7 @@ class Generation:
     def read_again(self) -> None:
         """Read it again, quietly (the flushing thread, every round; this background read
         leaves the breaker to the commands of the application)."""
-        try:
-            found = self._guard.quietly(lambda c: [c.get(self.key)], informs=False)
-        except Exception:
-            # A cache closed during this read had its connections torn down under it (redis-py
-            # then fails in odd ways, e.g. TypeError): nothing to report.
-            if not self._guard.closed:
-                raise
-            return
+        found = self._guard.quietly(lambda c: [c.get(self.key)], informs=False)
         if found is not None:
             self.observe(found[0])
 

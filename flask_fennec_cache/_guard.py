@@ -61,8 +61,6 @@ class Guard:
         self.fail_open = fail_open
         #: Invalidations Redis did not get, applied before anything else is read.
         self.pending = PendingInvalidations(lambda: self.breaker.state == "closed")
-        #: Was the cache closed? (Its background threads then stop quietly.)
-        self.closed = False
         #: The per-node breakers of a cluster client (shared by the caches on that client).
         self.nodes: NodeBreakers | None = None
         if isinstance(client, ClusterClient):
@@ -190,7 +188,6 @@ class Guard:
     def close(self) -> None:
         """The cache is closed: no more background probes or applying of what is kept (a
         closed cache must not reconnect by itself)."""
-        self.closed = True
         prober.forget(self)
         prober.forget(self.pending)
 
