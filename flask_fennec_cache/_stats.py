@@ -458,10 +458,17 @@ def _flush_loop(ref: weakref.ref[StatsBuffer], stopped: threading.Event, interva
         buffer = ref()
         if buffer is None:
             return
-        if flush:
-            buffer.flush()
-        for call in buffer.after_round:
-            call()
+        try:
+            if flush:
+                buffer.flush()
+            for call in buffer.after_round:
+                call()
+        except Exception:
+            # A cache closed during this round had its connections torn down under it
+            # (redis-py then fails in odd ways, e.g. TypeError): nothing to report.
+            if stopped.is_set():
+                return
+            raise
         del buffer
         if stopped.wait(interval):
             return

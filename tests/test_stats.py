@@ -284,3 +284,32 @@ def test_after_fork_a_names_hits_start_from_zero_and_its_row_is_kept(store: Fake
         assert pending["hits"] == 1 and pending["n|hits|app.view"] == 1
     finally:
         made.close()
+
+
+def test_a_flush_round_racing_the_cache_s_close_ends_quietly() -> None:
+    """Seen once in CI: close() tore the connection down under the flushing thread's round
+    (redis-py raised TypeError from a socket set to None); a bug while open is not hidden."""
+    import threading
+
+    from flask_fennec_cache._stats import StatsBuffer
+
+    in_round, raised = threading.Event(), []
+    buffer = StatsBuffer(lambda counts: True, 0.01)
+
+    def torn_down() -> None:
+        in_round.set()
+        buffer._stopped.wait(5)
+        raise TypeError("argument must be an int, or have a fileno() method.")
+
+    buffer.after_round.append(torn_down)
+    hook, threading.excepthook = threading.excepthook, lambda args: raised.append(args)
+    try:
+        buffer.add("hits")  # starts the flushing thread
+        assert in_round.wait(5)
+        thread = buffer._thread
+        buffer.close()
+        assert thread is not None
+        thread.join(5)
+        assert not thread.is_alive() and raised == []
+    finally:
+        threading.excepthook = hook
