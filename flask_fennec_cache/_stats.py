@@ -61,28 +61,6 @@ NAME_FIELDS = ("hits", "misses", "stale_hits", "fail_safe_hits", "errors", "bypa
 MAX_NAMES = 500
 #: The row that counts every name past :data:`MAX_NAMES`.
 OVERFLOW_NAME = "(other names)"
-#: Upper bounds, in seconds, of the per-name load-time histogram (``+Inf`` is implied).
-LOAD_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-_LOAD_FIELDS = tuple(f"load_le:{bound!r}" for bound in LOAD_BUCKETS) + ("load_le:+Inf",)
-_LOAD_SUM = "load_sum_us"
-_NAMED = "n|"  # shared-hash fields of a name: "n|<field>|<name>"
-
-Flush = Callable[[Mapping[str, int]], bool]
-
 #: Upper bounds, in seconds, of the Redis round-trip latency histogram (``+Inf`` is implied).
 LATENCY_BUCKETS = (
     0.0001,
@@ -99,6 +77,15 @@ LATENCY_BUCKETS = (
     0.5,
     1.0,
 )
+#: Upper bounds, in seconds, of the per-name load-time histogram (``+Inf`` is implied): from a
+#: millisecond, the latency buckets and longer ones.
+LOAD_BUCKETS = (*LATENCY_BUCKETS[3:], 2.5, 5.0, 10.0)
+_LOAD_FIELDS = tuple(f"load_le:{bound!r}" for bound in LOAD_BUCKETS) + ("load_le:+Inf",)
+_LOAD_SUM = "load_sum_us"
+_NAMED = "n|"  # shared-hash fields of a name: "n|<field>|<name>"
+
+Flush = Callable[[Mapping[str, int]], bool]
+
 # Shared-hash fields: one (non-cumulative) count per bucket, named by its bound, and the sum in
 # whole microseconds (HINCRBY adds integers only).
 _BUCKET_FIELDS = tuple(f"latency_le:{bound!r}" for bound in LATENCY_BUCKETS) + ("latency_le:+Inf",)
