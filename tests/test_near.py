@@ -426,7 +426,8 @@ def test_no_stale_tagged_read_after_invalidate_tags_acknowledged_in_another_proc
 def commands_run(server: RedisServer) -> dict[str, int]:
     """Commands the server has run so far, by name (but those this connection asks with)."""
     stats = server.client().info("commandstats")
-    asking = ("cmdstat_info", "cmdstat_hello", "cmdstat_client|", "cmdstat_select")
+    # Redis 6.0 counts CLIENT SETINFO, SETNAME, ... under one cmdstat_client, 7 per subcommand.
+    asking = ("cmdstat_info", "cmdstat_hello", "cmdstat_client", "cmdstat_select")
     return {k: int(v["calls"]) for k, v in stats.items() if not k.startswith(asking)}
 
 

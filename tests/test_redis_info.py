@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
-from _servers import RedisServer, RedisServerFactory
+from _servers import RedisServer, RedisServerFactory, redis_server_version
 from _support import HANG, AppFactory, CacheFactory, backend_of, new_app, wait_for
 from flask import Flask
 from test_metrics import Scrape
@@ -60,6 +60,10 @@ def caches(prefix: str) -> Iterator[list[RedisCache]]:
     yield made
     for cache in made:
         cache.close()
+
+
+#: Pub/Sub channel rules ("&*") are 6.2+; before, every user may use every channel.
+ALL_CHANNELS = ["*"] if redis_server_version() >= (6, 2) else []
 
 
 def cache_on(caches: list[RedisCache], url: str, **options: Any) -> RedisCache:
@@ -254,7 +258,7 @@ def test_an_acl_without_info_leaves_the_figures_out_and_says_why(
 ) -> None:
     server = redis_server_factory(["--maxmemory", "10mb"])  # noeviction: it cannot be seen
     server.client().acl_setuser(
-        "app", enabled=True, passwords=["+app-password"], keys=["*"], channels=["*"],
+        "app", enabled=True, passwords=["+app-password"], keys=["*"], channels=ALL_CHANNELS,
         commands=["+@all", "-info"],
     )  # fmt: skip
     url = f"redis://app:app-password@127.0.0.1:{server.port}/0"
@@ -660,7 +664,7 @@ def test_the_panel_says_why_the_figures_are_left_out(
 
     server = redis_server_factory()
     server.client().acl_setuser(
-        "app", enabled=True, passwords=["+app-password"], keys=["*"], channels=["*"],
+        "app", enabled=True, passwords=["+app-password"], keys=["*"], channels=ALL_CHANNELS,
         commands=["+@all", "-info"],
     )  # fmt: skip
     app = make_app(FENNEC_CACHE_URL=f"redis://app:app-password@127.0.0.1:{server.port}/0")
