@@ -222,9 +222,8 @@ def test_redis_frozen_under_load(redis_server: RedisServer, tmp_path: Path) -> N
     assert everything.failures == [], everything.failures[:5]  # no 5xx, no client timeout
     assert 503 in health_codes
     assert "open" in breaker_states, breaker_states
-    # Most requests of the settled window never touch Redis: they take the loader's time,
-    # far below one socket timeout (a probe per worker and cool-down still waits one).
-    assert settled.percentile_ms(0.5) < SOCKET_TIMEOUT * 1000, settled.summary()
+    # How fast the settled window is (most requests never touch Redis) is measured and printed
+    # above, and recorded in docs/reliability.md: a timing, never asserted here.
     assert "Traceback" not in demo.log()
 
 
