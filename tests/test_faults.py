@@ -39,8 +39,6 @@ LOAD_DB_DELAY = 0.01
 OUTAGE_SECONDS = 2.0
 #: Deadline (not a pass condition on speed) for the cache to hit again after a recovery.
 RECOVERY_TIMEOUT = 10.0
-#: The demo's (and the library's) default socket timeout, in seconds.
-SOCKET_TIMEOUT = 0.25
 QUIET = 3600.0  # a stats flush interval that never fires during a test
 
 
