@@ -50,10 +50,7 @@ def render(
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_text: str) -> str:
-        full = f"{NAMESPACE}_{name}"
-        lines.append(f"# HELP {full} {_escape_help(help_text)}")
-        lines.append(f"# TYPE {full} {kind}")
-        return full
+        return _family(lines, f"{NAMESPACE}_{name}", kind, help_text)
 
     up = metric("up", "gauge", "1 if the shared counters could be read from Redis, else 0.")
     lines.append(f"{up} {0 if counters is None else 1}")
@@ -166,10 +163,7 @@ def render_redis(state: RedisState) -> str:
     lines: list[str] = []
 
     def metric(name: str, kind: str, help_text: str) -> str:
-        full = f"{NAMESPACE}_redis_{name}"
-        lines.append(f"# HELP {full} {_escape_help(help_text)}")
-        lines.append(f"# TYPE {full} {kind}")
-        return full
+        return _family(lines, f"{NAMESPACE}_redis_{name}", kind, help_text)
 
     available = metric(
         "info_available", "gauge", "1 if Redis answered INFO for the figures below, else 0."
@@ -208,6 +202,13 @@ def _number(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     return repr(float(value))
+
+
+def _family(lines: list[str], full: str, kind: str, help_text: str) -> str:
+    """Append the HELP and TYPE lines of the metric family *full*; returns its name."""
+    lines.append(f"# HELP {full} {_escape_help(help_text)}")
+    lines.append(f"# TYPE {full} {kind}")
+    return full
 
 
 def _escape_help(text: str) -> str:
