@@ -392,7 +392,12 @@ def _refresh(
                         f"{type(exc).__name__}: {exc}",
                     )
                 finally:
-                    lock.release()
+                    try:
+                        lock.release()
+                    except Exception:  # noqa: S110 - the lock expires with its timeout anyway
+                        # Seen when the cache was closed under a running refresh: its
+                        # connections torn down, redis-py fails in odd ways (TypeError).
+                        pass
 
             handed_off = schedule(refresh_in_background)
             return _serve_stale(backend, stale, envelope)
