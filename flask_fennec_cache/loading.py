@@ -657,14 +657,15 @@ def _fill(
     """Take the key's lease and load, or wait for the lease holder's value: ``(value, hit)``.
 
     A waiter waits until the lease it found must have expired (``lock_timeout`` plus a poll),
-    then tries to take it over; if another waiter took it first, it waits for that one once.
-    It gives up (and loads without the lease) only on a read made after that deadline, so a
-    thread the scheduler held back does not give up on what it saw before the lease expired.
+    then tries to take it over; if another waiter took it first (it read that waiter's lease,
+    or lost the race to take the free key), it waits for that one once. It gives up (and loads
+    without the lease) only on a read made after that deadline, so a thread the scheduler held
+    back does not give up on what it saw before the lease expired.
     """
     read_at = started = time.monotonic()
     deadline = read_at + policy.lock_timeout + 2 * MAX_POLL
     holder = entry.token if isinstance(entry, Lease) else None
-    extended = False
+    new_holder = extended = False
     delay = FIRST_POLL
     waited = False
     while True:
@@ -681,13 +682,10 @@ def _fill(
             if token:
                 assert isinstance(token, str)
                 return _load_leased(backend, key, loader, policy, token, group), False
-        if (
-            wait
-            and not extended
-            and isinstance(entry, Lease)
-            and entry.token != holder
-            and read_at + delay > deadline
-        ):
+            new_holder = True  # another caller took the key between our read and our try
+        elif entry.token != holder:
+            new_holder = True
+        if wait and new_holder and not extended and read_at + delay > deadline:
             deadline = read_at + policy.lock_timeout + 2 * MAX_POLL  # a new holder
             extended = True
         if not wait or read_at > deadline:

@@ -18,7 +18,7 @@ import redis
 from _servers import RedisServer, find_free_port
 from _support import HANG, CacheFactory, Counter, run_threads, wait_for
 
-from flask_fennec_cache import MISSING, CacheAside, RedisCache, WriteThrough, cache
+from flask_fennec_cache import MISSING, CacheAside, RedisCache, WriteThrough, cache, loading
 from flask_fennec_cache.serializers import Lease, decode
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -322,6 +322,51 @@ def test_dead_holder_waiters_arriving_with_the_lease_still_elect_one_loader(
     assert all(lookup.value == "v" for lookup in results)
     assert loads.calls == 1
     assert backends[0].get("k") == "v"
+
+
+def test_a_waiter_held_back_past_its_deadline_waits_for_the_one_that_took_over(
+    cache_factory: CacheFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dead holder's lease expires; this waiter reads the free key, then the scheduler
+    holds it back past its deadline while another waiter takes the key. Losing that race means
+    a new holder: the waiter waits for its value instead of loading a second time."""
+    waiter, rival = cache_factory(), cache_factory()
+    waiter.client.set(waiter.prefix + "k", b"L" + b"0" * 32, px=400)  # dead holder
+    release = threading.Event()
+    rivals: list[threading.Thread] = []
+    real_read = loading._read
+
+    def held_back_read(*args: Any) -> Any:
+        entry, current = real_read(*args)
+        if entry is MISSING and not rivals:
+            rival_thread = threading.Thread(
+                target=CacheAside(rival, ttl=60).lookup,
+                args=("k", lambda: release.wait(HANG) and "rival's"),
+            )
+            rivals.append(rival_thread)
+            rival_thread.start()
+            assert wait_for(lambda: isinstance(raw(rival, "k"), Lease), timeout=HANG)
+            time.sleep(0.6)  # past this waiter's deadline (lock_timeout 0.4 s + polls)
+            release.set()
+        return entry, current
+
+    monkeypatch.setattr(loading, "_read", held_back_read)
+    loads = Counter()
+
+    def load() -> str:
+        loads.bump()
+        return "waiter's"
+
+    try:
+        lookup = CacheAside(waiter, ttl=60, lock_timeout=0.4).lookup("k", load)
+    finally:
+        release.set()
+        for thread in rivals:
+            thread.join(HANG)
+    assert rivals, "the waiter never read the free key"
+    assert lookup.value == "rival's"
+    assert lookup.hit is True
+    assert loads.calls == 0
 
 
 def test_waiter_gives_up_after_lock_timeout_and_loads_without_storing(

@@ -367,19 +367,19 @@
     ctx.fillText("now", width - 26, height - 4);
 
     for (const s of series) {
-      ctx.strokeStyle = css(s.color);
+      ctx.strokeStyle = ctx.fillStyle = css(s.color);
       ctx.lineWidth = 2;
       ctx.beginPath();
-      let drawing = false;
-      for (const [t, v] of s.points) {
-        if (v === null) {
-          drawing = false;
-          continue;
-        }
-        if (drawing) ctx.lineTo(x(t), y(v));
+      s.points.forEach(([t, v], i) => {
+        if (v === null) return;
+        const joined = i > 0 && s.points[i - 1][1] !== null;
+        if (joined) ctx.lineTo(x(t), y(v));
         else ctx.moveTo(x(t), y(v));
-        drawing = true;
-      }
+        // A point between two gaps (reads in one interval only) has no line: draw it as a dot.
+        if (!joined && (i + 1 >= s.points.length || s.points[i + 1][1] === null)) {
+          ctx.fillRect(x(t) - 1.5, y(v) - 1.5, 3, 3);
+        }
+      });
       ctx.stroke();
     }
   }
