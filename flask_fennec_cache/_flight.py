@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from ._forksafe import reset_after_fork
+from ._ratelog import RateLimitedLog
 from .errors import ConfigurationError
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_log = RateLimitedLog()
 
 FIRST_POLL = 0.002
 MAX_POLL = 0.025
@@ -185,7 +187,8 @@ class RefreshPool:
         self._init_state()  # the parent's threads and queue are not this process's
 
     def submit(self, work: Callable[[], object]) -> bool:
-        """Queue *work* (its exceptions are its own to handle); False when the queue is full."""
+        """Queue *work*; False when the queue is full. *work* handles its own exceptions (one
+        that escapes is logged, and the thread goes on with the next)."""
         try:
             self._queue.put_nowait(work)
         except queue.Full:
@@ -229,7 +232,13 @@ def _work_on(work_queue: queue.Queue[Callable[[], object] | None]) -> None:
         work = work_queue.get()
         if work is None:
             return
-        work()
+        try:
+            work()
+        except Exception as exc:  # a task's own failure must not cost the pool its thread
+            _log.error(
+                "refresh-pool",
+                f"a background task failed and was dropped: {type(exc).__name__}: {exc}",
+            )
 
 
 _pools: weakref.WeakSet[RefreshPool] = weakref.WeakSet()

@@ -149,6 +149,21 @@ def test_the_pool_is_bounded_and_drains(memory_url: str) -> None:
         RefreshPool(0)
 
 
+def test_a_failing_task_costs_the_pool_no_thread(caplog: pytest.LogCaptureFixture) -> None:
+    pool = RefreshPool(1)
+    ran = threading.Event()
+
+    def fail() -> None:
+        raise TypeError("a torn-down connection")
+
+    with caplog.at_level(logging.ERROR, logger="flask_fennec_cache"):
+        assert pool.submit(fail)
+        assert pool.submit(ran.set)
+        assert ran.wait(HANG), "the pool's only thread died with the failing task"
+    pool.drain(HANG)
+    assert "TypeError: a torn-down connection" in caplog.text
+
+
 def test_the_pool_size_is_configured_by_the_app(make_app: Any) -> None:
     try:
         make_app(FENNEC_CACHE_REFRESH_WORKERS=3)
