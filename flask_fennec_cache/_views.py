@@ -49,9 +49,10 @@ ResponseFilter = Callable[[FlaskResponse], bool]
 
 logger = logging.getLogger("flask_fennec_cache")
 
-#: The header naming why a response was not cached (``X-Cache: BYPASS``): one of ``method``,
-#: ``authorization``, ``store-false``, ``session``, ``status``, ``streamed``, ``passthrough``,
-#: ``cookie``, ``no-store``, ``private``, ``vary``, ``filter`` (docs/recipes.md).
+#: The header naming why a response was not cached (``X-Cache: BYPASS``): one of ``unless``,
+#: ``method``, ``authorization``, ``store-false``, ``session``, ``status``, ``streamed``,
+#: ``passthrough``, ``cookie``, ``no-store``, ``private``, ``vary``, ``filter``
+#: (docs/recipes.md).
 BYPASS_HEADER = "X-Cache-Bypass"
 
 _UNSTORED_HEADERS = frozenset({"set-cookie", "x-cache", "x-cache-bypass", "age"})
@@ -173,6 +174,13 @@ class ViewCache:
         """Remove every entry (all hosts, query strings and ``Vary`` variants) of this view
         for *view_args*; the number of keys removed."""
         return backend.drop_group(group_index(view_group(endpoint, view_args, self.key)))
+
+    def bypass(
+        self, ctx: RequestContext, backend: CacheParts, rendered: Any, reason: str
+    ) -> Response:
+        """The response of what the view returned (*rendered*), not cached for *reason*:
+        marked ``X-Cache: BYPASS``, logged and counted."""
+        return _bypass(ctx.request, backend, _response(rendered), reason)
 
     def serve(
         self,

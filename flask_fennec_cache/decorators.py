@@ -363,7 +363,7 @@ class _Cached:
     ) -> tuple[Any, bool, str]:
         """``(value, hit, key)`` of one call; *args* include the instance when *bound*."""
         if self.unless is not None and self.unless():
-            return plain(invoke(*args, **kwargs)), False, ""
+            return self._unless(invoke(*args, **kwargs), args, kwargs, bound), False, ""
         loader = invoke
         if has_request_context():
             ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
@@ -389,6 +389,17 @@ class _Cached:
             return value.result, False, key
         return value, hit, key
 
+    def _unless(
+        self, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool
+    ) -> Any:
+        """What a call ``unless`` bypassed returns: a view's response marked ``X-Cache:
+        BYPASS`` (reason ``unless``, counted for its name), a function's result as is."""
+        if has_request_context():
+            ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
+            if self.is_view_of(ctx, args[1:] if bound else args, kwargs):
+                return self.views.bypass(ctx, self._view_counted(ctx), result, "unless")
+        return plain(result)
+
     def _view_counted(self, ctx: RequestContext) -> NamedParts:
         """The backend's parts counting for this view request's name (``name=`` or its
         endpoint)."""
@@ -406,7 +417,7 @@ class _Cached:
         """:meth:`run` for a coroutine function: the cache's own (blocking) work runs on a
         worker thread, in a copy of this context, and the function is awaited on this loop."""
         if self.unless is not None and self.unless():
-            return plain(await self.func(*args, **kwargs)), False, ""
+            return self._unless(await self.func(*args, **kwargs), args, kwargs, bound), False, ""
         return cast("tuple[Any, bool, str]", await self._off_loop(self.run, args, kwargs, bound))
 
     async def _off_loop(

@@ -1070,12 +1070,18 @@ def test_unless_on_a_view(
         calls(request.args.get("fresh"))
         return "x"
 
-    client.get("/maybe?fresh=1")
-    client.get("/maybe?fresh=1")
+    for _ in range(2):
+        bypassed = client.get("/maybe?fresh=1")
+        assert bypassed.get_data(as_text=True) == "x"
+        assert bypassed.headers["X-Cache"] == "BYPASS"
+        assert bypassed.headers["X-Cache-Bypass"] == "unless"
     assert calls.count == 2
     client.get("/maybe")
     assert client.get("/maybe").headers["X-Cache"] == "HIT"
     assert calls.count == 3
+    by_name = app_backend(app).get_stats()["by_name"]["maybe"]
+    assert by_name["bypasses"] == 2
+    assert by_name["bypass_reasons"] == {"unless": 2}
 
 
 def test_a_view_still_answers_when_redis_is_down(

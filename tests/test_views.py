@@ -540,6 +540,24 @@ def test_an_async_view_is_cached(app: Flask, fennec: FennecCache) -> None:
     assert renders == [2, -2, 2]  # the helper's own entry was still fresh
 
 
+def test_an_async_view_bypassed_by_unless_says_so(app: Flask, fennec: FennecCache) -> None:
+    @cache(ttl=60, unless=lambda: True)
+    async def helper() -> str:
+        return "helper"
+
+    @app.get("/async-fresh")
+    @fennec.cache(ttl=60, unless=lambda: request.args.get("fresh") == "1")
+    async def fresh() -> str:
+        return await helper()
+
+    client = app.test_client()
+    bypassed = client.get("/async-fresh?fresh=1")
+    assert bypassed.get_data(as_text=True) == "helper"
+    assert (bypassed.headers["X-Cache"], bypassed.headers["X-Cache-Bypass"]) == ("BYPASS", "unless")
+    assert client.get("/async-fresh").headers["X-Cache"] == "MISS"
+    assert backend_of(app).get_stats()["by_name"]["fresh"]["bypass_reasons"] == {"unless": 1}
+
+
 def test_an_async_view_reading_the_session_varies_on_the_cookie(
     app: Flask, fennec: FennecCache
 ) -> None:
