@@ -176,27 +176,10 @@ class Reader:
         """Read what is not *held* of *wanted* (the entry's name, then the tag keys of *names*)
         from Redis, with the PTTLs, fill the near cache with it under *tickets*, and answer
         :meth:`fetch_tagged` from that and what was *held*."""
-        missing = [i for i, got in enumerate(held) if got is None]
-
-        def read(client: redis.Redis) -> list[Any]:
-            pipe = client.pipeline(transaction=False)
-            for i in missing:
-                pipe.get(wanted[i])
-                pipe.pttl(wanted[i])
-            return pipe.execute()
-
-        found = None
-        try:
-            found = self._guard.run("get", read, allowed=True)
-        finally:
-            if found is None and near is not None:  # Redis failed, or raised CacheUnavailable
-                for i, ticket in tickets.items():
-                    if ticket is not None:
-                        near.abandon_fill(wanted[i], ticket)
-        if found is None:
-            return MISSING, None
-        read_now = dict(zip(missing, zip(found[::2], found[1::2], strict=True), strict=True))
         fill = _Fill(near, wanted, tickets)
+        read_now = self._read_missing("get", wanted, held, fill)
+        if read_now is None:
+            return MISSING, None
         if 0 in read_now:
             data, ttl_ms = read_now[0]
             entry = self._codec.decode(key, data)
@@ -218,6 +201,67 @@ class Reader:
                 versions[tag] = version = data.decode()
                 fill.keep(i, version, data, ttl_ms)
         return entry, versions
+
+    def fetch_many(self, keys: list[str]) -> list[Any]:
+        """The entries under *keys* (MISSING where there is none, or Redis failed): those the
+        near cache holds from it, the others in one round trip (filling the near cache; on a
+        cluster one MGET or pipeline per node)."""
+        if not self._guard.allow("get_many", keys):
+            return [MISSING] * len(keys)
+        near = self.near
+        wanted = [(self._prefix + k).encode("utf-8", "surrogatepass") for k in keys]
+        held = None if near is None else near.get_many(wanted)
+        if held is None:  # no near cache, or its coherence is not assured: filling nothing
+            names = [self._prefix + k for k in keys]
+            datas = self._guard.run("get_many", lambda c: mget(c, names), allowed=True)
+            datas = datas or [None] * len(keys)
+            return [self._codec.decode(k, d) for k, d in zip(keys, datas, strict=True)]
+        assert near is not None
+        tickets = {i: near.begin_fill(name) for i, name in enumerate(wanted) if held[i] is None}
+        fill = _Fill(near, wanted, tickets)
+        # Redis failed: None, and the keys not held are misses.
+        read_now = (self._read_missing("get_many", wanted, held, fill) if tickets else None) or {}
+        entries: list[Any] = []
+        for i, (key, got) in enumerate(zip(keys, held, strict=True)):
+            if got is not None:
+                redecode, argument = cast("tuple[Callable[[Any], Any], Any]", got)
+                entries.append(redecode(argument))
+            elif i not in read_now:  # Redis failed
+                entries.append(MISSING)
+            else:
+                data, ttl_ms = read_now[i]
+                entry = self._codec.decode(key, data)
+                if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
+                    fill.abandon(i)
+                else:
+                    fill.keep(i, self._codec.ready_form(data, entry), data, ttl_ms)
+                entries.append(entry)
+        return entries
+
+    def _read_missing(
+        self, op: str, wanted: list[bytes], held: list[object | None], fill: _Fill
+    ) -> dict[int, tuple[Any, Any]] | None:
+        """``{index: (data, pttl)}`` of the names of *wanted* not *held*, read from Redis in
+        one pipeline; None (with *fill* abandoned) when Redis failed."""
+        missing = [i for i, got in enumerate(held) if got is None]
+
+        def read(client: redis.Redis) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for i in missing:
+                pipe.get(wanted[i])
+                pipe.pttl(wanted[i])
+            return pipe.execute()
+
+        found = None
+        try:
+            found = self._guard.run(op, read, allowed=True)
+        finally:
+            if found is None:  # Redis failed, or raised CacheUnavailable
+                for i in missing:
+                    fill.abandon(i)
+        if found is None:
+            return None
+        return dict(zip(missing, zip(found[::2], found[1::2], strict=True), strict=True))
 
     def forget(self, *keys: str) -> None:
         """This process changed *keys*: drop them from the near cache before Redis says so."""

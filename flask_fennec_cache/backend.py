@@ -32,7 +32,6 @@ from ._recovery import Invalidations
 from ._scripts import Scripts
 from ._stats import StatsBuffer
 from ._tagindex import TagIndex
-from ._topology import mget
 from ._tracing import invalidation
 from ._validate import RESERVED, check_prefix, check_ttl
 from ._writer import Writer
@@ -207,17 +206,14 @@ class RedisCache:
         return value
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The entries found among *keys* (misses are left out), in one round trip
-        (on a cluster: one MGET per slot, pipelined, so one round trip per node)."""
+        """The entries found among *keys* (misses are left out): those the near cache holds
+        from it, the others in one round trip (on a cluster: one per node)."""
         keys = [key for key in keys if self.reader.key_ok(key)]
         asked, keys = len(keys), self.guard.uncovered("get_many", keys)
         self.counters.add("misses", asked - len(keys))
         if not keys:
             return {}
-        names = [self.prefix + k for k in keys]
-        datas = self.guard.run("get_many", lambda c: mget(c, names), keys=keys)
-        datas = datas or [None] * len(keys)
-        entries = [self.codec.decode(k, d) for k, d in zip(keys, datas, strict=True)]
+        entries = self.reader.fetch_many(keys)
         tags = {t for e in entries if isinstance(e, Envelope) for t in e.tags}
         known = self.tag_index.versions(tags) if tags else {}
         found: dict[str, Any] = {}

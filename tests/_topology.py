@@ -202,6 +202,11 @@ class RedisClusterTopology:
             masters = [node for node in nodes if node.is_master and node.slots]
             if len(masters) != self.masters:
                 return False
+            # A restarted master comes back empty and only then turns into its successor's
+            # replica: until it has, that master has no replica (a failover test needs one).
+            for master in masters:
+                if sum(node.master_id == master.node_id for node in nodes) < self.replicas:
+                    return False
         for server in self.servers:
             replication = server.cli("INFO", "replication")
             if "role:slave" in replication and "master_link_status:up" not in replication:

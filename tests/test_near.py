@@ -465,6 +465,30 @@ def test_a_tagged_near_hit_sends_nothing_to_redis(
     assert all(held.entry(name) is not None for name in tag_keys)  # the versions, held here
 
 
+def test_get_many_is_served_from_the_near_cache_and_sees_changes_elsewhere(
+    quiet_near: RedisCache, writer: RedisCache, redis_server: RedisServer, prefix: str
+) -> None:
+    writer.set_many({"a": 1, "b": [2], "c": {"v": 3}})
+    writer.set("tagged", "t", tags=("team",))
+    redis_server.client().set(f"{prefix}lease", b"L" + b"0" * 32)  # a load in progress
+    keys = ["a", "b", "c", "tagged", "lease", "absent"]
+    expected = {"a": 1, "b": [2], "c": {"v": 3}, "tagged": "t"}
+    assert quiet_near.get_many(keys) == expected  # read from Redis, filling the near cache
+    hits, before = quiet_near.get_stats()["near_hits"], commands_run(redis_server)
+    assert quiet_near.get_many(["a", "b", "c", "tagged"]) == expected
+    assert commands_run(redis_server) == before  # every entry and tag version held here
+    assert quiet_near.get_stats()["near_hits"] == hits + 1
+    first = quiet_near.get_many(["b"])
+    first["b"].append("changed")
+    assert quiet_near.get_many(["b"]) == {"b": [2]}  # each caller has its own copy
+
+    writer.set("a", "new")
+    writer.delete("c")
+    assert writer.invalidate_tags("team")
+    assert quiet_near.get_many(keys) == {"a": "new", "b": [2]}
+    assert quiet_near.get_many(["a", "a", "b"]) == {"a": "new", "b": [2]}
+
+
 def test_an_own_invalidate_tags_drops_the_held_versions_at_once(quiet_near: RedisCache) -> None:
     from flask_fennec_cache import cache
 
