@@ -9,13 +9,14 @@ from typing import Any
 from ._redis_info import RedisState
 from ._stats import FIELDS, NAME_FIELDS, latency_histogram, load_histograms, split_named
 
-__all__ = ["BREAKER_STATES", "CONTENT_TYPE", "NAMESPACE", "render", "render_redis"]
+__all__ = ["BREAKER_STATES", "CONTENT_TYPE", "NAMESPACE", "NEAR_STATES", "render", "render_redis"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 NAMESPACE = "fennec_cache"
 
 #: The value of ``fennec_cache_breaker_state``: higher is worse.
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+NEAR_STATES = {"connected": 0, "not started": 1, "disconnected": 2}
 
 _COUNTER_HELP = {
     "hits": "Cache reads that found a usable value (stale serves and near-cache hits included).",
@@ -67,6 +68,13 @@ def render(
         ):
             name = metric(f"near_cache_{field}", "gauge", help_text)
             lines.append(f'{name}{{pid="{pid}"}} {int(near[field])}')
+        name = metric(
+            "near_cache_state",
+            "gauge",
+            "Near cache of the process that answered: 0 connected (serving), 1 not started "
+            "(no read yet), 2 disconnected (reads bypass it).",
+        )
+        lines.append(f'{name}{{pid="{pid}"}} {NEAR_STATES.get(near["state"], 2)}')
     if counters is not None:
         for field in FIELDS:
             name = metric(f"{field}_total", "counter", _COUNTER_HELP.get(field, field))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -672,6 +673,7 @@ def test_health_and_metrics_show_this_process_s_near_cache(
     pid = os.getpid()
     assert f'fennec_cache_near_cache_entries{{pid="{pid}"}} 1' in metrics
     assert f'fennec_cache_near_cache_bytes{{pid="{pid}"}} {near["bytes"]}' in metrics
+    assert f'fennec_cache_near_cache_state{{pid="{pid}"}} 0' in metrics
 
 
 def test_health_tells_a_near_cache_not_started_from_a_disconnected_one(
@@ -681,20 +683,27 @@ def test_health_tells_a_near_cache_not_started_from_a_disconnected_one(
     backend = backend_of(app)
     client = app.test_client()
 
-    def near_health() -> tuple[bool, str]:
+    def near_health() -> tuple[bool, str, str]:
         near = client.get("/cache/health").get_json()["near_cache"]
-        return near["connected"], near["state"]
+        metrics = client.get("/cache/metrics").get_data(as_text=True)
+        gauge = re.search(r'^fennec_cache_near_cache_state\{pid="\d+"\} (\d)$', metrics, re.M)
+        assert gauge is not None, metrics
+        return near["connected"], near["state"], gauge[1]
 
-    assert near_health() == (False, "not started")  # a fresh worker: no read yet
+    assert near_health() == (False, "not started", "1")  # a fresh worker: no read yet
     backend.get("k")
-    assert near_health() == (True, "connected")
+    assert near_health() == (True, "connected", "0")
     redis_server.kill()
     assert backend.get("k") is None  # the read finds the tracking connection broken
-    assert near_health() == (False, "disconnected")
+    assert near_health() == (False, "disconnected", "2")
     redis_server.restart()
-    near_of(backend)._tracking.retry_now()
-    backend.get("k")
-    assert near_health() == (True, "connected")
+
+    def reconnected() -> bool:  # once the breaker's cool-down from the outage has passed
+        near_of(backend)._tracking.retry_now()
+        backend.get("k")
+        return near_health() == (True, "connected", "0")
+
+    assert wait_for(reconnected, timeout=10)
 
 
 def test_without_a_near_cache_health_and_metrics_say_nothing_of_it(
