@@ -724,3 +724,11 @@ class _AsyncBound(_Bound):
 
     async def refresh(self, *args: Any, **kwargs: Any) -> Any:
         return await self._state.refresh_async((self._instance, *args), kwargs, True)
+
+
+# help(f.refresh) and friends show what CachedFunction documents.
+for _helpers in (_SyncCached, _AsyncCached, _Bound, _AsyncBound):
+    for _name in ("lookup", "cache_key", "invalidate", "refresh"):
+        if _name in vars(_helpers):
+            vars(_helpers)[_name].__doc__ = getattr(CachedFunction, _name).__doc__
+del _helpers, _name

@@ -123,3 +123,27 @@ def test_every_exported_name_is_on_the_generated_api_page(name: str) -> None:
     page = (ROOT / "docs" / "api.rst").read_text(encoding="utf-8")
     directive = rf"^\.\. auto(class|function|exception|data):: flask_fennec_cache\.{name}$"
     assert re.search(directive, page, re.M), f"docs/api.rst does not document {name}"
+
+
+def test_a_cached_function_s_helpers_carry_their_documentation() -> None:
+    """``help(f.refresh)`` says what ``CachedFunction`` says, sync or async, bound or not."""
+    from flask_fennec_cache import CachedFunction, cache
+
+    class Repository:
+        @cache(ttl=60)
+        def sync(self) -> int:
+            return 1
+
+        @cache(ttl=60)
+        async def coroutine(self) -> int:
+            return 1
+
+    for cached in (
+        Repository.sync,
+        Repository.coroutine,
+        Repository().sync,
+        Repository().coroutine,
+    ):
+        for helper in ("lookup", "cache_key", "invalidate", "refresh"):
+            expected = getattr(CachedFunction, helper).__doc__
+            assert expected and getattr(cached, helper).__doc__ == expected, (cached, helper)
