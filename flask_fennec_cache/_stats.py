@@ -132,6 +132,9 @@ class StatsBuffer:
         self._tallies: list[tuple[str, Callable[[], int]]] = []
         #: Called on the flushing thread after each of its rounds, with counts or without.
         self.after_round: list[Callable[[], None]] = []
+        #: Rounds the flushing thread has finished (the first, at its start, reads what
+        #: ``after_round`` reads; then one every *interval*).
+        self.rounds = 0
         self._names: dict[str, NameStats] = {}
         _live.add(self)
         reset_after_fork(self)
@@ -309,6 +312,7 @@ class StatsBuffer:
         for row in self._names.values():
             row.hit_count = itertools.count()
         self._thread = None
+        self.rounds = 0
         self._stopped = threading.Event()
 
 
@@ -450,6 +454,7 @@ def _flush_loop(ref: weakref.ref[StatsBuffer], stopped: threading.Event, interva
                 buffer.flush()
             for call in buffer.after_round:
                 call()
+            buffer.rounds += 1
         except Exception:
             # A cache closed during this round had its connections torn down under it
             # (redis-py then fails in odd ways, e.g. TypeError): nothing to report.

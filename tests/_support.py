@@ -178,3 +178,12 @@ def new_app(memory_url: str, **config: Any) -> Flask:
     )
     app.config.update(config)
     return app
+
+
+def settled(cache: RedisCache) -> RedisCache:
+    """*cache*, once its statistics thread has started and finished its first round (which
+    reads the generation at once). Built with a long ``stats_flush_interval``, it then sends
+    nothing of its own: for tests that count the server's commands."""
+    cache.counters.add("sets", 0)  # starts the thread, counting nothing
+    assert wait_for(lambda: cache.counters.rounds >= 1, timeout=HANG), "no statistics round"
+    return cache

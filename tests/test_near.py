@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 import redis
 from _servers import RedisServer
-from _support import AppFactory, backend_of, wait_for
+from _support import AppFactory, backend_of, settled, wait_for
 
 from flask_fennec_cache import RedisCache
 from flask_fennec_cache._near_store import NearStore
@@ -436,7 +436,15 @@ def commands_run(server: RedisServer) -> dict[str, int]:
 def quiet_near(redis_server: RedisServer, prefix: str) -> Iterator[RedisCache]:
     """A near cache that sends nothing of its own (no statistics flush) during a test."""
     cache = RedisCache(redis_server.url, prefix=prefix, near_cache=True, stats_flush_interval=3600)
-    yield cache
+    yield settled(cache)
+    cache.close()
+
+
+@pytest.fixture
+def quiet_writer(redis_server: RedisServer, prefix: str) -> Iterator[RedisCache]:
+    """A writer that sends only its own writes during a test (see :func:`quiet_near`)."""
+    cache = RedisCache(redis_server.url, prefix=prefix, stats_flush_interval=3600)
+    yield settled(cache)
     cache.close()
 
 
@@ -467,10 +475,10 @@ def test_a_tagged_near_hit_sends_nothing_to_redis(
 
 
 def test_get_many_is_served_from_the_near_cache_and_sees_changes_elsewhere(
-    quiet_near: RedisCache, writer: RedisCache, redis_server: RedisServer, prefix: str
+    quiet_near: RedisCache, quiet_writer: RedisCache, redis_server: RedisServer, prefix: str
 ) -> None:
-    writer.set_many({"a": 1, "b": [2], "c": {"v": 3}})
-    writer.set("tagged", "t", tags=("team",))
+    quiet_writer.set_many({"a": 1, "b": [2], "c": {"v": 3}})
+    quiet_writer.set("tagged", "t", tags=("team",))
     redis_server.client().set(f"{prefix}lease", b"L" + b"0" * 32)  # a load in progress
     keys = ["a", "b", "c", "tagged", "lease", "absent"]
     expected = {"a": 1, "b": [2], "c": {"v": 3}, "tagged": "t"}
@@ -483,9 +491,9 @@ def test_get_many_is_served_from_the_near_cache_and_sees_changes_elsewhere(
     first["b"].append("changed")
     assert quiet_near.get_many(["b"]) == {"b": [2]}  # each caller has its own copy
 
-    writer.set("a", "new")
-    writer.delete("c")
-    assert writer.invalidate_tags("team")
+    quiet_writer.set("a", "new")
+    quiet_writer.delete("c")
+    assert quiet_writer.invalidate_tags("team")
     assert quiet_near.get_many(keys) == {"a": "new", "b": [2]}
     assert quiet_near.get_many(["a", "a", "b"]) == {"a": "new", "b": [2]}
 
@@ -542,17 +550,17 @@ def test_a_tag_version_fill_raced_by_an_invalidation_is_not_stored(
 
 
 def test_a_plain_read_of_a_tagged_entry_checks_the_held_versions(
-    quiet_near: RedisCache, writer: RedisCache, redis_server: RedisServer
+    quiet_near: RedisCache, quiet_writer: RedisCache, redis_server: RedisServer
 ) -> None:
     """``get`` learns an entry's tags from the entry: their versions come from the near cache
     too (filled at the first read), and an invalidation elsewhere is seen."""
-    writer.set("k", {"v": 1}, tags=("a", "b"))
+    quiet_writer.set("k", {"v": 1}, tags=("a", "b"))
     assert quiet_near.get("k") == {"v": 1}  # fills the entry and the versions
     hits, before = quiet_near.get_stats()["near_hits"], commands_run(redis_server)
     assert [quiet_near.get("k") for _ in range(20)] == [{"v": 1}] * 20
     assert commands_run(redis_server) == before
     assert quiet_near.get_stats()["near_hits"] - hits == 20  # the versions are not counted
-    assert writer.invalidate_tags("b")
+    assert quiet_writer.invalidate_tags("b")
     assert quiet_near.get("k") is None
 
 
