@@ -85,6 +85,23 @@ def test_cluster_keys_on_every_master_are_near_hits(
     assert near_hits(near) == before + 3
 
 
+def test_cluster_get_many_across_masters_reads_through_the_near_cache(
+    redis_cluster: RedisClusterTopology, near: RedisCache, writer: RedisCache
+) -> None:
+    keys = one_key_per_master(redis_cluster, near.prefix)
+    for port, key in keys.items():
+        writer.set(key, {"on": port})
+    expected = {key: {"on": port} for port, key in keys.items()}
+    assert near.get_many([*keys.values(), "absent"]) == expected  # one pipeline, filling
+    assert len(near_of(near)) == 3
+    before = near_hits(near)
+    assert near.get_many(list(keys.values())) == expected  # every key held: no round trip
+    assert near_hits(near) == before + 1
+    changed_port, changed = next(iter(keys.items()))
+    writer.set(changed, "new")
+    assert near.get_many(list(keys.values())) == {**expected, changed: "new"}
+
+
 def test_cluster_writes_from_anywhere_are_seen_at_once(
     redis_cluster: RedisClusterTopology, near: RedisCache, writer: RedisCache
 ) -> None:
