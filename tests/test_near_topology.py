@@ -97,7 +97,7 @@ def test_cluster_get_many_across_masters_reads_through_the_near_cache(
     before = near_hits(near)
     assert near.get_many(list(keys.values())) == expected  # every key held: no round trip
     assert near_hits(near) == before + 1
-    changed_port, changed = next(iter(keys.items()))
+    changed = next(iter(keys.values()))
     writer.set(changed, "new")
     assert near.get_many(list(keys.values())) == {**expected, changed: "new"}
 
