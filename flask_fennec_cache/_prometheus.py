@@ -16,6 +16,7 @@ NAMESPACE = "fennec_cache"
 
 #: The value of ``fennec_cache_breaker_state``: higher is worse.
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+#: The value of ``fennec_cache_near_cache_state``: higher is worse.
 NEAR_STATES = {"connected": 0, "not started": 1, "disconnected": 2}
 
 _COUNTER_HELP = {

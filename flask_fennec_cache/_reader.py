@@ -181,12 +181,7 @@ class Reader:
         if read_now is None:
             return MISSING, None
         if 0 in read_now:
-            data, ttl_ms = read_now[0]
-            entry = self._codec.decode(key, data)
-            if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
-                fill.abandon(0)
-            else:
-                fill.keep(0, self._codec.ready_form(data, entry), data, ttl_ms)
+            entry = self._decode_and_fill(key, *read_now[0], fill, 0)
         else:
             redecode, argument = cast("tuple[Callable[[Any], Any], Any]", held[0])
             entry = redecode(argument)
@@ -208,15 +203,21 @@ class Reader:
         cluster one MGET or pipeline per node)."""
         if not self._guard.allow("get_many", keys):
             return [MISSING] * len(keys)
-        near = self.near
+        if self.near is not None:
+            entries = self._fetch_many_near(keys, self.near)
+            if entries is not None:
+                return entries
+        names = [self._prefix + k for k in keys]
+        datas = self._guard.run("get_many", lambda c: mget(c, names), allowed=True)
+        datas = datas or [None] * len(keys)
+        return [self._codec.decode(k, d) for k, d in zip(keys, datas, strict=True)]
+
+    def _fetch_many_near(self, keys: list[str], near: NearCache) -> list[Any] | None:
+        """:meth:`fetch_many` through *near*; None when its coherence is not assured."""
         wanted = [(self._prefix + k).encode("utf-8", "surrogatepass") for k in keys]
-        held = None if near is None else near.get_many(wanted)
-        if held is None:  # no near cache, or its coherence is not assured: filling nothing
-            names = [self._prefix + k for k in keys]
-            datas = self._guard.run("get_many", lambda c: mget(c, names), allowed=True)
-            datas = datas or [None] * len(keys)
-            return [self._codec.decode(k, d) for k, d in zip(keys, datas, strict=True)]
-        assert near is not None
+        held = near.get_many(wanted)
+        if held is None:
+            return None
         tickets = {i: near.begin_fill(name) for i, name in enumerate(wanted) if held[i] is None}
         fill = _Fill(near, wanted, tickets)
         # Redis failed: None, and the keys not held are misses.
@@ -226,17 +227,23 @@ class Reader:
             if got is not None:
                 redecode, argument = cast("tuple[Callable[[Any], Any], Any]", got)
                 entries.append(redecode(argument))
-            elif i not in read_now:  # Redis failed
-                entries.append(MISSING)
+            elif i in read_now:
+                entries.append(self._decode_and_fill(key, *read_now[i], fill, i))
             else:
-                data, ttl_ms = read_now[i]
-                entry = self._codec.decode(key, data)
-                if entry is MISSING or isinstance(entry, (Lease, Unreadable)):
-                    fill.abandon(i)
-                else:
-                    fill.keep(i, self._codec.ready_form(data, entry), data, ttl_ms)
-                entries.append(entry)
+                entries.append(MISSING)
         return entries
+
+    def _decode_and_fill(
+        self, key: str, data: bytes | None, ttl_ms: int, fill: _Fill, i: int
+    ) -> Any:
+        """The entry of *key* read as *data* (with that PTTL), kept by *fill* under index *i*
+        if it holds a value."""
+        entry = self._codec.decode(key, data)
+        if data is None or entry is MISSING or isinstance(entry, (Lease, Unreadable)):
+            fill.abandon(i)
+        else:
+            fill.keep(i, self._codec.ready_form(data, entry), data, ttl_ms)
+        return entry
 
     def _read_missing(
         self, op: str, wanted: list[bytes], held: list[object | None], fill: _Fill

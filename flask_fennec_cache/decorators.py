@@ -394,10 +394,9 @@ class _Cached:
     ) -> Any:
         """What a call ``unless`` bypassed returns: a view's response marked ``X-Cache:
         BYPASS`` (reason ``unless``, counted for its name), a function's result as is."""
-        if has_request_context():
-            ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
-            if self.is_view_of(ctx, args[1:] if bound else args, kwargs):
-                return self.views.bypass(ctx, self._view_counted(ctx), result, "unless")
+        ctx = self._view_request(args, kwargs, bound)
+        if ctx is not None:
+            return self.views.bypass(ctx, self._view_counted(ctx), result, "unless")
         return plain(result)
 
     def _view_counted(self, ctx: RequestContext) -> NamedParts:
@@ -513,6 +512,16 @@ class _Cached:
     def is_target(self, node: object) -> bool:
         return isinstance(node, (_SyncCached, _Bound)) and node._state is self
 
+    def _view_request(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool
+    ) -> RequestContext | None:
+        """The request context this call is the view of, or None (not in a request, or not
+        its view)."""
+        if not has_request_context():
+            return None
+        ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        return ctx if self.is_view_of(ctx, args[1:] if bound else args, kwargs) else None
+
     def is_view_of(
         self, ctx: RequestContext, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> bool:
@@ -598,11 +607,7 @@ class _Cached:
 
     def _check_lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any], bound: bool) -> None:
         """A view is looked up only in its own requests (its entries are chosen by them)."""
-        if has_request_context():
-            ctx: RequestContext = request_ctx._get_current_object()  # type: ignore[attr-defined]
-            if self.is_view_of(ctx, args[1:] if bound else args, kwargs):
-                return
-        if self.endpoints():
+        if self._view_request(args, kwargs, bound) is None and self.endpoints():
             raise FennecCacheError(
                 f"{self.func.__qualname__} is a cached view: lookup() serves it only in one of "
                 "its own requests (e.g. app.test_request_context(url)); use .invalidate(**view_"
